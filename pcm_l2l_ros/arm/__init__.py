@@ -1,0 +1,1 @@
+"""pcm_l2l_ros.arm"""

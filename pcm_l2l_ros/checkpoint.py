@@ -1,0 +1,124 @@
+"""Checkpoints: an ``.npz`` of arrays plus a sidecar ``.json`` that says how it was made.
+
+The sidecar holds ``format_version``, ``kind``, ``shapes``, ``command``, ``git_hash``, ``seed``,
+``metrics``, free ``config`` and the ``sha256`` of the npz. ``load_checkpoint`` checks all of it and fails
+with a clear ``CheckpointError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, or does not match what the caller expects."""
+
+
+def git_hash(repo: Path | None = None) -> str:
+    """Current commit of the repository holding this package, with ``+dirty`` if modified."""
+    repo = repo or Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], *, kind: str, seed: int | None,
+                    metrics: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
+                    command: str | None = None) -> Path:
+    """Write ``path`` (.npz) and its sidecar ``path.with_suffix('.json')``; returns the npz path.
+
+    The npz is written to a temporary name first and renamed, so an interrupted save never leaves a
+    half-written checkpoint behind.
+    """
+    path = Path(path).with_suffix(".npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+    tmp.replace(path)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "shapes": {k: list(np.shape(v)) for k, v in arrays.items()},
+        "dtypes": {k: str(np.asarray(v).dtype) for k, v in arrays.items()},
+        "command": command if command is not None else " ".join(shlex.quote(a) for a in sys.argv),
+        "git_hash": git_hash(),
+        "seed": seed,
+        "metrics": metrics or {},
+        "config": config or {},
+        "sha256": sha256_file(path),
+    }
+    side = path.with_suffix(".json")
+    tmp_side = side.with_name(side.stem + ".tmp.json")
+    tmp_side.write_text(json.dumps(meta, indent=2, sort_keys=True, default=_json_default) + "\n")
+    tmp_side.replace(side)
+    return path
+
+
+def load_checkpoint(path: str | Path, *, kind: str | None = None,
+                    expect_shapes: dict[str, tuple[int, ...]] | None = None
+                    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Load and verify a checkpoint; returns ``(arrays, sidecar)``.
+
+    Checks: both files exist, format version, kind, sha256, the stored shapes, and ``expect_shapes``.
+    """
+    path = Path(path).with_suffix(".npz")
+    side = path.with_suffix(".json")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if not side.is_file():
+        raise CheckpointError(f"checkpoint sidecar not found: {side} (every checkpoint needs one)")
+    try:
+        meta = json.loads(side.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"sidecar {side} is not valid JSON: {e}") from e
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{side}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+    if kind is not None and meta.get("kind") != kind:
+        raise CheckpointError(f"{path}: kind {meta.get('kind')!r}, expected {kind!r}")
+    digest = sha256_file(path)
+    if digest != meta.get("sha256"):
+        raise CheckpointError(f"{path}: sha256 {digest} does not match the sidecar ({meta.get('sha256')})")
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    for k, shape in meta.get("shapes", {}).items():
+        if k not in arrays or list(arrays[k].shape) != list(shape):
+            raise CheckpointError(f"{path}: array {k!r} missing or of wrong shape (sidecar says {shape})")
+    for k, shape in (expect_shapes or {}).items():
+        if k not in arrays:
+            raise CheckpointError(f"{path}: array {k!r} missing")
+        if tuple(arrays[k].shape) != tuple(shape):
+            raise CheckpointError(f"{path}: array {k!r} has shape {arrays[k].shape}, expected {tuple(shape)}")
+    return arrays, meta
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

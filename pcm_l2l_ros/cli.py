@@ -1,0 +1,58 @@
+"""The ``pcm-l2l`` command.
+
+Sub-commands (each lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``):
+demo, train-cnn, eval-cnn, train-snn, eval-snn, bench, report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("pcm_l2l_ros.demo", "run the demo scenario: one-shot arm trajectory + few-shot vision over ROS 2"),
+    "train-cnn": ("pcm_l2l_ros.vision.train_cmd", "meta-train the Omniglot CNN with MAML (resumable)"),
+    "eval-cnn": ("pcm_l2l_ros.vision.eval_cmd", "evaluate the CNN in software and on the simulated PCM chip"),
+    "train-snn": ("pcm_l2l_ros.snn.train_cmd", "meta-train the trainee + LSG with natural e-prop (resumable)"),
+    "eval-snn": ("pcm_l2l_ros.snn.eval_cmd", "evaluate one-shot trajectory learning, software and PCM"),
+    "bench": ("pcm_l2l_ros.bench_cmd", "run the benchmarks in bench/ and print ratios against peers"),
+    "report": ("pcm_l2l_ros.report", "plot metrics CSVs of training/evaluation runs"),
+}
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    parser = argparse.ArgumentParser(prog="pcm-l2l", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = {}
+    for name, (_, help_text) in COMMANDS.items():
+        subparsers[name] = sub.add_parser(name, help=help_text, description=help_text)
+    return parser, subparsers
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser, subparsers = build_parser()
+    # Only the chosen command's module is imported (torch, numba, rclpy are heavy).
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    module = None
+    if chosen is not None:
+        try:
+            module = importlib.import_module(COMMANDS[chosen][0])
+        except ModuleNotFoundError as e:
+            print(f"pcm-l2l {chosen}: not available in this installation ({e})", file=sys.stderr)
+            return 2
+        module.add_arguments(subparsers[chosen])
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,44 @@
+"""Where things are: the package's data files and the read-only ``shared`` folder (data, reference weights).
+
+``shared_dir()`` is ``$PCM_L2L_SHARED`` if set, else the ``shared`` folder next to the repository
+(``<repo>/../shared``), which is where the development and CI checkouts keep it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+MODELS_DIR = PACKAGE_DIR / "models"
+
+
+def shared_dir() -> Path:
+    """Return the folder with ``data/`` and ``reference/`` (raises FileNotFoundError if absent)."""
+    env = os.environ.get("PCM_L2L_SHARED")
+    candidates = [Path(env)] if env else []
+    candidates += [REPO_DIR.parent / "shared", Path.cwd().parent / "shared", Path.cwd() / "shared"]
+    for c in candidates:
+        if (c / "data").is_dir() or (c / "reference").is_dir():
+            return c.resolve()
+    raise FileNotFoundError(
+        "shared data folder not found; set PCM_L2L_SHARED to the folder holding data/ and reference/ "
+        f"(looked in: {', '.join(str(c) for c in candidates)})"
+    )
+
+
+def package_share_file(*parts: str) -> Path:
+    """Locate an installed data file (``urdf/…``, ``config/…``) from a source checkout or an ament install."""
+    local = REPO_DIR.joinpath(*parts)
+    if local.exists():
+        return local
+    try:  # installed with colcon: share/pcm_l2l_ros/<parts>
+        from ament_index_python.packages import get_package_share_directory  # noqa: PLC0415
+
+        installed = Path(get_package_share_directory("pcm_l2l_ros")).joinpath(*parts)
+        if installed.exists():
+            return installed
+    except Exception:  # noqa: BLE001 - ament index absent or package not installed
+        pass
+    raise FileNotFoundError(f"package file not found: {'/'.join(parts)}")

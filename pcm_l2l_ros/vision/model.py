@@ -1,0 +1,204 @@
+"""The paper's few-shot CNN (paper-notes §4.2), functional PyTorch.
+
+4 x [conv 3x3 stride 2 (56 channels, no bias) -> ReLU -> BatchNorm without affine] -> global max-pool
+-> dense readout without bias (logits = h @ W, W of shape (channels, ways)).
+
+BatchNorm uses **per-task batch statistics**: statistics over (images, H, W) of one group of images,
+where a group is one task's support set or one task's query set (the transductive MAML convention; spec
+§9.3 fixes the official code's train/eval BN mismatch). With ``bn_stats='support'`` the query set is
+normalised with the support set's statistics instead (non-transductive; for classifying single images).
+
+Input convention is per checkpoint: our loader gives ink = 1; ``input_convention='background1'``
+(released Ortner et al. weights) feeds 1 - x. Padding: ``'symmetric'`` = pad 1 on every side (ours);
+``'tf_same'`` = TensorFlow SAME padding (extra pixel bottom/right when needed; the released weights were
+trained in TF).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+CONV_NAMES = ("conv1", "conv2", "conv3", "conv4")
+KIND = "cnn_maml"
+
+
+@dataclass
+class CNNConfig:
+    ways: int = 5
+    channels: int = 56
+    inner_steps: int = 4
+    inner_lr: float = 0.1
+    input_convention: str = "ink1"  # 'ink1' (ours) or 'background1' (released weights)
+    padding: str = "symmetric"  # 'symmetric' or 'tf_same'
+    bn_eps: float = 1e-3  # TF/Keras BatchNormalization default
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CNNConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def init_params(cfg: CNNConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """He-normal conv kernels (OIHW) and a zero readout, float32."""
+    p = {}
+    c_in = 1
+    for name in CONV_NAMES:
+        std = np.sqrt(2.0 / (c_in * 9))
+        p[name] = (rng.standard_normal((cfg.channels, c_in, 3, 3)) * std).astype(np.float32)
+        c_in = cfg.channels
+    p["readout"] = np.zeros((cfg.channels, cfg.ways), np.float32)
+    return p
+
+
+def to_torch(params: dict[str, np.ndarray], requires_grad: bool = False) -> dict[str, torch.Tensor]:
+    return {k: torch.tensor(np.asarray(v, np.float32), requires_grad=requires_grad) for k, v in params.items()}
+
+
+def to_numpy(params: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: v.detach().cpu().numpy().astype(np.float32) for k, v in params.items()}
+
+
+def prepare_input(x: np.ndarray | torch.Tensor, cfg: CNNConfig) -> torch.Tensor:
+    """ink-1 images (..., 28, 28) -> float tensor in the checkpoint's input convention."""
+    x = torch.as_tensor(np.asarray(x, np.float32)) if not torch.is_tensor(x) else x.float()
+    if cfg.input_convention == "background1":
+        return 1.0 - x
+    if cfg.input_convention != "ink1":
+        raise ValueError(f"unknown input_convention {cfg.input_convention!r}")
+    return x
+
+
+def _pad(x: torch.Tensor, padding: str) -> torch.Tensor:
+    if padding == "symmetric":
+        return F.pad(x, (1, 1, 1, 1))
+    if padding == "tf_same":  # total = max((out-1)*2 + 3 - in, 0), out = ceil(in/2); extra goes bottom/right
+        h, w = x.shape[-2:]
+        th = max(((h + 1) // 2 - 1) * 2 + 3 - h, 0)
+        tw = max(((w + 1) // 2 - 1) * 2 + 3 - w, 0)
+        return F.pad(x, (tw // 2, tw - tw // 2, th // 2, th - th // 2))
+    raise ValueError(f"unknown padding {padding!r}")
+
+
+def batch_norm_groups(y: torch.Tensor, n_groups: int, eps: float,
+                      stats_from: torch.Tensor | None = None) -> torch.Tensor:
+    """BatchNorm without affine, statistics per group: y (G*n, C, H, W) with G groups of n images.
+
+    stats_from: optional (G, 2, C) tensor of (mean, var) to use instead of the batch statistics.
+    """
+    gn, c, h, w = y.shape
+    yg = y.reshape(n_groups, gn // n_groups, c, h, w)
+    if stats_from is None:
+        mean = yg.mean(dim=(1, 3, 4), keepdim=True)
+        var = yg.var(dim=(1, 3, 4), unbiased=False, keepdim=True)
+    else:
+        mean = stats_from[:, 0].reshape(n_groups, 1, c, 1, 1)
+        var = stats_from[:, 1].reshape(n_groups, 1, c, 1, 1)
+    return ((yg - mean) / torch.sqrt(var + eps)).reshape(gn, c, h, w)
+
+
+def conv_block(params: dict[str, torch.Tensor], x: torch.Tensor, name: str, cfg: CNNConfig) -> torch.Tensor:
+    """conv (no bias, stride 2) -> ReLU; x (N, C, H, W)."""
+    return F.relu(F.conv2d(_pad(x, cfg.padding), params[name], stride=2))
+
+
+def features(params: dict[str, torch.Tensor], x: torch.Tensor, cfg: CNNConfig) -> torch.Tensor:
+    """x (G, n, 28, 28) already in the checkpoint's input convention -> h (G, n, channels).
+
+    Each of the G groups (a task's support set or query set) gets its own BN statistics.
+    """
+    g, n = x.shape[:2]
+    y = x.reshape(g * n, 1, *x.shape[2:])
+    for name in CONV_NAMES:
+        y = batch_norm_groups(conv_block(params, y, name, cfg), g, cfg.bn_eps)
+    return y.amax(dim=(2, 3)).reshape(g, n, -1)
+
+
+def features_support_stats(params: dict[str, torch.Tensor], xs: torch.Tensor, xq: torch.Tensor,
+                           cfg: CNNConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-transductive variant: the query set is normalised with the support set's statistics.
+
+    xs (G, ns, 28, 28), xq (G, nq, 28, 28) -> (hs (G, ns, C), hq (G, nq, C)).
+    """
+    g, ns = xs.shape[:2]
+    nq = xq.shape[1]
+    ys = xs.reshape(g * ns, 1, *xs.shape[2:])
+    yq = xq.reshape(g * nq, 1, *xq.shape[2:])
+    for name in CONV_NAMES:
+        ys, yq = conv_block(params, ys, name, cfg), conv_block(params, yq, name, cfg)
+        c = ys.shape[1]
+        ysg = ys.reshape(g, ns, c, *ys.shape[2:])
+        stats = torch.stack([ysg.mean(dim=(1, 3, 4)), ysg.var(dim=(1, 3, 4), unbiased=False)], dim=1)
+        ys = batch_norm_groups(ys, g, cfg.bn_eps, stats)
+        yq = batch_norm_groups(yq, g, cfg.bn_eps, stats)
+    return ys.amax(dim=(2, 3)).reshape(g, ns, -1), yq.amax(dim=(2, 3)).reshape(g, nq, -1)
+
+
+def delta_rule_grad(h: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Gradient of the mean softmax-CE w.r.t. the readout: (1/n) sum h (p - onehot(y))^T.
+
+    h (G, n, C), y (G, n) int, w (G, C, ways) -> (G, C, ways). The readout update -alpha * this is the
+    delta rule alpha * mean((y - p) h^T).
+    """
+    p = torch.softmax(h @ w, dim=-1)
+    onehot = F.one_hot(y, w.shape[-1]).to(p.dtype)
+    return h.transpose(1, 2) @ (p - onehot) / h.shape[1]
+
+
+def adapt_readout(h: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, steps: int, lr: float,
+                  first_order: bool = False) -> list[torch.Tensor]:
+    """Inner loop: ``steps`` SGD steps on the readout; returns [W^0, ..., W^steps], each (G, C, ways).
+
+    Differentiable (second order) unless first_order, in which case each step's gradient is detached.
+    """
+    ws = [w0]
+    w = w0
+    for _ in range(steps):
+        g = delta_rule_grad(h, y, w)
+        if first_order:
+            g = g.detach()
+        w = w - lr * g
+        ws.append(w)
+    return ws
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def released_weights_path() -> Path:
+    from pcm_l2l_ros.paths import shared_dir  # noqa: PLC0415
+
+    return shared_dir() / "reference" / "ortner2025" / "omniglot_weights.npz"
+
+
+def load_released(path: str | Path | None = None) -> tuple[dict[str, np.ndarray], CNNConfig]:
+    """The released 5-way weights (TF HWIO) as our OIHW params + their config (background = 1, TF SAME)."""
+    path = Path(path) if path is not None else released_weights_path()
+    with np.load(path, allow_pickle=False) as z:
+        params = {name: np.ascontiguousarray(z[f"kernel_{i + 1}"].transpose(3, 2, 0, 1)).astype(np.float32)
+                  for i, name in enumerate(CONV_NAMES)}
+        params["readout"] = z["w_readout"].astype(np.float32)
+    cfg = CNNConfig(ways=params["readout"].shape[1], channels=params["readout"].shape[0],
+                    input_convention="background1", padding="tf_same")
+    return params, cfg
+
+
+def load_model(path: str | Path) -> tuple[dict[str, np.ndarray], CNNConfig, dict[str, Any]]:
+    """Load one of our checkpoints (kind 'cnn_maml'); returns (params, config, sidecar)."""
+    from pcm_l2l_ros.checkpoint import load_checkpoint  # noqa: PLC0415
+
+    arrays, meta = load_checkpoint(path, kind=KIND)
+    cfg = CNNConfig.from_dict(meta.get("config", {}))
+    return arrays, cfg, meta
+
+
+def shipped_model_path(ways: int) -> Path:
+    from pcm_l2l_ros.paths import MODELS_DIR  # noqa: PLC0415
+
+    return MODELS_DIR / f"cnn_{ways}way.npz"

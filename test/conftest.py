@@ -1,0 +1,173 @@
+"""Shared pytest fixtures.
+
+ROS rules enforced here for every test (DESIGN.md §2):
+* ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` is set before anything can import rclpy, so DDS discovery
+  never leaves loopback;
+* every test that uses ROS gets its own ``ROS_DOMAIN_ID`` (``ros_domain``);
+* node processes are started with ``PR_SET_PDEATHSIG`` and stopped with SIGTERM (``node_process``); a test
+  that had to SIGKILL runs ``fastdds shm clean``; nothing is left running after a test.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # hard rule: before any rclpy import
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parent.parent
+_used_domains: set[int] = set()
+
+
+def _pick_domain() -> int:
+    rng = random.Random(os.getpid() * 1000003 + time.monotonic_ns())
+    while True:
+        d = rng.randint(1, 101)
+        if d not in _used_domains:
+            _used_domains.add(d)
+            return d
+
+
+@pytest.fixture
+def ros_domain(monkeypatch) -> int:
+    """A ROS_DOMAIN_ID of this test alone (also exported to the test process and its children)."""
+    d = _pick_domain()
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(d))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    return d
+
+
+def _pdeathsig() -> None:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class NodeProcess:
+    """A node running in its own process; ``stop()`` sends SIGTERM and returns the exit code."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path):
+        self.argv = argv
+        self.log_path = log_path
+        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
+                                     preexec_fn=_pdeathsig)
+        self.killed = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+                self.killed = True
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def node_process(ros_domain, tmp_path):
+    """Factory: ``node_process("pcm_l2l_ros.nodes.sim_node", ["--ros-args", ...])`` -> NodeProcess.
+
+    A module runs as ``python -m <module>``, a path ending in ``.py`` as a script, from the source
+    tree with this test's ROS domain; every
+    process still running at teardown is stopped (SIGTERM, then SIGKILL + ``fastdds shm clean``).
+    """
+    started: list[NodeProcess] = []
+
+    def start(module: str, args: list[str] | None = None, env: dict[str, str] | None = None) -> NodeProcess:
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        full_env["ROS_DOMAIN_ID"] = str(ros_domain)
+        full_env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), full_env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        full_env["PYTHONUNBUFFERED"] = "1"
+        if module.endswith(".py"):  # a script (test helpers live in test/, which is not importable as a package)
+            argv, stem = [sys.executable, module], Path(module).stem
+        else:
+            argv, stem = [sys.executable, "-m", module], module.rsplit(".", 1)[-1]
+        log = tmp_path / f"{stem}-{len(started)}.log"
+        p = NodeProcess([*argv, *(args or [])], full_env, log)
+        started.append(p)
+        return p
+
+    yield start
+    killed = False
+    for p in started:
+        p.stop()
+        killed |= p.killed
+    if killed:
+        fastdds = Path(sys.executable).parent / "fastdds"
+        if fastdds.exists():
+            subprocess.run([str(fastdds), "shm", "clean"], capture_output=True, timeout=30)
+
+
+def _shm_files() -> set[str]:
+    return {p.name for p in Path("/dev/shm").glob("*fastdds*")}
+
+
+@pytest.fixture
+def no_shm_leak():
+    """Request FIRST: after every ROS participant of the test is gone, no new fastdds shm file may remain."""
+    before = _shm_files()
+    yield
+    deadline = time.monotonic() + 2.0
+    while (leaked := _shm_files() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not leaked, f"stale fastdds shared-memory files left behind: {sorted(leaked)}"
+
+
+@pytest.fixture
+def ros_node(ros_domain):
+    """An rclpy node in the test process (own Context, own domain); yields (node, executor)."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=ros_domain)
+    node = rclpy.create_node(f"test_probe_{os.getpid()}", context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    try:
+        yield node, ex
+    finally:
+        ex.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+
+
+def spin_until(ex, predicate, timeout: float) -> bool:
+    """Spin ``ex`` until ``predicate()`` is true or ``timeout`` s pass; returns the predicate's value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        ex.spin_once(timeout_sec=0.02)
+    return bool(predicate())
+
+
+def call_service(ex, client, request, timeout: float = 10.0):
+    """Call a service from the test process and wait for the answer (None on timeout)."""
+    fut = client.call_async(request)
+    spin_until(ex, fut.done, timeout)
+    return fut.result() if fut.done() else None
