@@ -14,7 +14,7 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
-        ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
+        ("share/" + PACKAGE + "/launch", glob("launch/*.py")),
         ("share/" + PACKAGE + "/config", glob("config/*.yaml")),
         ("share/" + PACKAGE + "/urdf", glob("urdf/*.urdf")),
         ("share/" + PACKAGE + "/models", glob(PACKAGE + "/models/*.npz") + glob(PACKAGE + "/models/*.json")),

@@ -178,14 +178,17 @@ def released_weights_path() -> Path:
 
 
 def load_released(path: str | Path | None = None) -> tuple[dict[str, np.ndarray], CNNConfig]:
-    """The released 5-way weights (TF HWIO) as our OIHW params + their config (background = 1, TF SAME)."""
+    """The released 5-way weights (TF HWIO) as our OIHW params + their config (background = 1).
+
+    Symmetric padding: with it the released weights reach ~98 % (5w5s); TF SAME padding gives ~74 %.
+    """
     path = Path(path) if path is not None else released_weights_path()
     with np.load(path, allow_pickle=False) as z:
         params = {name: np.ascontiguousarray(z[f"kernel_{i + 1}"].transpose(3, 2, 0, 1)).astype(np.float32)
                   for i, name in enumerate(CONV_NAMES)}
         params["readout"] = z["w_readout"].astype(np.float32)
     cfg = CNNConfig(ways=params["readout"].shape[1], channels=params["readout"].shape[0],
-                    input_convention="background1", padding="tf_same")
+                    input_convention="background1", padding="symmetric")
     return params, cfg
 
 

@@ -1,0 +1,113 @@
+"""Numba kernels of the analog MVM periphery (DAC and ADC with output noise and digital scaling).
+
+All arrays are float32 and C-contiguous. Units: inputs and outputs of the crossbar are *normalised*:
+an input at the DAC's full scale is 1, a weight at the core's w_max is 1, so one full-scale input on one
+full-scale weight gives an output of 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["dac_quantize", "adc_epilogue"]
+
+
+@njit(cache=True, fastmath=False)
+def dac_quantize(x, nlev, fixed_range, normalise, xn, xs):  # pragma: no cover - compiled
+    """Signed DAC: xn = round(x / s * nlev) / nlev, clipped to [-1, 1].
+
+    Args:
+        x: (B, n) inputs in user units.
+        nlev: levels per sign (2^(bits-1) - 1); 0 disables quantisation.
+        fixed_range: > 0: fixed full scale s (inputs beyond are clipped); <= 0: s = max|x| per vector
+            (aihwkit's ABS_MAX noise management).
+        normalise: False: s = 1 and no clipping (used only when the DAC is off and no fixed range).
+        xn: (B, n) output, normalised inputs.
+        xs: (B,) output, the full scale s of each vector (user units).
+    """
+    bsz, n = x.shape
+    for b in range(bsz):
+        if not normalise:
+            s = np.float32(1.0)
+        elif fixed_range > 0.0:
+            s = np.float32(fixed_range)
+        else:
+            s = np.float32(0.0)
+            for j in range(n):
+                a = abs(x[b, j])
+                if a > s:
+                    s = a
+            if s == 0.0:
+                s = np.float32(1.0)
+        xs[b] = s
+        inv = np.float32(1.0) / s
+        if nlev > 0:
+            fl = np.float32(nlev)
+            ifl = np.float32(1.0) / fl
+            for j in range(n):
+                v = np.rint(x[b, j] * inv * fl)
+                if v > fl:
+                    v = fl
+                elif v < -fl:
+                    v = -fl
+                xn[b, j] = v * ifl
+        elif normalise and fixed_range > 0.0:
+            for j in range(n):
+                v = x[b, j] * inv
+                if v > 1.0:
+                    v = np.float32(1.0)
+                elif v < -1.0:
+                    v = np.float32(-1.0)
+                xn[b, j] = v
+        else:
+            for j in range(n):
+                xn[b, j] = x[b, j] * inv
+
+
+@njit(cache=True, fastmath=False)
+def adc_epilogue(yn, noise, var, out_noise, nlev, adc_range, xs, colfactor, out, accumulate):  # pragma: no cover
+    """Output noise, ADC and digital rescaling: out (+)= ADC(yn + sigma xi) * xs * colfactor.
+
+    Args:
+        yn: (B, m) normalised analog outputs.
+        noise: (B, m) standard normal draws, or a (0, 0) array when there is no output noise.
+        var: (B, m) per-MVM read-noise variance (normalised units^2) or a (0, 0) array.
+        out_noise: additive output-noise std, normalised units.
+        nlev: ADC levels per sign (2^(bits-1) - 1); 0 disables the ADC (no quantisation, no clipping).
+        adc_range: ADC full scale (clip bound), normalised units.
+        xs: (B,) DAC full scale of each input vector (user units).
+        colfactor: (m,) per-column digital factor (w_max of the column's core times drift compensation).
+        out: (B, m) result, user units.
+        accumulate: add into ``out`` (digital sum of partial results of several cores) instead of writing.
+    """
+    bsz, m = yn.shape
+    has_noise = noise.shape[0] > 0
+    has_var = var.shape[0] > 0
+    on2 = out_noise * out_noise
+    step = np.float32(0.0)
+    istep = np.float32(0.0)
+    if nlev > 0:
+        step = np.float32(adc_range / nlev)
+        istep = np.float32(nlev / adc_range)
+    bound = np.float32(adc_range)
+    for b in range(bsz):
+        s = xs[b]
+        for c in range(m):
+            v = yn[b, c]
+            if has_noise:
+                if has_var:
+                    v += np.float32(np.sqrt(on2 + var[b, c])) * noise[b, c]
+                else:
+                    v += np.float32(out_noise) * noise[b, c]
+            if nlev > 0:
+                v = np.rint(v * istep) * step
+                if v > bound:
+                    v = bound
+                elif v < -bound:
+                    v = -bound
+            r = v * s * colfactor[c]
+            if accumulate:
+                out[b, c] += r
+            else:
+                out[b, c] = r

@@ -1,0 +1,315 @@
+"""Meta-training of natural e-prop (trainee + learning-signal generator) in PyTorch.
+
+One *episode* per target trajectory, exactly the inner loop of the Numba kernels (spec
+``snn-natural-eprop.md`` §1.2, §4, §6.1), written with torch tensors so that the outer loss can be
+differentiated:
+
+1. **training run** of the trainee (250 LIF, clock input only, Ortner update order: refractory gate on
+   ``r^{t-1} > 0.1``, reset by subtraction of ``v_th z^{t-1}``, no autapses). It records the
+   pseudo-derivative ``psi^t = gamma/v_th * max(0, 1 - |v^t - v_th|/v_th)`` (0 while refractory) and the
+   presynaptic traces ``ebar_in^t = alpha ebar_in^{t-1} + x^t``, ``ebar_rec^t = alpha ebar_rec^{t-1} + z^{t-1}``.
+   The trainee only sees the clock, so the training run is the same for every task of a batch: it is
+   computed once, with batch 1.
+2. **LSG run** (LIF + the last ``frac_alif`` neurons ALIF, adaptive threshold ``A = v_th + beta a``, reset
+   subtracts ``A^t z^{t-1}``) on clock + 16-bit target code; the learning signals are its leaky readout
+   ``L^t = kappa L^{t-1} + z_lsg^t W_out_lsg``.
+3. **one update** of W_in and W_rec (diagonal masked at use): ``W' = W - eta * sum_t ebar^t.T (psi^t * L^t)``,
+   one weight set per task of the batch.
+4. **test run** of the trainee with W' from zero state; its leaky readout is the joint angular velocity
+   omega (rad/s of arm time).
+
+Outer loss (on the test run): ``0.5 MSE(omega - omega*) + 0.5 MSE(xyz - xyz*)`` with
+``q = q0 + arm_time_per_step_s * cumsum(omega)`` and ``xyz = TaskKinematics.xyz(q1, q2)`` (metres); the
+kinematics is whatever ``tasks`` uses for the targets (our URDF chain by default, ``TaskKinematics.from_urdf()``;
+the paper's closed form with ``.paper()``). Plus the rate regulariser
+``reg_lambda * sum_j (rate_j - f_target)^2`` (rates in spikes/ms; trainee: mean of training and test run,
+20 Hz; LSG: 10 Hz).
+
+Spikes are differentiated with the surrogate gradient ``dz/dv = psi`` (the same pseudo-derivative, with the
+adaptive threshold for the LSG: ``dz/dA = -psi``), also through the reset term and the adaptation variable.
+Each recurrent run is one custom ``torch.autograd.Function`` (:class:`LIFRun`): the forward loop runs without
+an autograd graph and the backward is a hand-written BPTT (adjoint) loop, checked against finite differences
+in ``test/test_snn_metatrain.py``. Two variants of the outer gradient:
+
+* ``second_order=True`` (default, as the official TF code): the gradient also flows through psi and ebar
+  of the training run into the trainee's initial weights;
+* ``second_order=False`` (first-order): psi and ebar are treated as constants (stop-gradient); W_in, W_rec
+  still get the direct path through W' and the test run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pcm_l2l_ros.snn.params import WEIGHT_NAMES, SNNConfig, SNNWeights
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------------- cell
+class LIFRun(torch.autograd.Function):
+    """A whole recurrent LIF/ALIF run (time-major), with a hand-written BPTT backward.
+
+    forward(I, W, beta, v_th, alpha, rho, n_ref, gamma, ref_gate) -> (Z, V, NR)
+
+    * ``I``: (T, B, N) input currents ``x^t W_in`` (already projected);
+    * ``W``: (N, N) shared or (B, N, N) per-task recurrent weights, diagonal already masked;
+    * ``beta``: (N,) adaptation strength (0 = LIF) or None for an all-LIF network;
+    * returns spikes ``Z`` (T, B, N), membrane potentials ``V`` (T, B, N) and the float mask ``NR`` of
+      non-refractory steps (``r^{t-1} <= ref_gate``; not differentiable).
+
+    Update order (Ortner): ``a^t = rho a^{t-1} + z^{t-1}``, ``A^t = v_th + beta a^t``,
+    ``v^t = alpha v^{t-1} + I^t + z^{t-1} W - A^t z^{t-1}``, ``z^t = H(v^t - A^t) * NR^t``,
+    ``r^t = clip(r^{t-1} + n_ref z^t - 1, 0, n_ref)``.
+    Surrogate: ``dz^t/dv^t = -dz^t/dA^t = psi^t = gamma/v_th * max(0, 1 - |v^t - A^t|/v_th) * NR^t``.
+    """
+
+    @staticmethod
+    def forward(ctx, I, W, beta, v_th: float, alpha: float, rho: float, n_ref: int, gamma: float,  # noqa: E741
+                ref_gate: float = 0.1):
+        T, B, N = I.shape
+        per_task = W.dim() == 3
+        adaptive = beta is not None
+        Z = torch.empty_like(I)
+        V = torch.empty_like(I)
+        NR = torch.empty_like(I)
+        Aall = torch.empty_like(I) if adaptive else None
+        v = torch.zeros(B, N, dtype=I.dtype)
+        z = torch.zeros(B, N, dtype=I.dtype)
+        r = torch.zeros(B, N, dtype=I.dtype)
+        a = torch.zeros(B, N, dtype=I.dtype) if adaptive else None
+        for t in range(T):
+            if adaptive:
+                a = rho * a + z
+                A = v_th + beta * a
+                Aall[t] = A
+                reset = A * z
+            else:
+                A = v_th
+                reset = v_th * z
+            if per_task:  # event-driven: add the rows of the neurons that spiked (spikes are sparse)
+                bi, ii = z.nonzero(as_tuple=True)
+                rec = torch.zeros_like(z).index_add_(0, bi, W[bi, ii])
+            else:
+                rec = z @ W
+            v = alpha * v + I[t] + rec - reset
+            nr = (r <= ref_gate).to(I.dtype)
+            z = (v > A).to(I.dtype) * nr
+            r = torch.clamp(r + n_ref * z - 1.0, 0.0, float(n_ref))
+            Z[t] = z
+            V[t] = v
+            NR[t] = nr
+        ctx.save_for_backward(W, Z, V, NR, beta, Aall)
+        ctx.consts = (v_th, alpha, rho, gamma)
+        ctx.mark_non_differentiable(NR)
+        return Z, V, NR
+
+    @staticmethod
+    def backward(ctx, gZ, gV, _gNR):
+        W, Z, V, NR, beta, Aall = ctx.saved_tensors
+        v_th, alpha, rho, gamma = ctx.consts
+        T, B, N = Z.shape
+        per_task = W.dim() == 3
+        adaptive = beta is not None
+        if gZ is None:
+            gZ = torch.zeros_like(Z)
+        A = Aall if adaptive else v_th
+        psi = (gamma / v_th) * torch.clamp(1.0 - (V - A).abs() / v_th, min=0.0) * NR
+        Wt = W.transpose(-1, -2)
+        dV = torch.empty_like(Z)
+        dv = torch.zeros(B, N, dtype=Z.dtype)
+        da = torch.zeros(B, N, dtype=Z.dtype) if adaptive else None
+        for t in range(T - 1, -1, -1):
+            dz = gZ[t]
+            if t + 1 < T:
+                if per_task:
+                    back = torch.bmm(dv.unsqueeze(1), Wt).squeeze(1)
+                else:
+                    back = dv @ Wt
+                dz = dz + back - (Aall[t + 1] if adaptive else v_th) * dv
+                if adaptive:
+                    dz = dz + da
+            dzs = dz * psi[t]
+            dv_new = dzs + alpha * dv
+            if gV is not None:
+                dv_new = dv_new + gV[t]
+            if adaptive:
+                zprev = Z[t - 1] if t > 0 else torch.zeros_like(dzs)
+                da = rho * da - beta * (dzs + zprev * dv_new)
+            dv = dv_new
+            dV[t] = dv
+        dI = dV if ctx.needs_input_grad[0] else None
+        dW = None
+        if ctx.needs_input_grad[1]:
+            Zp = torch.zeros_like(Z)
+            Zp[1:] = Z[:-1]
+            if per_task:
+                dW = torch.einsum("tbi,tbj->bij", Zp, dV)
+            else:
+                dW = Zp.reshape(T * B, N).t() @ dV.reshape(T * B, N)
+        return dI, dW, None, None, None, None, None, None, None
+
+
+def lif_run(I, W, beta, v_th, alpha, rho, n_ref, gamma, ref_gate=0.1):  # noqa: E741
+    """Differentiable recurrent run, see :class:`LIFRun`."""
+    return LIFRun.apply(I, W, beta, v_th, alpha, rho, n_ref, gamma, ref_gate)
+
+
+def leaky_filter_matrix(T: int, decay: float, dtype=torch.float32) -> torch.Tensor:
+    """(T, T) lower-triangular Toeplitz matrix K with K[t, s] = decay**(t-s), so that K @ x is the
+    leaky integral y^t = decay * y^{t-1} + x^t along the (first) time axis."""
+    t = torch.arange(T, dtype=torch.float64)
+    d = t[:, None] - t[None, :]
+    K = torch.where(d >= 0, torch.tensor(decay, dtype=torch.float64) ** d.clamp(min=0), torch.zeros(()))
+    return K.to(dtype)
+
+
+def leaky_filter(K: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Apply the filter matrix K (T, T) along the first axis of x (T, ...)."""
+    T = x.shape[0]
+    return (K @ x.reshape(T, -1)).reshape(x.shape)
+
+
+# --------------------------------------------------------------------------------------------------- model
+@dataclass
+class EpisodeOut:
+    """What one batched episode produces (time-major tensors)."""
+
+    omega: torch.Tensor          # (T, B, 2) test-run output, rad/s
+    omega_before: torch.Tensor   # (T, 1, 2) training-run output (the same for every task), rad/s
+    z_train: torch.Tensor        # (T, 1, N) trainee spikes, training run
+    z_test: torch.Tensor         # (T, B, N) trainee spikes, test run
+    z_lsg: torch.Tensor          # (T, B, N_lsg) LSG spikes
+    dW_in: torch.Tensor          # (B, n_clock, N) the one-shot update (already times -eta)
+    dW_rec: torch.Tensor         # (B, N, N)
+
+
+class NaturalEprop(torch.nn.Module):
+    """Trainee + LSG with meta-learnable initial weights (the six arrays of :class:`SNNWeights`)."""
+
+    def __init__(self, cfg: SNNConfig, weights: SNNWeights, dtype=torch.float32, second_order: bool = True):
+        super().__init__()
+        weights.check(cfg)
+        self.cfg = cfg
+        self.second_order = second_order
+        self.dtype = dtype
+        for k in WEIGHT_NAMES:
+            setattr(self, k, torch.nn.Parameter(torch.tensor(np.asarray(getattr(weights, k)), dtype=dtype)))
+        N, M = cfg.n_trainee, cfg.n_lsg
+        self.register_buffer("mask_tr", 1.0 - torch.eye(N, dtype=dtype), persistent=False)
+        self.register_buffer("mask_lsg", 1.0 - torch.eye(M, dtype=dtype), persistent=False)
+        self.register_buffer("beta_lsg", torch.tensor(cfg.lsg_beta(np.float64), dtype=dtype), persistent=False)
+        self.register_buffer("K_kappa", leaky_filter_matrix(cfg.T, cfg.kappa, dtype), persistent=False)
+        self.register_buffer("K_alpha", leaky_filter_matrix(cfg.T, cfg.alpha, dtype), persistent=False)
+        self._has_alif = cfg.n_lsg_alif > 0
+
+    # ------------------------------------------------------------------ weights in and out
+    def weights(self) -> SNNWeights:
+        return SNNWeights.from_arrays({k: getattr(self, k).detach().cpu().numpy() for k in WEIGHT_NAMES},
+                                      dtype=np.float32)
+
+    def load_weights(self, weights: SNNWeights) -> None:
+        with torch.no_grad():
+            for k in WEIGHT_NAMES:
+                getattr(self, k).copy_(torch.as_tensor(np.asarray(getattr(weights, k)), dtype=self.dtype))
+
+    # ------------------------------------------------------------------ runs
+    def trainee_run(self, X: torch.Tensor, W_in: torch.Tensor, W_rec: torch.Tensor):
+        """Trainee run on clock X (T, n_clock) with shared (n_clock, N)/(N, N) or per-task (B, ...) weights.
+
+        Returns (Z, V, NR), time-major (T, B, N); B = 1 for shared weights."""
+        c = self.cfg
+        if W_in.dim() == 3:
+            I = torch.einsum("ti,bij->tbj", X, W_in)  # noqa: E741
+            Wr = W_rec * self.mask_tr
+        else:
+            I = (X @ W_in).unsqueeze(1)  # noqa: E741
+            Wr = W_rec * self.mask_tr
+        return lif_run(I, Wr, None, c.v_th_trainee, c.alpha, c.rho, c.n_ref, c.gamma, c.ref_gate)
+
+    def lsg_run(self, X_lsg: torch.Tensor):
+        """LSG run on its input X_lsg (T, B, n_lsg_in); returns (learning signals L (T, B, N), spikes)."""
+        c = self.cfg
+        T, B, n_in = X_lsg.shape
+        I = (X_lsg.reshape(T * B, n_in) @ self.W_in_lsg).reshape(T, B, -1)  # noqa: E741
+        beta = self.beta_lsg if self._has_alif else None
+        Z, _, _ = lif_run(I, self.W_rec_lsg * self.mask_lsg, beta, c.v_th_lsg, c.alpha, c.rho, c.n_ref,
+                          c.gamma, c.ref_gate)
+        M = Z.shape[-1]
+        L = leaky_filter(self.K_kappa, (Z.reshape(T * B, M) @ self.W_out_lsg).reshape(T, B, -1))
+        return L, Z
+
+    def readout(self, Z: torch.Tensor) -> torch.Tensor:
+        """Leaky trainee readout y^t = kappa y^{t-1} + z^t W_out (T, B, 2)."""
+        T, B, N = Z.shape
+        return leaky_filter(self.K_kappa, (Z.reshape(T * B, N) @ self.W_out_trainee).reshape(T, B, -1))
+
+    def episode(self, X_clock: torch.Tensor, X_lsg: torch.Tensor) -> EpisodeOut:
+        """Training run -> LSG -> one update -> test run, for a batch of tasks.
+
+        X_clock: (T, n_clock) clock spikes; X_lsg: (T, B, n_lsg_in) LSG input (clock + target code)."""
+        c = self.cfg
+        if self.second_order:
+            Ztr, Vtr, NRtr = self.trainee_run(X_clock, self.W_in_trainee, self.W_rec_trainee)
+        else:
+            with torch.no_grad():
+                Ztr, Vtr, NRtr = self.trainee_run(X_clock, self.W_in_trainee, self.W_rec_trainee)
+        # eligibility: psi (T, 1, N), presynaptic traces ebar_in (T, n_clock), ebar_rec (T, N)
+        psi = (c.gamma / c.v_th_trainee) * torch.clamp(
+            1.0 - (Vtr - c.v_th_trainee).abs() / c.v_th_trainee, min=0.0) * NRtr
+        e_in = self.K_alpha @ X_clock
+        Zp = torch.cat([torch.zeros_like(Ztr[:1, 0]), Ztr[:-1, 0]], dim=0)
+        e_rec = self.K_alpha @ Zp
+        L, Zl = self.lsg_run(X_lsg)
+        G = psi * L                                       # (T, B, N)
+        dW_in = -c.eta * torch.einsum("ti,tbj->bij", e_in, G)
+        dW_rec = -c.eta * torch.einsum("ti,tbj->bij", e_rec, G)
+        W_in1 = self.W_in_trainee.unsqueeze(0) + dW_in
+        W_rec1 = self.W_rec_trainee.unsqueeze(0) + dW_rec
+        Zte, _, _ = self.trainee_run(X_clock, W_in1, W_rec1)
+        omega = self.readout(Zte)
+        omega0 = self.readout(Ztr)
+        return EpisodeOut(omega, omega0, Ztr, Zte, Zl, dW_in, dW_rec)
+
+
+# --------------------------------------------------------------------------------------------------- loss
+def task_loss(omega: torch.Tensor, omega_t: torch.Tensor, xyz_t: torch.Tensor, kin, dt_arm: float,
+              q0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """0.5 MSE_omega + 0.5 MSE_xyz (time-major (T, B, .)); returns (loss, mse_omega, mse_xyz).
+
+    ``q = q0 + dt_arm * cumsum(omega)`` (rad), ``xyz = kin.xyz(q1, q2)`` (m)."""
+    q = dt_arm * torch.cumsum(omega, dim=0)
+    if q0 is not None:
+        q = q + q0
+    xyz = kin_xyz(kin, q[..., 0], q[..., 1])
+    mse_w = ((omega - omega_t) ** 2).mean()
+    mse_x = ((xyz - xyz_t) ** 2).mean()
+    return 0.5 * mse_w + 0.5 * mse_x, mse_w, mse_x
+
+
+def kin_xyz(kin, q1, q2):
+    """xyz (..., 3) from TaskKinematics.xyz, accepting a stacked array or a tuple of x, y, z."""
+    out = kin.xyz(q1, q2)
+    if isinstance(out, (tuple, list)):
+        return torch.stack(list(out), dim=-1)
+    return out
+
+
+def rate_reg(z_train: torch.Tensor, z_test: torch.Tensor, z_lsg: torch.Tensor, cfg: SNNConfig):
+    """Rate regulariser and the mean rates (Hz): trainee over both runs, LSG; rates in spikes per ms."""
+    f_tr = cfg.f_target_trainee_hz * cfg.dt_ms / 1000.0
+    f_lsg = cfg.f_target_lsg_hz * cfg.dt_ms / 1000.0
+    r_tr = 0.5 * (z_train.mean(dim=(0, 1)) + z_test.mean(dim=(0, 1)))
+    r_lsg = z_lsg.mean(dim=(0, 1))
+    reg = cfg.reg_lambda * (((r_tr - f_tr) ** 2).sum() + ((r_lsg - f_lsg) ** 2).sum())
+    hz = 1000.0 / cfg.dt_ms
+    return reg, float(r_tr.mean()) * hz, float(r_lsg.mean()) * hz
+
+
+def seconds(x: float) -> str:  # pragma: no cover - formatting helper
+    return f"{x:.3f} s" if math.isfinite(x) else "nan"
