@@ -40,12 +40,12 @@ in ``test/test_snn_metatrain.py``. Two variants of the outer gradient:
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from pcm_l2l_ros.snn import tasks
 from pcm_l2l_ros.snn.params import WEIGHT_NAMES, SNNConfig, SNNWeights
 
 log = logging.getLogger(__name__)
@@ -127,10 +127,7 @@ class LIFRun(torch.autograd.Function):
         for t in range(T - 1, -1, -1):
             dz = gZ[t]
             if t + 1 < T:
-                if per_task:
-                    back = torch.bmm(dv.unsqueeze(1), Wt).squeeze(1)
-                else:
-                    back = dv @ Wt
+                back = torch.bmm(dv.unsqueeze(1), Wt).squeeze(1) if per_task else dv @ Wt
                 dz = dz + back - (Aall[t + 1] if adaptive else v_th) * dv
                 if adaptive:
                     dz = dz + da
@@ -148,10 +145,7 @@ class LIFRun(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             Zp = torch.zeros_like(Z)
             Zp[1:] = Z[:-1]
-            if per_task:
-                dW = torch.einsum("tbi,tbj->bij", Zp, dV)
-            else:
-                dW = Zp.reshape(T * B, N).t() @ dV.reshape(T * B, N)
+            dW = torch.einsum("tbi,tbj->bij", Zp, dV) if per_task else Zp.reshape(T * B, N).t() @ dV.reshape(T * B, N)
         return dI, dW, None, None, None, None, None, None, None
 
 
@@ -268,7 +262,7 @@ class NaturalEprop(torch.nn.Module):
         L, Zl = self.lsg_run(X_lsg)
         G = psi * L                                       # (T, B, N)
         dW_in = -c.eta * torch.einsum("ti,tbj->bij", e_in, G)
-        dW_rec = -c.eta * torch.einsum("ti,tbj->bij", e_rec, G)
+        dW_rec = -c.eta * torch.einsum("ti,tbj->bij", e_rec, G) * self.mask_tr   # no autapses
         W_in1 = self.W_in_trainee.unsqueeze(0) + dW_in
         W_rec1 = self.W_rec_trainee.unsqueeze(0) + dW_rec
         Zte, _, _ = self.trainee_run(X_clock, W_in1, W_rec1)
@@ -277,39 +271,102 @@ class NaturalEprop(torch.nn.Module):
         return EpisodeOut(omega, omega0, Ztr, Zte, Zl, dW_in, dW_rec)
 
 
-# --------------------------------------------------------------------------------------------------- loss
-def task_loss(omega: torch.Tensor, omega_t: torch.Tensor, xyz_t: torch.Tensor, kin, dt_arm: float,
-              q0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """0.5 MSE_omega + 0.5 MSE_xyz (time-major (T, B, .)); returns (loss, mse_omega, mse_xyz).
+# --------------------------------------------------------------------------------------------------- task, loss
+@dataclass
+class Batch:
+    """A batch of tasks as tensors: LSG input (T, B, n_lsg_in) and targets (B, T, .), plus the source."""
 
-    ``q = q0 + dt_arm * cumsum(omega)`` (rad), ``xyz = kin.xyz(q1, q2)`` (m)."""
-    q = dt_arm * torch.cumsum(omega, dim=0)
-    if q0 is not None:
-        q = q + q0
-    xyz = kin_xyz(kin, q[..., 0], q[..., 1])
-    mse_w = ((omega - omega_t) ** 2).mean()
-    mse_x = ((xyz - xyz_t) ** 2).mean()
-    return 0.5 * mse_w + 0.5 * mse_x, mse_w, mse_x
+    X_lsg: torch.Tensor
+    omega: torch.Tensor     # (B, T, 2) rad/s
+    xyz: torch.Tensor       # (B, T, 3) m
+    traj: tasks.TrajectoryBatch
 
-
-def kin_xyz(kin, q1, q2):
-    """xyz (..., 3) from TaskKinematics.xyz, accepting a stacked array or a tuple of x, y, z."""
-    out = kin.xyz(q1, q2)
-    if isinstance(out, (tuple, list)):
-        return torch.stack(list(out), dim=-1)
-    return out
+    def __len__(self) -> int:
+        return self.omega.shape[0]
 
 
-def rate_reg(z_train: torch.Tensor, z_test: torch.Tensor, z_lsg: torch.Tensor, cfg: SNNConfig):
-    """Rate regulariser and the mean rates (Hz): trainee over both runs, LSG; rates in spikes per ms."""
-    f_tr = cfg.f_target_trainee_hz * cfg.dt_ms / 1000.0
-    f_lsg = cfg.f_target_lsg_hz * cfg.dt_ms / 1000.0
-    r_tr = 0.5 * (z_train.mean(dim=(0, 1)) + z_test.mean(dim=(0, 1)))
-    r_lsg = z_lsg.mean(dim=(0, 1))
-    reg = cfg.reg_lambda * (((r_tr - f_tr) ** 2).sum() + ((r_lsg - f_lsg) ** 2).sum())
+def default_kinematics(convention: str = "urdf"):
+    """Task kinematics for meta-training: ``"urdf"`` (our arm, ``TaskKinematics.from_urdf()``; default) or
+    ``"paper"`` (the official closed form, ``TaskKinematics.paper()``)."""
+    if convention not in ("urdf", "paper"):
+        raise ValueError(f"kinematics must be 'urdf' or 'paper', got {convention!r}")
+    return tasks.default_kinematics(paper=(convention == "paper"))
+
+
+def make_batch(n: int, rng: np.random.Generator, cfg: SNNConfig, kin, dtype=torch.float32,
+               mode: str = "resample") -> Batch:
+    """Sample n target trajectories (``tasks.sample_trajectories``, targets that leave the joint limits are
+    redrawn) and build the LSG input (clock + 16-bit code of xyz)."""
+    tr = tasks.sample_trajectories(n, rng, cfg, kin, mode=mode)
+    X_lsg = torch.as_tensor(tr.lsg_input(cfg, np.float32), dtype=dtype).transpose(0, 1).contiguous()
+    return Batch(X_lsg, torch.as_tensor(tr.omega, dtype=dtype), torch.as_tensor(tr.xyz, dtype=dtype), tr)
+
+
+def clock_tensor(cfg: SNNConfig, dtype=torch.float32) -> torch.Tensor:
+    """The (fixed) clock input (T, n_clock)."""
+    return torch.as_tensor(tasks.clock_input(cfg, np.float32), dtype=dtype)
+
+
+def outer_loss(model: NaturalEprop, X_clock: torch.Tensor, batch: Batch, kin):
+    """Meta-training loss of one batched episode: task loss of the test run + rate regulariser.
+
+    Returns (total, metrics dict of floats, EpisodeOut)."""
+    cfg = model.cfg
+    out = model.episode(X_clock, batch.X_lsg)
+    omega = out.omega.transpose(0, 1)                                   # (B, T, 2)
+    xyz = tasks.forward_xyz(omega, kin, cfg)
+    mse_w = ((omega - batch.omega) ** 2).mean()
+    mse_x = ((xyz - batch.xyz) ** 2).mean()
+    task = 0.5 * mse_w + 0.5 * mse_x
+    B = omega.shape[0]
+    z_tr = torch.cat([out.z_train.expand(-1, B, -1), out.z_test], dim=0).transpose(0, 1)  # both runs
+    reg_tr = tasks.rate_regulariser(z_tr, cfg.f_target_trainee_hz, cfg.reg_lambda, cfg)
+    reg_lsg = tasks.rate_regulariser(out.z_lsg.transpose(0, 1), cfg.f_target_lsg_hz, cfg.reg_lambda, cfg)
+    total = task + reg_tr + reg_lsg
     hz = 1000.0 / cfg.dt_ms
-    return reg, float(r_tr.mean()) * hz, float(r_lsg.mean()) * hz
+    task_d, mse_w_d, mse_x_d = float(task.detach()), float(mse_w.detach()), float(mse_x.detach())
+    m = {"loss": task_d, "mse_omega": mse_w_d, "mse_xyz": mse_x_d,
+         "reg": float((reg_tr + reg_lsg).detach()), "rate_trainee_hz": float(z_tr.detach().mean()) * hz,
+         "rate_lsg_hz": float(out.z_lsg.detach().mean()) * hz}
+    return total, m, out
 
 
-def seconds(x: float) -> str:  # pragma: no cover - formatting helper
-    return f"{x:.3f} s" if math.isfinite(x) else "nan"
+def ee_error_cm(omega: np.ndarray, xyz_target: np.ndarray, kin, cfg: SNNConfig) -> np.ndarray:
+    """Per-trajectory end-effector error (B,) in cm: the time-mean of the Euclidean distance between the
+    path commanded by omega (B, T, 2) and the target path (B, T, 3)."""
+    xyz = np.asarray(tasks.forward_xyz(np.asarray(omega, np.float64), kin, cfg))
+    return 100.0 * tasks.ee_distance(xyz, xyz_target).mean(axis=1)
+
+
+@torch.no_grad()
+def evaluate(model: NaturalEprop, X_clock: torch.Tensor, batch: Batch, kin, chunk: int = 64) -> dict:
+    """Validation numbers on a fixed batch: loss before / after the one update, MSEs, end-effector error
+    (median / mean over trajectories, cm), firing rates (Hz)."""
+    cfg = model.cfg
+    om_after, rates_lsg = [], []
+    out = None
+    for s in range(0, len(batch), chunk):
+        sub = Batch(batch.X_lsg[:, s:s + chunk], batch.omega[s:s + chunk], batch.xyz[s:s + chunk],
+                    batch.traj.subset(slice(s, s + chunk)))
+        out = model.episode(X_clock, sub.X_lsg)
+        om_after.append(out.omega.transpose(0, 1).double().numpy())
+        rates_lsg.append(float(out.z_lsg.mean()))
+    om_after = np.concatenate(om_after)
+    om_before = np.broadcast_to(out.omega_before.transpose(0, 1).double().numpy(), om_after.shape)
+    tgt_w, tgt_x = batch.traj.omega, batch.traj.xyz
+    res = {}
+    for tag, om in (("before", om_before), ("after", om_after)):
+        xyz = np.asarray(tasks.forward_xyz(om, kin, cfg))
+        mse_w = float(((om - tgt_w) ** 2).mean())
+        mse_x = float(((xyz - tgt_x) ** 2).mean())
+        ee = 100.0 * tasks.ee_distance(xyz, tgt_x).mean(axis=1)
+        res[f"loss_{tag}"] = 0.5 * mse_w + 0.5 * mse_x
+        res[f"mse_omega_{tag}"] = mse_w
+        res[f"mse_xyz_{tag}"] = mse_x
+        res[f"ee_median_cm_{tag}"] = float(np.median(ee))
+        res[f"ee_mean_cm_{tag}"] = float(ee.mean())
+    hz = 1000.0 / cfg.dt_ms
+    res["rate_trainee_hz"] = float(out.z_train.mean()) * hz
+    res["rate_lsg_hz"] = float(np.mean(rates_lsg)) * hz
+    res["n"] = len(batch)
+    return res

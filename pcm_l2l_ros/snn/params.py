@@ -119,6 +119,10 @@ class SNNConfig:
         return dataclasses.replace(self, **kw)
 
 
+#: the default configuration (frozen, safe as a default argument)
+DEFAULT_CONFIG = SNNConfig()
+
+
 @dataclass
 class SNNWeights:
     """The six weight matrices, named as in the released checkpoint (row = presynaptic, ``x @ W``)."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pcm_l2l_ros.snn.params import SNNConfig
+from pcm_l2l_ros.snn.params import DEFAULT_CONFIG, SNNConfig
 
 #: the paper's safe space for (base, shoulder), in degrees (official code ``Scorbot.save_space``)
 PAPER_JOINT_LIMITS_DEG = (130.0, 70.0)
@@ -90,7 +90,7 @@ def joint_limits(kin=None) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- inputs
-def clock_input(cfg: SNNConfig = SNNConfig(), dtype=np.float32) -> np.ndarray:
+def clock_input(cfg: SNNConfig = DEFAULT_CONFIG, dtype=np.float32) -> np.ndarray:
     """Clock spikes (T, n_clock): neuron k spikes at t = k*50 + {0, 10, 20, 30, 40} ms (steps)."""
     x = np.zeros((cfg.T, cfg.n_clock), dtype=dtype)
     w, isi = int(cfg.clock_window_ms / cfg.dt_ms), int(cfg.clock_isi_ms / cfg.dt_ms)
@@ -119,7 +119,7 @@ def decode_coords(bits: np.ndarray, n_bits: int = 16) -> np.ndarray:
     return code / 2.0 ** (n_bits - 1) - 1.0
 
 
-def lsg_input(xyz: np.ndarray, cfg: SNNConfig = SNNConfig(), dtype=np.float32) -> np.ndarray:
+def lsg_input(xyz: np.ndarray, cfg: SNNConfig = DEFAULT_CONFIG, dtype=np.float32) -> np.ndarray:
     """LSG input (B, T, n_clock + 3*n_bits): the clock followed by the binary code of the target xyz."""
     xyz = np.asarray(xyz)
     clk = clock_input(cfg, dtype)
@@ -151,14 +151,14 @@ def smooth_hann(omega: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def brownian_omega(n: int, rng: np.random.Generator, cfg: SNNConfig = SNNConfig()) -> np.ndarray:
+def brownian_omega(n: int, rng: np.random.Generator, cfg: SNNConfig = DEFAULT_CONFIG) -> np.ndarray:
     """n smoothed Brownian joint-velocity walks (n, T, 2) in rad/s, clipped to ±cfg.traj_omega_clip."""
     step = cfg.traj_delta * math.sqrt(cfg.traj_dt)
     raw = np.cumsum(rng.standard_normal((n, cfg.T, cfg.n_out)) * step, axis=1)
     return np.clip(smooth_hann(raw, cfg.traj_hann_len), -cfg.traj_omega_clip, cfg.traj_omega_clip)
 
 
-def integrate_angles(omega, cfg: SNNConfig = SNNConfig(), q0=None):
+def integrate_angles(omega, cfg: SNNConfig = DEFAULT_CONFIG, q0=None):
     """Joint angles q_t = q0 + dt_arm * cumsum(omega) (numpy or torch), shape of omega, rad."""
     q = cfg.arm_time_per_step_s * _cumsum(omega, 1)
     return q if q0 is None else q + q0
@@ -180,11 +180,11 @@ class TrajectoryBatch:
     def subset(self, idx) -> TrajectoryBatch:
         return TrajectoryBatch(self.omega[idx], self.q[idx], self.xyz[idx], self.hit_limit[idx], self.mode)
 
-    def lsg_input(self, cfg: SNNConfig = SNNConfig(), dtype=np.float32) -> np.ndarray:
+    def lsg_input(self, cfg: SNNConfig = DEFAULT_CONFIG, dtype=np.float32) -> np.ndarray:
         return lsg_input(self.xyz, cfg, dtype)
 
 
-def sample_trajectories(n: int, rng: np.random.Generator | int | None, cfg: SNNConfig = SNNConfig(),
+def sample_trajectories(n: int, rng: np.random.Generator | int | None, cfg: SNNConfig = DEFAULT_CONFIG,
                         kin=None, *, mode: str = "resample", limits_rad: np.ndarray | None = None,
                         oversample: float = 2.5) -> TrajectoryBatch:
     """Draw n target trajectories of the Brownian family.
@@ -223,12 +223,12 @@ def sample_trajectories(n: int, rng: np.random.Generator | int | None, cfg: SNNC
 
 
 # ---------------------------------------------------------------------------------------------- loss, metrics
-def forward_xyz(omega, kin, cfg: SNNConfig = SNNConfig()):
+def forward_xyz(omega, kin, cfg: SNNConfig = DEFAULT_CONFIG):
     """End-effector path (B, T, 3) in m produced by velocity commands omega (B, T, 2), from q = 0."""
     return kin_xyz(kin, integrate_angles(omega, cfg))
 
 
-def task_loss(omega_pred, omega_target, xyz_target, kin, cfg: SNNConfig = SNNConfig(), *,
+def task_loss(omega_pred, omega_target, xyz_target, kin, cfg: SNNConfig = DEFAULT_CONFIG, *,
               per_trajectory: bool = False):
     """0.5·MSE(omega) + 0.5·MSE(xyz) on the test run (numpy or torch).
 
@@ -242,7 +242,7 @@ def task_loss(omega_pred, omega_target, xyz_target, kin, cfg: SNNConfig = SNNCon
     return 0.5 * _mean(d_om) + 0.5 * _mean(d_xyz)
 
 
-def rate_regulariser(z, f_target_hz: float, lam: float, cfg: SNNConfig = SNNConfig()):
+def rate_regulariser(z, f_target_hz: float, lam: float, cfg: SNNConfig = DEFAULT_CONFIG):
     """lam · Σ_j (mean_{b,t} z_j − f_target·dt)²; z (B, T, N) spikes (numpy or torch)."""
     f = f_target_hz * cfg.dt_ms / 1000.0
     r = _mean(_mean(z, 0), 0)

@@ -1,0 +1,314 @@
+"""Controller node: the spiking trainee on the simulated PCM chip learns a trajectory in ONE update.
+
+Interfaces (DESIGN.md §3):
+
+* ``~/learn_trajectory`` (pcm_l2l_interfaces/LearnTrajectory): validates the target (joint names, finite
+  values, joint and velocity limits, a start at home, a duration and sampling the trainee can represent),
+  then runs the training run, the learning-signal generator (LSG) and ONE natural e-prop update written to
+  the chip by sparse reprogramming, and a test run; answers loss before/after, devices written, time.
+* ``~/execute`` (std_srvs/Trigger): streams the trainee's angular-velocity output (rad/s) as
+  ``/forward_velocity_controller/commands`` (std_msgs/Float64MultiArray, order = parameter ``joints``) paced
+  by the stamps of ``/joint_states``, or (``command_mode: trajectory``) sends it once as a
+  ``/joint_trajectory_controller/joint_trajectory`` of positions (rad) for position-controlled arms.
+* ``~/reset`` (std_srvs/Trigger): restores the meta-trained weights on the chip (sparse reprogramming).
+* ``~/status`` (pcm_l2l_interfaces/ControllerStatus) at ``status_rate_hz``.
+
+Safety: commands are clamped to the URDF velocity limits and to the joint limits (a joint at its limit gets
+no velocity further out); a watchdog commands zero velocity and stops the execution when ``/joint_states``
+is older than ``watchdog_timeout_s``; nothing non-finite is ever published.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import numpy as np
+from builtin_interfaces.msg import Duration
+from pcm_l2l_interfaces.msg import ControllerStatus
+from pcm_l2l_interfaces.srv import LearnTrajectory
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from pcm_l2l_ros.arm.kinematics import default_urdf_path, load_chain
+from pcm_l2l_ros.nodes.common import declare_validated, non_negative, positive, run_node
+from pcm_l2l_ros.snn.controller import OneShotController, TargetError
+
+VELOCITY_TOPIC = "/forward_velocity_controller/commands"
+TRAJECTORY_TOPIC = "/joint_trajectory_controller/joint_trajectory"
+MODES = ("velocity", "trajectory")
+
+
+def _one_of(options):
+    return lambda v: None if v in options else f"must be one of {list(options)}"
+
+
+def _string_list(v):
+    if not isinstance(v, (list, tuple)) or not v or not all(isinstance(s, str) and s for s in v):
+        return "must be a non-empty list of joint names"
+    return None if len(set(v)) == len(v) else "joint names must be unique"
+
+
+class ControllerNode(Node):
+    """See the module docstring; ``kwargs`` go to ``Node.__init__`` (runners pass ``cli_args``)."""
+
+    def __init__(self, **kwargs):
+        super().__init__("controller", **kwargs)
+        p = self._declare_parameters()
+        chain = load_chain(p["urdf_path"] or default_urdf_path())
+        unknown = [j for j in p["joints"] if j not in chain.movable]
+        if unknown:
+            raise ValueError(f"parameter 'joints': {unknown} are not movable joints of the URDF {chain.movable}")
+        missing = [j for j in p["learned_joints"] if j not in p["joints"]]
+        if missing:
+            raise ValueError(f"parameter 'learned_joints': {missing} not in 'joints'")
+        self.joints, self.learned_joints = list(p["joints"]), list(p["learned_joints"])
+        self._learned_idx = [self.joints.index(j) for j in self.learned_joints]
+        self.lower = np.array([chain.joint(j).lower for j in self.joints])
+        self.upper = np.array([chain.joint(j).upper for j in self.joints])
+        self.vmax = np.array([chain.joint(j).velocity for j in self.joints])
+
+        self.get_logger().info("loading the meta-trained SNN and programming the trainee onto the PCM chip ...")
+        t = time.perf_counter()
+        self.learner = OneShotController.from_checkpoint(
+            p["checkpoint"] or None, pcm=p["pcm.enabled"], pcm_preset=p["pcm.preset"],
+            drift_time_s=p["pcm.drift_time_s"], seed=p["pcm.seed"], urdf_path=p["urdf_path"] or None,
+            learned_joint_limits=(self.lower[self._learned_idx], self.upper[self._learned_idx]),
+            velocity_limits=self.vmax[self._learned_idx])
+        self.get_logger().info(f"ready in {time.perf_counter() - t:.1f} s: {self.learner.describe()}")
+
+        self._lock = threading.Lock()
+        self.state = "idle"
+        self.learned = False
+        self.last_loss = 0.0
+        self._omega = None                  # (T, n_learned) rad/s, the learned test-run output
+        self._exec_t0 = None                # stamp (s) of the first /joint_states of the execution
+        self._last_js_wall = None           # monotonic time of the last /joint_states
+        self._last_q = None                 # positions of self.joints (rad)
+
+        self._cmd_pub = self.create_publisher(Float64MultiArray, VELOCITY_TOPIC, 10)
+        self._traj_pub = self.create_publisher(JointTrajectory, TRAJECTORY_TOPIC, 10)
+        self._status_pub = self.create_publisher(ControllerStatus, "~/status", 10)
+        self.create_subscription(JointState, "/joint_states", self._on_joint_states, 20)
+        self.create_service(LearnTrajectory, "~/learn_trajectory", self._on_learn)
+        self.create_service(Trigger, "~/execute", self._on_execute)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.create_timer(min(0.01, self.watchdog_timeout_s / 5.0), self._on_watchdog)
+        self.create_timer(1.0 / p["status_rate_hz"], self._publish_status)
+
+    # ------------------------------------------------------------------------------------------ parameters
+    def _declare_parameters(self) -> dict:
+        p = {}
+        p["checkpoint"] = declare_validated(self, "checkpoint", "", "meta-trained SNN checkpoint (.npz with sidecar "
+                                            ".json); empty = the package's models/snn_l2l.npz",
+                                            lambda v: None if isinstance(v, str) else "must be a path",
+                                            read_only=True)
+        p["urdf_path"] = declare_validated(self, "urdf_path", "", "URDF of the arm (limits, kinematics); empty = "
+                                           "the package's urdf/edscorbot.urdf", read_only=True)
+        p["joints"] = declare_validated(self, "joints", ["base_joint", "shoulder", "elbow", "pitch", "roll"],
+                                        "order of the velocity command array (all commanded joints)",
+                                        _string_list, read_only=True)
+        p["learned_joints"] = declare_validated(self, "learned_joints", ["base_joint", "shoulder"],
+                                                "joints driven by the trainee's two outputs (base, shoulder)",
+                                                lambda v: _string_list(v) or (None if len(v) == 2 else
+                                                                              "the trainee has exactly 2 outputs"),
+                                                read_only=True)
+        self.command_mode = declare_validated(self, "command_mode", "velocity", "velocity: stream "
+                                              "Float64MultiArray rad/s; trajectory: one JointTrajectory (rad)",
+                                              _one_of(MODES))
+        self.watchdog_timeout_s = declare_validated(self, "watchdog_timeout_s", 0.05, "stop (zero velocity) when "
+                                                    "/joint_states is older than this (s)", positive, read_only=True)
+        p["status_rate_hz"] = declare_validated(self, "status_rate_hz", 1.0, "rate of ~/status (Hz)", positive,
+                                                read_only=True)
+        p["pcm.enabled"] = declare_validated(self, "pcm.enabled", True, "run the trainee's W_in/W_rec on the "
+                                             "simulated PCM chip (false: float software)", read_only=True)
+        p["pcm.preset"] = declare_validated(self, "pcm.preset", "hermes_like", "PCM device/periphery preset",
+                                            _one_of(("aihwkit_compat", "hermes_like", "ideal")), read_only=True)
+        p["pcm.drift_time_s"] = declare_validated(self, "pcm.drift_time_s", 3600.0, "time since programming "
+                                                  "simulated for the runs (s), drift-compensated", non_negative,
+                                                  read_only=True)
+        p["pcm.seed"] = declare_validated(self, "pcm.seed", 0, "seed of the device noise",
+                                          lambda v: None if isinstance(v, int) and v >= 0 else "must be an int >= 0",
+                                          read_only=True)
+        self.add_on_set_parameters_callback(self._on_param_change)
+        return p
+
+    def _on_param_change(self, params):
+        for prm in params:
+            if prm.name == "command_mode" and prm.value in MODES:
+                self.command_mode = prm.value
+        from rcl_interfaces.msg import SetParametersResult  # noqa: PLC0415
+
+        return SetParametersResult(successful=True)
+
+    # ------------------------------------------------------------------------------------------ services
+    def _on_learn(self, request: LearnTrajectory.Request, response: LearnTrajectory.Response):
+        with self._lock:
+            if self.state == "executing":
+                response.success, response.message = False, "busy: a trajectory is executing"
+                return response
+            self.state = "learning"
+        try:
+            result = self.learner.learn(request.target, quantize=bool(request.quantize_update))
+        except TargetError as e:
+            response.success, response.message = False, f"invalid target: {e}"
+            self.get_logger().warning(response.message)
+            with self._lock:
+                self.state = "idle"
+            return response
+        except Exception as e:  # noqa: BLE001 - the node must survive anything a request triggers
+            response.success, response.message = False, f"learning failed: {type(e).__name__}: {e}"
+            self.get_logger().error(response.message)
+            with self._lock:
+                self.state = "error"
+            return response
+        with self._lock:
+            self._omega = result.omega
+            self.learned = True
+            self.last_loss = result.loss_after
+            self.state = "idle"
+        response.success = True
+        response.loss_before, response.loss_after = result.loss_before, result.loss_after
+        response.devices_written = int(result.devices_written)
+        response.update_time_s = result.update_time_s
+        self.get_logger().info(f"learned in one update: loss {result.loss_before:.4f} -> {result.loss_after:.4f}, "
+                               f"{result.devices_written} devices written, {1e3 * result.update_time_s:.0f} ms")
+        return response
+
+    def _on_execute(self, request: Trigger.Request, response: Trigger.Response):
+        with self._lock:
+            if not self.learned or self._omega is None:
+                response.success, response.message = False, "nothing learned yet: call ~/learn_trajectory first"
+                return response
+            if self.state in ("learning", "executing"):
+                response.success, response.message = False, f"busy: {self.state}"
+                return response
+            if not self._joint_states_fresh():
+                response.success, response.message = False, ("no fresh /joint_states (watchdog): is the arm "
+                                                              "driver running?")
+                return response
+            self.state = "executing"
+            self._exec_t0 = None
+            if self.command_mode == "trajectory":
+                self._send_trajectory()
+                self.state = "idle"
+                response.message = f"sent a JointTrajectory of {len(self._omega)} points"
+            else:
+                response.message = f"streaming {len(self._omega)} velocity commands"
+        response.success = True
+        return response
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response):
+        with self._lock:
+            if self.state in ("learning", "executing"):
+                self._publish_zero()
+            self.state = "idle"
+            self.learned = False
+            self._omega = None
+            self.last_loss = 0.0
+        try:
+            written = self.learner.reset()
+        except Exception as e:  # noqa: BLE001
+            response.success, response.message = False, f"reset failed: {type(e).__name__}: {e}"
+            return response
+        response.success, response.message = True, f"meta-trained weights restored ({written} devices rewritten)"
+        return response
+
+    # ------------------------------------------------------------------------------------------ streaming
+    def _on_joint_states(self, msg: JointState) -> None:
+        q = self._positions(msg)
+        if q is None:
+            return
+        stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+        with self._lock:
+            self._last_js_wall = time.monotonic()
+            self._last_q = q
+            if self.state != "executing" or self.command_mode != "velocity":
+                return
+            if self._exec_t0 is None:
+                self._exec_t0 = stamp
+            k = int(math.floor((stamp - self._exec_t0) / self.learner.dt + 1e-6))
+            if k >= len(self._omega):
+                self._publish_zero()
+                self.state = "idle"
+                return
+            cmd = np.zeros(len(self.joints))
+            cmd[self._learned_idx] = self._omega[k]
+            self._publish_velocity(self._safe(cmd, q))
+
+    def _positions(self, msg: JointState):
+        if len(msg.position) != len(msg.name):
+            return None
+        index = {n: i for i, n in enumerate(msg.name)}
+        if any(j not in index for j in self.joints):
+            return None
+        q = np.array([msg.position[index[j]] for j in self.joints], dtype=np.float64)
+        return q if np.all(np.isfinite(q)) else None
+
+    def _safe(self, cmd: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Clamp to velocity limits; no motion further out at a joint limit; never non-finite."""
+        cmd = np.where(np.isfinite(cmd), cmd, 0.0)
+        cmd = np.clip(cmd, -self.vmax, self.vmax)
+        cmd[(q >= self.upper) & (cmd > 0)] = 0.0
+        cmd[(q <= self.lower) & (cmd < 0)] = 0.0
+        return cmd
+
+    def _publish_velocity(self, cmd: np.ndarray) -> None:
+        if not np.all(np.isfinite(cmd)):  # unreachable after _safe; the last line of defence
+            cmd = np.zeros_like(cmd)
+        self._cmd_pub.publish(Float64MultiArray(data=[float(v) for v in cmd]))
+
+    def _publish_zero(self) -> None:
+        self._publish_velocity(np.zeros(len(self.joints)))
+
+    def _send_trajectory(self) -> None:
+        dt = self.learner.dt
+        q0 = self._last_q[self._learned_idx]
+        lo, hi = self.lower[self._learned_idx], self.upper[self._learned_idx]
+        q = np.clip(q0 + dt * np.cumsum(self._omega, axis=0), lo, hi)
+        traj = JointTrajectory(joint_names=list(self.learned_joints))
+        for k in range(len(q)):
+            t = (k + 1) * dt
+            traj.points.append(JointTrajectoryPoint(
+                positions=[float(v) for v in q[k]],
+                time_from_start=Duration(sec=int(t), nanosec=int(round((t - int(t)) * 1e9)) % 1_000_000_000)))
+        self._traj_pub.publish(traj)
+
+    def _joint_states_fresh(self) -> bool:
+        return self._last_js_wall is not None and time.monotonic() - self._last_js_wall <= self.watchdog_timeout_s
+
+    def _on_watchdog(self) -> None:
+        with self._lock:
+            if self.state == "executing" and not self._joint_states_fresh():
+                self._publish_zero()
+                self.state = "stopped"
+                self.get_logger().warning(f"/joint_states older than {self.watchdog_timeout_s} s: zero velocity "
+                                          "commanded, execution stopped")
+
+    def _publish_status(self) -> None:
+        msg = ControllerStatus()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.state = self.state
+        msg.learned = self.learned
+        msg.devices_written_total = int(self.learner.devices_written_total)
+        msg.max_writes_per_device = int(self.learner.max_writes_per_device)
+        msg.drift_time_s = float(self.learner.drift_time_s)
+        msg.last_loss = float(self.last_loss) if math.isfinite(self.last_loss) else 0.0
+        self._status_pub.publish(msg)
+
+    def on_shutdown(self) -> None:
+        """Leave the arm standing still."""
+        if self.state == "executing":
+            self._publish_zero()
+
+
+def main(args=None) -> int:
+    return run_node(ControllerNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""sensor_msgs/Image -> the CNN's input (28 x 28 float32, ink = 1), with validation.
+
+Pure numpy on the message's fields (``height``, ``width``, ``encoding``, ``is_bigendian``, ``step``,
+``data``), so it is tested without rclpy. Accepted encodings: ``mono8``, ``mono16``, ``32FC1`` (values in
+[0, 1]), ``rgb8``/``bgr8`` (converted to luminance). Any size from 8 x 8 to 1024 x 1024 is area-resampled to
+28 x 28 (the same resampling as the Omniglot loader). Polarity: written characters are dark ink on light
+paper (as the Omniglot scans); the image is inverted so that ink = 1. An image whose mean intensity is below
+0.5 is taken to be light ink on a dark background already and is not inverted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pcm_l2l_ros.vision.omniglot import area_matrix
+
+SIZE = 28
+MIN_SIDE, MAX_SIDE = 8, 1024
+_CHANNELS = {"mono8": (1, np.dtype("u1")), "mono16": (1, np.dtype("u2")), "32FC1": (1, np.dtype("f4")),
+             "rgb8": (3, np.dtype("u1")), "bgr8": (3, np.dtype("u1"))}
+ENCODINGS = tuple(_CHANNELS)
+
+
+class ImageError(ValueError):
+    """The image cannot be used (the message says why)."""
+
+
+def decode(height: int, width: int, encoding: str, is_bigendian: int, step: int, data: bytes) -> np.ndarray:
+    """Pixel intensities (height, width) float64 in [0, 1]; raises ImageError on any inconsistency."""
+    if encoding not in _CHANNELS:
+        raise ImageError(f"encoding '{encoding}' not supported (use one of {', '.join(ENCODINGS)})")
+    if not (MIN_SIDE <= height <= MAX_SIDE and MIN_SIDE <= width <= MAX_SIDE):
+        raise ImageError(f"size {width}x{height} outside {MIN_SIDE}..{MAX_SIDE} pixels per side")
+    channels, dtype = _CHANNELS[encoding]
+    row_bytes = width * channels * dtype.itemsize
+    if step < row_bytes:
+        raise ImageError(f"step {step} < {row_bytes} bytes needed for a row of {width} {encoding} pixels")
+    if len(data) != step * height:
+        raise ImageError(f"data has {len(data)} bytes, expected step*height = {step * height}")
+    buf = np.frombuffer(bytes(data), dtype=np.uint8).reshape(height, step)[:, :row_bytes]
+    dt = dtype.newbyteorder(">" if is_bigendian else "<") if dtype.itemsize > 1 else dtype
+    px = np.ascontiguousarray(buf).view(dt).reshape(height, width, channels).astype(np.float64)
+    if encoding == "mono8" or encoding in ("rgb8", "bgr8"):
+        px /= 255.0
+    elif encoding == "mono16":
+        px /= 65535.0
+    elif not np.all(np.isfinite(px)):
+        raise ImageError("32FC1 image contains NaN or inf")
+    elif px.min() < 0.0 or px.max() > 1.0:
+        raise ImageError("32FC1 values must lie in [0, 1]")
+    if channels == 3:
+        r, g, b = (px[..., 0], px[..., 1], px[..., 2]) if encoding == "rgb8" else (px[..., 2], px[..., 1], px[..., 0])
+        return 0.299 * r + 0.587 * g + 0.114 * b
+    return px[..., 0]
+
+
+def to_model_input(intensity: np.ndarray) -> np.ndarray:
+    """(H, W) intensities in [0, 1] -> (28, 28) float32 with ink = 1 (area resampling, polarity as documented)."""
+    x = np.asarray(intensity, dtype=np.float64)
+    ink = 1.0 - x if x.mean() >= 0.5 else x
+    out = area_matrix(ink.shape[0], SIZE) @ ink @ area_matrix(ink.shape[1], SIZE).T
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def image_msg_to_input(msg) -> np.ndarray:
+    """A sensor_msgs/Image (or any object with its fields) -> (28, 28) float32, ink = 1."""
+    return to_model_input(decode(int(msg.height), int(msg.width), str(msg.encoding), int(msg.is_bigendian),
+                                 int(msg.step), msg.data))

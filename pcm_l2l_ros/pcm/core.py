@@ -1,0 +1,648 @@
+"""Simulated PCM in-memory-computing cores: weight mapping, tiling, periphery, drift compensation.
+
+A weight matrix W of shape (n_in, n_out) is computed as y = x @ W. It is tiled over square crossbar
+cores of ``core_size`` rows (inputs) x ``core_size`` columns (outputs). Each weight is a differential
+cell: positive weights live on the G+ side, negative ones on the G- side, the other side is RESET
+(target 0 µS, still programmed with noise, as in aihwkit). Each side holds ``devices_per_polarity``
+devices (1, or the paper's 2 + 2 cell of HERMES).
+
+Mapping (per core, or per column of a core): w_max of the core maps to the full conductance of one
+side, G_tot = units_per_polarity * g_max. The target of each modelled unit is
+g_T = clip(+-w / w_max, 0, 1) * g_max (equal split over the units of a side).
+
+Analog MVM of one core, in normalised units (a full-scale input on a weight at w_max gives 1):
+
+    xn = DAC(x / s)            signed, ``dac_bits``; s = max|x| per vector or the fixed ``dac_range``
+    yn = xn @ Wn               Wn = (sum G+ - sum G-) / G_tot of the current (drifted) conductances
+    yn += sqrt(out_noise^2 + xn^2 @ V) * xi     V = per-MVM read-noise variance (``read_noise="per_mvm"``)
+    yq = ADC(yn)               ``adc_bits``, clipped to +-``adc_range``
+    y += yq * s * w_max * alpha                  digital: rescale, drift compensation; summed over cores
+
+The effective matrices (Wn, V, the column factors) are precomputed at program/drift/reprogram time, so an
+MVM costs one float32 matmul (two with per-MVM read noise) plus two fused Numba passes.
+
+Drift compensation (aihwkit ``GlobalDriftCompensation`` semantics, spec §2.6): right after programming a
+one-hot readout (eye) is sent through the same noisy periphery and mean|Y_ref| stored per core
+(``"global"``) or per column (``"per_column"``); at every ``drift(t)`` the readout is repeated and
+alpha = mean|Y_ref| / mean|Y(t)| is applied digitally to the outputs. ``drift_reference="exact"`` uses
+the ideal target weights as the reference instead.
+
+Time: the array has a clock (s since the last full ``program()``); every unit remembers when it was last
+programmed, so sparsely reprogrammed units drift from their own programming time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ._kernels import adc_epilogue, dac_quantize
+from .device import DeviceModel, device_model
+from .programming import (
+    DEFAULT_ENERGY_PER_PULSE_J,
+    EnduranceError,
+    ProgramReport,
+    UpdateReport,
+    program_and_verify,
+)
+
+__all__ = ["PCMConfig", "PCMArray"]
+
+log = logging.getLogger(__name__)
+
+_EMPTY = np.zeros((0, 0), np.float32)
+
+
+@dataclass(frozen=True)
+class PCMConfig:
+    """Configuration of a simulated PCM array (use the presets and ``dataclasses.replace``).
+
+    Device and mapping:
+        device: ``"aihwkit_compat"`` (PCMLikeNoiseModel, g_max 25 µS per device) or ``"hermes"``
+            (HermesNoiseModel: ODP 10.35 µS, or TDP 20.7 µS per device pair).
+        devices_per_polarity: 1 (single differential pair) or 2 (2 + 2 devices per weight).
+        g_max_uS: maximal conductance of one modelled unit, µS; None = the device's calibrated value.
+        w_max: weight magnitude mapped to full conductance; None = max|W| of each core (or column).
+        scale: ``"per_core"`` or ``"per_column"`` (w_max per column of each core).
+        core_size: rows and columns of one crossbar core.
+    Non-idealities (each can be switched off):
+        programming_noise, prog_noise_scale: programming noise on/off and its scale.
+        drift, drift_scale: conductance drift on/off and the scale of nu.
+        read_noise: ``"off"``, ``"frozen"`` (drawn once per drift()/program()/reprogram call, as aihwkit)
+            or ``"per_mvm"`` (fresh 1/f read noise on every MVM, computed exactly as output noise of
+            variance xn^2 @ V).
+        read_noise_scale: scale of the 1/f read noise.
+        q_s_from: ``"g_prog"`` (aihwkit code) or ``"g_target"`` (aihwkit docs) for Q_s.
+        drift_reencode: aihwkit quirk (``BaseNoiseModel.apply_drift_noise``): drift and read noise act on
+            the *programmed weights re-encoded* as a fresh conductance pair (one device at 0, per-core
+            scale from max|W_prog|), not on the programmed conductances; nu stays per device slice.
+            Needed to reproduce aihwkit's weight-level drift numbers (spec §2.9, T8/T9).
+        pcm_read_noise: extra per-MVM output noise c * sqrt(sum |Wn| xn^2) (aihwkit PCM_READ w_noise;
+            0.0175 in StandardHWATrainingPreset), normalised units.
+        dac_bits: signed DAC bits (None = ideal inputs); 8 bits = 127 levels per sign.
+        dac_range: fixed DAC full scale in input units (inputs clipped); None = max|x| per input vector.
+        adc_bits: ADC bits (None = ideal); 8 bits = 127 levels per sign.
+        adc_range: ADC clip bound, normalised output units.
+        out_noise: additive Gaussian output noise std, normalised output units.
+    Drift compensation:
+        drift_compensation: ``"none"``, ``"global"`` (one alpha per core) or ``"per_column"``.
+        drift_reference: ``"noisy"`` (readout through the periphery after programming) or ``"exact"``.
+    Programming and updates:
+        program_mode: ``"statistical"`` or ``"closed_loop"`` (see ``programming``).
+        program_tolerance_uS, max_program_iterations: program-and-verify acceptance band (µS) and cap.
+        update_quantum: weight-update step in weight units; None = w_max / 16 of each core.
+        update_rounding: ``"nearest"`` or ``"stochastic"`` rounding of updates to the quantum.
+        endurance_writes: write pulses a device survives (None = unlimited).
+        endurance_action: ``"raise"`` (EnduranceError, nothing written) or ``"flag"`` (write and count).
+        energy_per_pulse_J: energy per write pulse per physical device, J.
+    """
+
+    device: str = "aihwkit_compat"
+    devices_per_polarity: int = 1
+    g_max_uS: float | None = None
+    w_max: float | None = None
+    scale: str = "per_core"
+    core_size: int = 256
+    programming_noise: bool = True
+    prog_noise_scale: float = 1.0
+    drift: bool = True
+    drift_scale: float = 1.0
+    read_noise: str = "frozen"
+    read_noise_scale: float = 1.0
+    q_s_from: str = "g_prog"
+    drift_reencode: bool = False
+    pcm_read_noise: float = 0.0
+    dac_bits: int | None = 8
+    dac_range: float | None = None
+    adc_bits: int | None = 8
+    adc_range: float = 10.0
+    out_noise: float = 0.04
+    drift_compensation: str = "global"
+    drift_reference: str = "noisy"
+    program_mode: str = "statistical"
+    program_tolerance_uS: float = 0.5
+    max_program_iterations: int = 30
+    update_quantum: float | None = None
+    update_rounding: str = "nearest"
+    endurance_writes: int | None = 10**8
+    endurance_action: str = "raise"
+    energy_per_pulse_J: float = DEFAULT_ENERGY_PER_PULSE_J
+
+    def __post_init__(self) -> None:
+        checks = {
+            "scale": ("per_core", "per_column"),
+            "read_noise": ("off", "frozen", "per_mvm"),
+            "q_s_from": ("g_prog", "g_target"),
+            "drift_compensation": ("none", "global", "per_column"),
+            "drift_reference": ("noisy", "exact"),
+            "program_mode": ("statistical", "closed_loop"),
+            "update_rounding": ("nearest", "stochastic"),
+            "endurance_action": ("raise", "flag"),
+        }
+        for field, allowed in checks.items():
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"PCMConfig.{field}={getattr(self, field)!r}; allowed: {allowed}")
+        device_model(self.device, self.devices_per_polarity)  # validates both
+        for bits in (self.dac_bits, self.adc_bits):
+            if bits is not None and bits < 2:
+                raise ValueError("dac_bits/adc_bits must be >= 2 or None")
+        if self.core_size < 1:
+            raise ValueError("core_size must be >= 1")
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def ideal(cls, **kw) -> PCMConfig:
+        """Every non-ideality off: ``mvm`` is the exact float MVM x @ W (up to float32 rounding)."""
+        base = dict(
+            programming_noise=False, drift=False, read_noise="off", dac_bits=None, adc_bits=None,
+            out_noise=0.0, drift_compensation="none",
+        )
+        base.update(kw)
+        return cls(**base)
+
+    @classmethod
+    def aihwkit_compat(cls, **kw) -> PCMConfig:
+        """aihwkit ``InferenceRPUConfig`` defaults: PCMLikeNoiseModel, one pair per weight, per-core
+        scale, frozen read noise, 7-bit DAC with abs-max input scaling, 9-bit ADC clipped at +-12,
+        output noise 0.06, global drift compensation with the noisy reference (no bound management)."""
+        base = dict(
+            device="aihwkit_compat", devices_per_polarity=1, dac_bits=7, dac_range=None, adc_bits=9,
+            adc_range=12.0, out_noise=0.06, read_noise="frozen", drift_compensation="global", drift_reencode=True,
+        )
+        base.update(kw)
+        return cls(**base)
+
+    @classmethod
+    def hermes_like(cls, **kw) -> PCMConfig:
+        """The paper's chip: HERMES TDP statistics (2 + 2 devices per weight), 8-bit DAC and ADC
+        (ADC at +-10, output noise 0.04 as aihwkit's StandardHWATrainingPreset), per-MVM read noise,
+        per-column drift compensation."""
+        base = dict(
+            device="hermes", devices_per_polarity=2, dac_bits=8, adc_bits=8, adc_range=10.0, out_noise=0.04,
+            read_noise="per_mvm", drift_compensation="per_column",
+        )
+        base.update(kw)
+        return cls(**base)
+
+    def replace(self, **kw) -> PCMConfig:
+        """Shorthand for ``dataclasses.replace(self, **kw)``."""
+        return dataclasses.replace(self, **kw)
+
+
+def _levels(bits: int | None) -> int:
+    return 0 if bits is None else 2 ** (bits - 1) - 1
+
+
+class PCMArray:
+    """A weight matrix W (n_in, n_out) held as PCM conductances on one or more crossbar cores.
+
+    Args:
+        W: weights, shape (n_in, n_out); y = x @ W.
+        cfg: configuration (default ``PCMConfig()``).
+        rng: ``numpy.random.Generator`` or int seed; every random draw of this array comes from it.
+        program: program the devices right away (call ``program()`` yourself otherwise).
+
+    Attributes:
+        write_counts: int64 array (2, devices_per_polarity, n_in, n_out): write pulses each physical
+            device received (axis 0: G+ / G-).
+        devices_written_total: physical devices written by ``reprogram`` calls so far (sum over calls).
+        pulses_total, energy_total_J: all write pulses (incl. ``program``) and their energy, J.
+        t_s: the array clock, s since the last full ``program()``.
+    """
+
+    def __init__(
+        self,
+        W: np.ndarray,
+        cfg: PCMConfig | None = None,
+        rng: np.random.Generator | int | None = None,
+        *,
+        program: bool = True,
+    ) -> None:
+        self.cfg = cfg if cfg is not None else PCMConfig()
+        self._rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        self._tgen = torch.Generator().manual_seed(int(self._rng.integers(0, 2**62)))
+        W = np.asarray(W, dtype=np.float64)
+        if W.ndim != 2:
+            raise ValueError(f"W must be 2-D (n_in, n_out), got shape {W.shape}")
+        self.n_in, self.n_out = W.shape
+        c = self.cfg
+        model, units = device_model(c.device, c.devices_per_polarity)
+        if c.g_max_uS is not None:
+            model = dataclasses.replace(model, g_max_uS=float(c.g_max_uS))
+        self.model: DeviceModel = model
+        self.units = units  # modelled conductance units per polarity
+        self.phys_per_unit = c.devices_per_polarity // units
+        self.g_tot_uS = units * model.g_max_uS  # full conductance of one side of a cell, µS
+
+        cs = c.core_size
+        self._row_blocks = [slice(i, min(i + cs, self.n_in)) for i in range(0, self.n_in, cs)]
+        self._col_blocks = [slice(j, min(j + cs, self.n_out)) for j in range(0, self.n_out, cs)]
+        self.n_cores = len(self._row_blocks) * len(self._col_blocks)
+
+        # w_max per (row block, column): the weight mapped to G_tot
+        R = len(self._row_blocks)
+        self._wmax = np.empty((R, self.n_out))
+        for r, rs in enumerate(self._row_blocks):
+            for cb in self._col_blocks:
+                blk = np.abs(W[rs, cb])
+                if c.w_max is not None:
+                    self._wmax[r, cb] = c.w_max
+                elif c.scale == "per_core":
+                    self._wmax[r, cb] = blk.max() if blk.size else 1.0
+                else:
+                    self._wmax[r, cb] = blk.max(axis=0)
+        self._wmax[self._wmax <= 0] = 1.0
+        self._wmax_full = self._expand_rows(self._wmax)  # (n_in, n_out)
+        self._W_target = np.clip(W, -self._wmax_full, self._wmax_full)
+        if c.w_max is not None and np.any(np.abs(W) > c.w_max):
+            log.warning("PCMArray: %d weights beyond w_max=%g were clipped", int(np.sum(np.abs(W) > c.w_max)),
+                        c.w_max)
+
+        shape = (2, units, self.n_in, self.n_out)
+        self._g_target = np.zeros(shape)
+        self._g_prog = np.zeros(shape)
+        self._nu = np.zeros(shape)
+        self._t_prog = np.zeros(shape)
+        self._xi = np.zeros(shape, np.float32)  # frozen read-noise draws
+        self.write_counts = np.zeros((2, c.devices_per_polarity, self.n_in, self.n_out), np.int64)
+        self.devices_written_total = 0
+        self.pulses_total = 0
+        self.energy_total_J = 0.0
+        self.t_s = 0.0
+        self._programmed = False
+        self._frozen_active = False
+        self._baseline = np.ones((R, self.n_out))
+        self._alpha = np.ones((R, self.n_out))
+        self._mats: list[np.ndarray] = []
+        self._vars: list[np.ndarray] | None = None
+        self._colf: list[np.ndarray] = []
+        self._weff: np.ndarray | None = None
+        if program:
+            self.program()
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def n_devices(self) -> int:
+        """Physical PCM devices used: 2 * devices_per_polarity * n_in * n_out."""
+        return int(self.write_counts.size)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_in, self.n_out)
+
+    @property
+    def alpha(self) -> np.ndarray:
+        """Current drift-compensation factors, (row blocks, n_out)."""
+        return self._alpha.copy()
+
+    @property
+    def w_max_map(self) -> np.ndarray:
+        """Weight mapped to full conductance, per (core row block, output column): shape (row blocks, n_out)."""
+        return self._wmax.copy()
+
+    def programmed_conductances(self) -> np.ndarray:
+        """Conductances right after programming (2, units, n_in, n_out), µS (axis 0: G+ / G-)."""
+        return self._g_prog.copy()
+
+    def drift_exponents(self) -> np.ndarray:
+        """Drift exponent nu of every unit (2, units, n_in, n_out)."""
+        return self._nu.copy()
+
+    def target_weights(self) -> np.ndarray:
+        """The digital target weights (what the host believes is programmed), (n_in, n_out)."""
+        return self._W_target.copy()
+
+    def _expand_rows(self, a: np.ndarray) -> np.ndarray:
+        out = np.empty((self.n_in, self.n_out), dtype=a.dtype)
+        for r, rs in enumerate(self._row_blocks):
+            out[rs] = a[r]
+        return out
+
+    def _unit_targets(self, W: np.ndarray) -> np.ndarray:
+        """Target conductance of every unit, µS, shape (2, units, n_in, n_out)."""
+        wn = W / self._wmax_full
+        g_unit = self.model.g_max_uS
+        gp = np.clip(wn, 0.0, 1.0) * g_unit
+        gm = np.clip(-wn, 0.0, 1.0) * g_unit
+        return np.broadcast_to(np.stack([gp, gm])[:, None], (2, self.units, self.n_in, self.n_out)).copy()
+
+    def _age(self) -> np.ndarray:
+        return np.maximum(self.t_s - self._t_prog, 0.0)
+
+    def _counts_for(self, pulses_units: np.ndarray) -> np.ndarray:
+        """Expand pulses per unit (2, units, ...) to pulses per physical device (2, dpp, ...)."""
+        return np.repeat(pulses_units, self.phys_per_unit, axis=1)
+
+    def _commit_writes(self, pulses_units: np.ndarray) -> tuple[int, int, int]:
+        """Add pulses to the device counters; returns (devices written, pulses, endurance exceeded)."""
+        c = self.cfg
+        dev_pulses = self._counts_for(pulses_units).astype(np.int64)
+        new_counts = self.write_counts + dev_pulses
+        exceeded = 0
+        if c.endurance_writes is not None:
+            over = new_counts > c.endurance_writes
+            exceeded = int(over.sum())
+            if exceeded and c.endurance_action == "raise":
+                raise EnduranceError(
+                    f"{exceeded} PCM devices would exceed the endurance limit of {c.endurance_writes} writes"
+                )
+        self.write_counts = new_counts
+        pulses = int(dev_pulses.sum())
+        self.pulses_total += pulses
+        self.energy_total_J += pulses * c.energy_per_pulse_J
+        return int(np.count_nonzero(dev_pulses)), pulses, exceeded
+
+    # ------------------------------------------------------------------ programming
+    def program(self) -> ProgramReport:
+        """Program-and-verify every device to the current target weights; resets the clock to t = 0 s."""
+        c = self.cfg
+        gT = self._unit_targets(self._W_target)
+        g_prog, pulses, nconv = self._program_units(gT)
+        written, npulses, exceeded = self._commit_writes(pulses)
+        self._g_target = gT
+        self._g_prog = g_prog
+        self._nu = self._sample_nu(gT)
+        self._t_prog[...] = 0.0
+        self.t_s = 0.0
+        self._draw_xi(None)
+        self._programmed = True
+        self._frozen_active = False  # as aihwkit: no read-noise snapshot until the first drift() call
+        self._alpha = np.ones((len(self._row_blocks), self.n_out))
+        self._rebuild()
+        self._set_reference()
+        self._refresh_colf()
+        return ProgramReport(
+            devices_written=written, pulses=npulses, energy_J=npulses * c.energy_per_pulse_J,
+            max_iterations_used=int(pulses.max()) if pulses.size else 0, not_converged=nconv,
+            endurance_exceeded=exceeded,
+        )
+
+    def _program_units(self, gT: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        c = self.cfg
+        return program_and_verify(
+            gT, self.model, self._rng, noise_scale=c.prog_noise_scale if c.programming_noise else 0.0,
+            tolerance_uS=c.program_tolerance_uS, max_iterations=c.max_program_iterations, mode=c.program_mode,
+        )
+
+    def _sample_nu(self, gT: np.ndarray) -> np.ndarray:
+        if not self.cfg.drift:
+            return np.zeros_like(gT)
+        return self.model.sample_nu(gT, self._rng, self.cfg.drift_scale)
+
+    def _draw_xi(self, mask: np.ndarray | None) -> None:
+        if self.cfg.read_noise != "frozen":
+            return
+        if mask is None:
+            self._xi = self._rng.standard_normal(self._xi.shape, dtype=np.float32)
+        else:
+            self._xi[mask] = self._rng.standard_normal(int(mask.sum()), dtype=np.float32)
+
+    def drift(self, t_s: float) -> None:
+        """Set the clock to ``t_s`` seconds after the last full ``program()``: drift every device from
+        its own programming time, draw a new frozen read-noise snapshot (``read_noise="frozen"``) and
+        recompute the drift-compensation factors through the noisy periphery."""
+        if not self._programmed:
+            raise RuntimeError("program() the array before drift()")
+        if t_s < 0:
+            raise ValueError("t_s must be >= 0")
+        self.t_s = float(t_s)
+        self._draw_xi(None)
+        self._frozen_active = True
+        self._rebuild()
+        self._update_alpha()
+
+    def reprogram(self, delta_w: np.ndarray) -> UpdateReport:
+        """Apply a weight update by sparse reprogramming.
+
+        ``delta_w`` (n_in, n_out, weight units) is rounded to multiples of the update quantum, added to the
+        digital target and clipped to +-w_max; only the units whose target conductance changed are
+        program-and-verified (new programming noise, new nu, drift clock restarted for them). The other
+        devices are not touched.
+        """
+        if not self._programmed:
+            raise RuntimeError("program() the array before reprogram()")
+        c = self.cfg
+        d = np.asarray(delta_w, dtype=np.float64)
+        if d.shape != (self.n_in, self.n_out):
+            raise ValueError(f"delta_w shape {d.shape} != {(self.n_in, self.n_out)}")
+        q = self._wmax_full / 16.0 if c.update_quantum is None else float(c.update_quantum)
+        v = d / q
+        steps = np.rint(v) if c.update_rounding == "nearest" else np.floor(v + self._rng.random(v.shape))
+        W_new = np.clip(self._W_target + steps * q, -self._wmax_full, self._wmax_full)
+        weights_changed = int(np.count_nonzero(W_new != self._W_target))
+        gT_new = self._unit_targets(W_new)
+        mask = gT_new != self._g_target
+        n_units = int(mask.sum())
+        if n_units == 0:
+            self._W_target = W_new
+            return UpdateReport(0, 0, 0, 0.0, 0, 0, self.devices_written_total)
+        g_sub, p_sub, nconv = self._program_units(gT_new[mask])
+        pulses_units = np.zeros(mask.shape, np.int32)
+        pulses_units[mask] = p_sub
+        written, npulses, exceeded = self._commit_writes(pulses_units)  # raises before any state change
+        self._g_target = gT_new
+        self._g_prog[mask] = g_sub
+        self._nu[mask] = self._sample_nu(gT_new[mask])
+        self._t_prog[mask] = self.t_s
+        self._draw_xi(mask)
+        if c.drift_compensation != "none" and c.drift_reference == "noisy":
+            old = self._group_mean(np.abs(self._W_target / self._wmax_full))
+            new = self._group_mean(np.abs(W_new / self._wmax_full))
+            self._baseline = self._baseline * np.where(old > 0, new / np.maximum(old, 1e-12), 1.0)
+        self._W_target = W_new
+        if c.drift_reference == "exact":
+            self._set_reference()
+        self._rebuild()
+        self._update_alpha()
+        self.devices_written_total += written
+        return UpdateReport(
+            weights_changed=weights_changed, devices_written=written, pulses=npulses,
+            energy_J=npulses * c.energy_per_pulse_J, not_converged=nconv, endurance_exceeded=exceeded,
+            devices_written_total=self.devices_written_total,
+        )
+
+    @property
+    def endurance_exceeded(self) -> np.ndarray:
+        """Boolean mask (like ``write_counts``) of devices beyond the endurance limit."""
+        if self.cfg.endurance_writes is None:
+            return np.zeros(self.write_counts.shape, bool)
+        return self.write_counts > self.cfg.endurance_writes
+
+    # ------------------------------------------------------------------ state -> matrices
+    def conductances(self) -> np.ndarray:
+        """Current unit conductances (2, units, n_in, n_out), µS, with drift and the frozen read-noise
+        snapshot (drawn by ``drift()``; right after ``program()`` there is none, as in aihwkit)."""
+        return self._conductances()[0]
+
+    def _prog_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """(programmed conductances, factor) the drift acts on; with ``drift_reencode`` the programmed
+        weights re-encoded as a fresh pair scaled to max|W_prog| per group, and the factor that converts
+        their difference back (normalised weight = factor * (sum G+ - sum G-) / G_tot)."""
+        if not self.cfg.drift_reencode:
+            return self._g_prog, np.ones((self.n_in, self.n_out))
+        wn = (self._g_prog[0].sum(axis=0) - self._g_prog[1].sum(axis=0)) / self.g_tot_uS
+        m = self._expand_rows(np.maximum(self._group_max(np.abs(wn)), 1e-7))
+        g_unit = self.model.g_max_uS
+        gp = np.clip(wn / m, 0.0, 1.0) * g_unit
+        gm = np.clip(-wn / m, 0.0, 1.0) * g_unit
+        g = np.broadcast_to(np.stack([gp, gm])[:, None], self._g_prog.shape).copy()
+        return g, m
+
+    def _conductances(self) -> tuple[np.ndarray, np.ndarray]:
+        c = self.cfg
+        age = self._age()
+        md = self.model
+        g_prog, factor = self._prog_state()
+        g_d = g_prog * md.drift_factor(age, self._nu) if c.drift else g_prog.copy()
+        if c.read_noise == "frozen" and c.read_noise_scale != 0 and self._frozen_active:
+            g_q = g_prog if c.q_s_from == "g_prog" else self._g_target
+            sig = md.read_sigma_rel(g_q, age) * c.read_noise_scale
+            g_d = np.maximum(g_d + np.abs(g_d) * sig * self._xi, 0.0)
+        return g_d, factor
+
+    def _rebuild(self) -> None:
+        """Recompute the normalised matrices (and per-MVM read-noise variances) from the device state."""
+        c = self.cfg
+        g, factor = self._conductances()
+        wn = factor * (g[0].sum(axis=0) - g[1].sum(axis=0)) / self.g_tot_uS
+        self._wn = wn
+        self._mats = [np.ascontiguousarray(wn[rs], dtype=np.float32) for rs in self._row_blocks]
+        if c.read_noise == "per_mvm" or c.pcm_read_noise > 0:
+            var = np.zeros_like(wn)
+            if c.read_noise == "per_mvm" and c.read_noise_scale != 0:
+                g_q = self._prog_state()[0] if c.q_s_from == "g_prog" else self._g_target
+                sd = self.model.read_sigma_rel(g_q, self._age()) * c.read_noise_scale * g
+                var += factor**2 * (sd**2).sum(axis=(0, 1)) / self.g_tot_uS**2
+            if c.pcm_read_noise > 0:
+                var += c.pcm_read_noise**2 * np.abs(wn)
+            self._vars = [np.ascontiguousarray(var[rs], dtype=np.float32) for rs in self._row_blocks]
+        else:
+            self._vars = None
+        self._refresh_colf()
+
+    def _refresh_colf(self) -> None:
+        self._colf = [np.ascontiguousarray(self._wmax[r] * self._alpha[r], dtype=np.float32)
+                      for r in range(len(self._row_blocks))]
+        c = self.cfg
+        linear = (c.dac_bits is None and c.dac_range is None and c.adc_bits is None and c.out_noise == 0
+                  and self._vars is None)
+        if linear:
+            self._weff = np.ascontiguousarray(self._wn * self._expand_rows(self._wmax * self._alpha),
+                                              dtype=np.float32)
+        else:
+            self._weff = None
+
+    # ------------------------------------------------------------------ drift compensation
+    def _group_mean(self, a: np.ndarray) -> np.ndarray:
+        """Mean of a (rows, n_out) array per core ("global") or per core column ("per_column"),
+        returned as (row blocks, n_out)."""
+        out = np.empty((len(self._row_blocks), self.n_out))
+        for r, rs in enumerate(self._row_blocks):
+            blk = a[rs] if a.shape[0] == self.n_in else a[r]
+            colmean = blk.mean(axis=0)
+            if self.cfg.drift_compensation == "per_column":
+                out[r] = colmean
+            else:
+                for cb in self._col_blocks:
+                    out[r, cb] = colmean[cb].mean()
+        return out
+
+    def _group_max(self, a: np.ndarray) -> np.ndarray:
+        """Max of a (n_in, n_out) array per core, or per core column with ``scale="per_column"``."""
+        out = np.empty((len(self._row_blocks), self.n_out))
+        for r, rs in enumerate(self._row_blocks):
+            colmax = a[rs].max(axis=0)
+            if self.cfg.scale == "per_column":
+                out[r] = colmax
+            else:
+                for cb in self._col_blocks:
+                    out[r, cb] = colmax[cb].max()
+        return out
+
+    def _readout(self) -> np.ndarray:
+        """One-hot (eye) readout of every core through the periphery, normalised units, (n_in, n_out)."""
+        y = np.empty((self.n_in, self.n_out))
+        ones = np.ones(self.n_out, np.float32)
+        for r, rs in enumerate(self._row_blocks):
+            n = rs.stop - rs.start
+            y[rs] = self._forward_block(r, np.eye(n, dtype=np.float32), ones, None)
+        return y
+
+    def _set_reference(self) -> None:
+        c = self.cfg
+        if c.drift_compensation == "none":
+            self._baseline = np.ones((len(self._row_blocks), self.n_out))
+            return
+        if c.drift_reference == "exact":
+            ref = np.abs(self._W_target / self._wmax_full)
+        else:
+            ref = np.abs(self._readout())
+        self._baseline = np.maximum(self._group_mean(ref), 1e-4)
+
+    def _update_alpha(self) -> None:
+        c = self.cfg
+        if c.drift_compensation == "none":
+            self._alpha = np.ones((len(self._row_blocks), self.n_out))
+        else:
+            cur = np.maximum(self._group_mean(np.abs(self._readout())), 1e-4)
+            self._alpha = self._baseline / cur
+        self._refresh_colf()
+
+    # ------------------------------------------------------------------ MVM
+    def _forward_block(self, r: int, xr: np.ndarray, colf: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        """Periphery + analog MVM of row block ``r`` for inputs xr (B, rows), accumulating into ``out``."""
+        c = self.cfg
+        bsz = xr.shape[0]
+        xn = np.empty_like(xr)
+        xs = np.empty(bsz, np.float32)
+        normalise = not (c.dac_bits is None and c.dac_range is None and c.adc_bits is None and c.out_noise == 0
+                         and self._vars is None)
+        dac_quantize(xr, _levels(c.dac_bits), -1.0 if c.dac_range is None else float(c.dac_range), normalise,
+                     xn, xs)
+        yn = xn @ self._mats[r]
+        var = _EMPTY
+        if self._vars is not None:
+            var = (xn * xn) @ self._vars[r]
+        noise = _EMPTY
+        if c.out_noise > 0 or self._vars is not None:
+            noise = torch.randn(yn.shape, generator=self._tgen).numpy()
+        accumulate = out is not None
+        if out is None:
+            out = np.empty(yn.shape, np.float32)
+        adc_epilogue(yn, noise, var, np.float32(c.out_noise), _levels(c.adc_bits), np.float32(c.adc_range), xs,
+                     colf, out, accumulate)
+        return out
+
+    def mvm(self, x: np.ndarray) -> np.ndarray:
+        """Analog MVM y = x @ W through DAC, crossbar, noise, ADC and drift compensation.
+
+        Args:
+            x: inputs (batch, n_in) or (n_in,), any float dtype (computed in float32).
+        Returns:
+            float32 outputs (batch, n_out), or (n_out,) for a 1-D input.
+        """
+        x = np.asarray(x)
+        squeeze = x.ndim == 1
+        x2 = np.ascontiguousarray(x.reshape(1, -1) if squeeze else x, dtype=np.float32)
+        if x2.shape[1] != self.n_in:
+            raise ValueError(f"x has {x2.shape[1]} inputs, the array {self.n_in}")
+        if self._weff is not None:
+            y = x2 @ self._weff
+        elif len(self._row_blocks) == 1:
+            y = self._forward_block(0, x2, self._colf[0], None)
+        else:
+            y = np.zeros((x2.shape[0], self.n_out), np.float32)
+            for r, rs in enumerate(self._row_blocks):
+                self._forward_block(r, np.ascontiguousarray(x2[:, rs]), self._colf[r], y)
+        return y[0] if squeeze else y
+
+    __call__ = mvm
+
+    def weights(self) -> np.ndarray:
+        """Weights the array currently represents (n_in, n_out): drifted conductances incl. the frozen
+        read-noise snapshot, times w_max and the drift-compensation factor; no periphery noise."""
+        return self._wn * self._expand_rows(self._wmax * self._alpha)

@@ -1,0 +1,156 @@
+"""The trainee on a simulated PCM chip: [W_in; W_rec] (5 + 250 = 255 rows x 250 columns) on one 256x256 core.
+
+Deployment (paper: spec §4.3, paper-notes §5.6):
+
+* the plastic matrices are stacked into M = [W_in; W_rec ⊙ (1 - I)] (the diagonal is programmed to 0: no
+  autapses) and programmed once on one core of a :class:`pcm_l2l_ros.pcm.PCMArray` (t = 0 s);
+* at the evaluation time ``drift_s`` (1 h, 1 day) after programming, with the array's drift compensation, each
+  step's synaptic current of the training run is the core's MVM of the input vector u^t = [x^t, z^{t-1}]
+  (batched over trajectories); membrane, spikes, readout, eligibility traces, the LSG and ΔW run on the host;
+* the one update ΔW (float, host) is handed to ``PCMArray.reprogram``, which rounds it to the update quantum
+  (1/16 in weight units, as the paper) and program-and-verifies only the devices whose target changed; the
+  number of devices written is reported;
+* the test run uses the reprogrammed core's MVM the same way.
+
+The DAC is exact here: u^t is binary (clock spikes and trainee spikes), so any DAC with abs-max input scaling
+maps it to its two extreme levels 0 and full scale without rounding error. Steps where u^t is all zero
+(no input spike and no trainee spike) issue no MVM and inject zero current (event-driven read: no pulses
+are applied to the crossbar), so ADC/output noise only enters when the core is actually read.
+
+Each trajectory starts from the same programmed state of the core (the chip is restored to the meta-learned
+weights between tasks); the training runs of a batch are independent reads of that state.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from pcm_l2l_ros.snn import tasks
+from pcm_l2l_ros.snn.episode import learning_signals
+from pcm_l2l_ros.snn.eprop import eprop_update, random_feedback
+from pcm_l2l_ros.snn.lif import TraineeRun, trainee_step_kernel
+from pcm_l2l_ros.snn.params import DEFAULT_CONFIG, SNNConfig, SNNWeights
+
+log = logging.getLogger(__name__)
+
+
+def default_pcm_config(cfg: SNNConfig = DEFAULT_CONFIG):
+    """The paper-like chip (HERMES statistics, 2+2 devices per weight, 8-bit DAC/ADC, per-MVM read noise,
+    per-column drift compensation) with the update quantum of the paper (1/16 in weight units)."""
+    from pcm_l2l_ros.pcm import PCMConfig  # noqa: PLC0415
+
+    return PCMConfig.hermes_like(update_quantum=cfg.update_quantum)
+
+
+def plastic_matrix(w: SNNWeights) -> np.ndarray:
+    """M = [W_in; W_rec with zero diagonal], (n_clock + N, N), float64."""
+    W_rec = np.array(w.W_rec_trainee, dtype=np.float64)
+    np.fill_diagonal(W_rec, 0.0)
+    return np.concatenate([np.asarray(w.W_in_trainee, dtype=np.float64), W_rec])
+
+
+def run_trainee_mvm(mvm, x: np.ndarray, W_out: np.ndarray, B: int, cfg: SNNConfig = DEFAULT_CONFIG, *,
+                    record_eprop: bool = False, dtype=np.float32) -> TraineeRun:
+    """Run B trials of the trainee whose synaptic currents come from ``mvm(u)`` with u = [x^t, z^{t-1}]
+    (rows, n_in + N) -> (rows, N); x (T, n_in) is the shared input (the clock). Rows of u that are all zero
+    are not sent to ``mvm`` (zero current)."""
+    T, n_in = x.shape
+    N = W_out.shape[0]
+    W_out = np.ascontiguousarray(W_out, dtype=dtype)
+    v, zp, y = np.zeros((B, N), dtype), np.zeros((B, N), dtype), np.zeros((B, W_out.shape[1]), dtype)
+    xbar, zbar, r = np.zeros((B, n_in), dtype), np.zeros((B, N), dtype), np.zeros((B, N), np.int64)
+    z_o, y_o = np.empty((B, T, N), dtype), np.empty((B, T, W_out.shape[1]), dtype)
+    if record_eprop:
+        psi_o, xb_o, zb_o = np.empty((B, T, N), dtype), np.empty((B, T, n_in), dtype), np.empty((B, T, N), dtype)
+    else:
+        psi_o = xb_o = zb_o = np.empty((0, 0, 0), dtype)
+    u = np.zeros((B, n_in + N), np.float32)
+    cur = np.zeros((B, N), dtype)
+    for t in range(T):
+        u[:, :n_in] = x[t]
+        u[:, n_in:] = zp
+        active = np.flatnonzero(u.any(axis=1))
+        cur[:] = 0.0
+        if active.size:
+            cur[active] = mvm(u[active])
+        x_t = np.ascontiguousarray(u[:, :n_in], dtype=dtype)
+        trainee_step_kernel(t, cur, x_t, v, zp, r, y, xbar, zbar, W_out, dtype(cfg.alpha), dtype(cfg.kappa),
+                            dtype(cfg.v_th_trainee), int(cfg.n_ref), dtype(cfg.gamma), bool(record_eprop),
+                            z_o, y_o, psi_o, xb_o, zb_o)
+    if record_eprop:
+        return TraineeRun(z=z_o, y=y_o, psi=psi_o, xbar=xb_o, zbar=zb_o)
+    return TraineeRun(z=z_o, y=y_o)
+
+
+@dataclass
+class OnChipResult:
+    """One-shot episodes on the simulated chip, B trajectories."""
+
+    y_before: np.ndarray          # (B, T, 2) training-run output on chip (before the update), rad/s
+    y_after: np.ndarray           # (B, T, 2) test-run output on chip after the update, rad/s
+    devices_written: np.ndarray   # (B,) physical PCM devices written by the update
+    weights_changed: np.ndarray   # (B,) weights whose quantised target changed
+    n_devices: int                # physical devices of the array
+    n_weights: int                # weights on the array (255 * 250)
+    rate_train_hz: float
+    rate_test_hz: float
+    drift_s: float
+    program_devices_written: int  # devices written by the initial full programming
+
+    @property
+    def frac_devices_written(self) -> float:
+        return float(self.devices_written.mean()) / self.n_devices
+
+
+def one_shot_pcm(w: SNNWeights, traj: tasks.TrajectoryBatch, cfg: SNNConfig = DEFAULT_CONFIG, pcm_cfg=None, *,
+                 drift_s: float = 3600.0, signal: str = "natural", eta: float | None = None,
+                 B_fb: np.ndarray | None = None, rng: np.random.Generator | int | None = 0,
+                 progress: bool = False) -> OnChipResult:
+    """Natural e-prop (or a baseline ``signal``) with the trainee's W_in/W_rec on one simulated PCM core.
+
+    The core is programmed at t = 0 s and read at ``drift_s`` (drift compensation as set in ``pcm_cfg``,
+    default :func:`default_pcm_config`); the update is applied by sparse reprogramming at ``drift_s``.
+    """
+    from pcm_l2l_ros.pcm import PCMArray  # noqa: PLC0415
+
+    rng = np.random.default_rng(rng)
+    pcm_cfg = pcm_cfg if pcm_cfg is not None else default_pcm_config(cfg)
+    eta = cfg.eta if eta is None else eta
+    dtype = np.float32
+    B = len(traj)
+    M = plastic_matrix(w)
+    base = PCMArray(M, pcm_cfg, rng=rng, program=False)
+    prog = base.program()
+    if drift_s > 0:
+        base.drift(drift_s)
+    clk = tasks.clock_input(cfg, dtype)
+    train = run_trainee_mvm(base.mvm, clk, w.W_out_trainee, B, cfg, record_eprop=True)
+    if signal == "random" and B_fb is None:
+        B_fb = random_feedback(w.W_out_trainee, rng)
+    L, _ = learning_signals(signal, w, traj, train, cfg, B_fb=B_fb, rng=rng)
+
+    y_after = np.empty((B, cfg.T, cfg.n_out), dtype)
+    written = np.zeros(B, np.int64)
+    changed = np.zeros(B, np.int64)
+    test_spikes = 0.0
+    for b in tqdm(range(B), desc=f"on-chip episodes (drift {drift_s:g} s)", disable=not progress, leave=False):
+        dwi, dwr = eprop_update(train.psi[b:b + 1], L[b:b + 1], train.xbar[b:b + 1], train.zbar[b:b + 1], eta)
+        chip = copy.deepcopy(base)
+        rep = chip.reprogram(np.concatenate([dwi[0], dwr[0]]).astype(np.float64))
+        written[b], changed[b] = rep.devices_written, rep.weights_changed
+        test = run_trainee_mvm(chip.mvm, clk, w.W_out_trainee, 1, cfg)
+        y_after[b] = test.y[0]
+        test_spikes += float(test.z.sum())
+    log.info("on-chip: %d trajectories at drift %g s, mean devices written %.0f of %d", B, drift_s,
+             written.mean(), base.n_devices)
+    return OnChipResult(
+        y_before=train.y, y_after=y_after, devices_written=written, weights_changed=changed,
+        n_devices=base.n_devices, n_weights=M.size, rate_train_hz=train.rate_hz(cfg),
+        rate_test_hz=test_spikes / (B * cfg.T * cfg.n_trainee) * 1000.0 / cfg.dt_ms, drift_s=float(drift_s),
+        program_devices_written=int(prog.devices_written),
+    )

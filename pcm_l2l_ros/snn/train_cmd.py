@@ -1,0 +1,278 @@
+"""``pcm-l2l train-snn``: meta-train the trainee's initial weights and the LSG with natural e-prop.
+
+Outer loop: Adam on the six weight matrices, loss of the test run after ONE natural e-prop update
+(:mod:`pcm_l2l_ros.snn.metatrain`). Everything lives in a run folder:
+
+* ``state.pt``    resumable state (model, optimiser, lr schedule, iteration, numpy + torch RNG states, best);
+* ``metrics.csv`` one row per iteration (loss, mse_omega, mse_xyz, rates, lr, it/s) plus the validation
+  numbers (loss before/after the update, median end-effector error in cm) every ``--val-every`` iterations
+  on a fixed held-out batch (seed ``seed + 1_000_003``);
+* ``best.npz`` + ``best.json`` the weights with the lowest validation loss after the update (checkpoint
+  kind ``snn_l2l``), ``last.npz`` + ``last.json`` the latest ones.
+
+``--export PATH`` writes the best weights as a project checkpoint (e.g. ``pcm_l2l_ros/models/snn_l2l.npz``);
+with ``--iterations`` equal to the iterations already done it only exports.
+Example (CI scale)::
+
+    OMP_NUM_THREADS=1 pcm-l2l train-snn --run-dir runs/snn/ci --n-lsg 300 --batch 16 --iterations 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+CSV_FIELDS = ("iteration", "loss", "mse_omega", "mse_xyz", "reg", "rate_trainee_hz", "rate_lsg_hz", "lr",
+              "grad_norm", "it_per_s", "val_loss_before", "val_loss_after", "val_mse_omega_after",
+              "val_mse_xyz_after", "val_ee_median_cm_before", "val_ee_median_cm_after", "val_ee_mean_cm_after")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", type=Path, default=Path("runs/snn/train"), help="run folder (state, CSV, best)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/state.pt")
+    p.add_argument("--n-trainee", type=int, default=250)
+    p.add_argument("--n-lsg", type=int, default=300, help="LSG neurons (30%% ALIF); paper: 800")
+    p.add_argument("--batch", type=int, default=16, help="tasks per outer iteration; paper: 90")
+    p.add_argument("--iterations", type=int, default=5000, help="total outer iterations (incl. resumed)")
+    p.add_argument("--lr", type=float, default=1.5e-3)
+    p.add_argument("--lr-decay", type=float, default=0.99, help="lr factor every --lr-every iterations")
+    p.add_argument("--lr-every", type=int, default=500)
+    p.add_argument("--clip-grad", type=float, default=0.0, help="max gradient norm (0 = no clipping)")
+    p.add_argument("--first-order", action="store_true",
+                   help="stop the gradient through psi and the traces of the training run")
+    p.add_argument("--kinematics", choices=("urdf", "paper"), default="urdf",
+                   help="task kinematics: our URDF (default) or the paper's closed form")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-every", type=int, default=100)
+    p.add_argument("--val-size", type=int, default=64)
+    p.add_argument("--save-every", type=int, default=100)
+    p.add_argument("--time-limit", type=float, default=0.0, help="stop (and save) after this many seconds")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 on the shared CI machine)")
+    p.add_argument("--export", type=Path, default=None, help="write the best weights here at the end")
+    p.add_argument("--export-eval-n", type=int, default=270,
+                   help="held-out trajectories for the exported checkpoint's metrics (Numba kernels)")
+    p.add_argument("--init", type=Path, default=None, help="start from this snn_l2l checkpoint (not --resume)")
+
+
+def _config(args):
+    from pcm_l2l_ros.snn.params import SNNConfig  # noqa: PLC0415
+
+    return SNNConfig(n_trainee=args.n_trainee, n_lsg=args.n_lsg)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    import torch  # noqa: PLC0415
+
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def _save_weights(path: Path, model, cfg, args, metrics: dict, iteration: int) -> None:
+    from pcm_l2l_ros.checkpoint import save_checkpoint  # noqa: PLC0415
+    from pcm_l2l_ros.snn.params import CHECKPOINT_KIND  # noqa: PLC0415
+
+    conf = cfg.to_dict()
+    conf.update({"seed": args.seed, "batch": args.batch, "iteration": iteration, "lr": args.lr,
+                 "first_order": bool(args.first_order), "kinematics": args.kinematics,
+                 "trajectories": "resample"})
+    save_checkpoint(path, model.weights().to_dict(), kind=CHECKPOINT_KIND, seed=args.seed, metrics=metrics,
+                    config=conf, command=getattr(args, "command_line", None))
+
+
+def final_metrics(weights, cfg, kinematics: str, n: int, seed: int) -> dict:
+    """Validation numbers of weights with the Numba kernels (the deployment path, ``episode.one_shot``, float
+    update, no PCM) on ``n`` held-out trajectories drawn with ``seed``: loss, omega RMSE and end-effector error
+    (time-mean distance, cm: mean, sd, median, p90) before and after the one update, and the firing rates."""
+    from pcm_l2l_ros.snn import episode, tasks  # noqa: PLC0415
+    from pcm_l2l_ros.snn import metatrain as mt  # noqa: PLC0415
+
+    kin = mt.default_kinematics(kinematics)
+    traj = tasks.sample_trajectories(n, np.random.default_rng(seed), cfg, kin, mode="resample")
+    res = episode.one_shot(weights, traj, cfg)
+    out = {"n_trajectories": n, "eval_seed": seed, "kinematics": kinematics, "trajectories": "resample",
+           "backend": "numba (episode.one_shot), float update, no PCM"}
+    out.update(episode.summary_metrics(episode.trajectory_metrics(res.y_before, traj, kin, cfg), "before_"))
+    out.update(episode.summary_metrics(episode.trajectory_metrics(res.y_after, traj, kin, cfg), "after_"))
+    out.update({"rate_trainee_train_hz": res.rate_train_hz, "rate_trainee_test_hz": res.rate_test_hz,
+                "rate_lsg_hz": res.rate_lsg_hz,
+                "frac_weights_changed": float(np.mean(res.n_changed) / res.n_plastic)})
+    return out
+
+
+def export_checkpoint(src: Path, dest: Path, export_command: str | None = None, eval_n: int = 270,
+                      eval_seed: int | None = None) -> Path:
+    """Copy a run's ``best`` checkpoint to ``dest`` (arrays and config kept), with the metrics of a fresh
+    evaluation on ``eval_n`` held-out trajectories (:func:`final_metrics`; 0 = keep the run's validation
+    metrics only) and the current git hash. The sidecar keeps the training command; ``export_command`` goes
+    into the config."""
+    from pcm_l2l_ros.checkpoint import load_checkpoint, save_checkpoint  # noqa: PLC0415
+    from pcm_l2l_ros.snn.params import CHECKPOINT_KIND, SNNConfig, SNNWeights  # noqa: PLC0415
+
+    arrays, side = load_checkpoint(src, kind=CHECKPOINT_KIND)
+    conf = dict(side.get("config") or {})
+    conf.setdefault("command", side.get("command"))
+    if export_command:
+        conf["export_command"] = export_command
+    metrics = {"training_validation": side.get("metrics") or {}}
+    if eval_n > 0:
+        cfg = SNNConfig.from_dict(conf)
+        seed = eval_seed if eval_seed is not None else int(side.get("seed") or 0) + 2_000_003
+        w = SNNWeights.from_arrays(arrays, dtype=np.float32)
+        metrics.update(final_metrics(w, cfg, conf.get("kinematics", "urdf"), eval_n, seed))
+        log.info("final metrics: %s", metrics)
+    return save_checkpoint(dest, arrays, kind=CHECKPOINT_KIND, seed=side.get("seed"),
+                           metrics=metrics, config=conf, command=side.get("command"))
+
+
+def run(args) -> int:
+    import torch  # noqa: PLC0415
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from pcm_l2l_ros.snn import metatrain as mt  # noqa: PLC0415
+    from pcm_l2l_ros.snn.params import SNNWeights  # noqa: PLC0415
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(max(1, args.threads))
+    args.command_line = "pcm-l2l train-snn " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
+        if not getattr(args, "command_line", None) else args.command_line
+    run_dir: Path = args.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state_path = run_dir / "state.pt"
+    csv_path = run_dir / "metrics.csv"
+
+    cfg = _config(args)
+    kin = mt.default_kinematics(args.kinematics)
+    X_clock = mt.clock_tensor(cfg)
+    val_batch = mt.make_batch(args.val_size, np.random.default_rng(args.seed + 1_000_003), cfg, kin)
+
+    if args.resume and state_path.exists():
+        st = torch.load(state_path, weights_only=False)
+        if st["cfg"] != cfg.to_dict():
+            log.warning("config differs from the saved run; using the saved one")
+        cfg = type(cfg).from_dict(st["cfg"])
+        model = mt.NaturalEprop(cfg, SNNWeights.init_random(cfg, 0), second_order=not args.first_order)
+        model.load_state_dict(st["model"])
+        opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+        opt.load_state_dict(st["opt"])
+        rng = np.random.default_rng()
+        rng.bit_generator.state = st["np_rng"]
+        torch.set_rng_state(st["torch_rng"])
+        it0, best = st["iteration"], st["best"]
+        log.info("resumed %s at iteration %d (best val loss after %.4f)", run_dir, it0, best)
+    else:
+        if args.resume:
+            log.warning("--resume: no %s, starting fresh", state_path)
+        rng = np.random.default_rng(args.seed)
+        torch.manual_seed(args.seed)
+        if args.init is not None:
+            w0, _ = SNNWeights.load(args.init, cfg)
+        else:
+            w0 = SNNWeights.init_random(cfg, rng)
+        model = mt.NaturalEprop(cfg, w0, second_order=not args.first_order)
+        opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+        it0, best = 0, math.inf
+        with open(csv_path, "w", newline="") as f:
+            csv.writer(f).writerow(CSV_FIELDS)
+
+    def lr_at(it: int) -> float:
+        return args.lr * args.lr_decay ** (it // max(1, args.lr_every))
+
+    stop = {"flag": False}
+
+    def _handler(signum, _frame):
+        log.warning("signal %d: saving and stopping", signum)
+        stop["flag"] = True
+
+    old = {s: signal.signal(s, _handler) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def save_state(it: int) -> None:
+        _atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "iteration": it,
+                            "np_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                            "best": best, "cfg": cfg.to_dict(), "args": vars(args)}, state_path)
+
+    t_start = time.perf_counter()
+    t_last = t_start
+    it = it0
+    with open(csv_path, "a", newline="") as fcsv:
+        writer = csv.DictWriter(fcsv, CSV_FIELDS)
+        bar = tqdm(range(it0, args.iterations), initial=it0, total=args.iterations, desc="train-snn",
+                   mininterval=5.0, file=sys.stderr)
+        for it in bar:
+            for g in opt.param_groups:
+                g["lr"] = lr_at(it)
+            batch = mt.make_batch(args.batch, rng, cfg, kin)
+            opt.zero_grad(set_to_none=True)
+            total, m, _ = mt.outer_loss(model, X_clock, batch, kin)
+            if not torch.isfinite(total):
+                log.warning("iteration %d: non-finite loss, step skipped", it)
+                continue
+            total.backward()
+            gn = float(torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                      args.clip_grad if args.clip_grad > 0 else float("inf")))
+            if math.isfinite(gn):
+                opt.step()
+            now = time.perf_counter()
+            row = {**{k: f"{v:.6g}" for k, v in m.items()}, "iteration": it + 1, "lr": f"{lr_at(it):.4g}",
+                   "grad_norm": f"{gn:.4g}", "it_per_s": f"{1.0 / max(now - t_last, 1e-9):.3f}"}
+            t_last = now
+            done = it + 1
+            if done % args.val_every == 0 or done == args.iterations:
+                v = mt.evaluate(model, X_clock, val_batch, kin)
+                row.update({"val_loss_before": f"{v['loss_before']:.6g}", "val_loss_after": f"{v['loss_after']:.6g}",
+                            "val_mse_omega_after": f"{v['mse_omega_after']:.6g}",
+                            "val_mse_xyz_after": f"{v['mse_xyz_after']:.6g}",
+                            "val_ee_median_cm_before": f"{v['ee_median_cm_before']:.4g}",
+                            "val_ee_median_cm_after": f"{v['ee_median_cm_after']:.4g}",
+                            "val_ee_mean_cm_after": f"{v['ee_mean_cm_after']:.4g}"})
+                vm = {"val_" + k: v[k] for k in v}
+                vm["iteration"] = done
+                if v["loss_after"] < best:
+                    best = v["loss_after"]
+                    _save_weights(run_dir / "best.npz", model, cfg, args, vm, done)
+                _save_weights(run_dir / "last.npz", model, cfg, args, vm, done)
+                log.info("it %d: val loss %.4f -> %.4f, ee median %.1f -> %.1f cm, rates %.1f / %.1f Hz",
+                         done, v["loss_before"], v["loss_after"], v["ee_median_cm_before"],
+                         v["ee_median_cm_after"], v["rate_trainee_hz"], v["rate_lsg_hz"])
+            writer.writerow(row)
+            fcsv.flush()
+            bar.set_postfix(loss=f"{m['loss']:.4f}", tr=f"{m['rate_trainee_hz']:.0f}", lsg=f"{m['rate_lsg_hz']:.0f}")
+            if done % args.save_every == 0:
+                save_state(done)
+            if stop["flag"] or (args.time_limit > 0 and now - t_start > args.time_limit):
+                log.info("stopping at iteration %d", done)
+                break
+        else:
+            done = it0 if args.iterations <= it0 else args.iterations
+        bar.close()
+    save_state(done)
+    for s, h in old.items():
+        signal.signal(s, h)
+    if args.export is not None:
+        src = run_dir / "best.npz"
+        if not src.exists():
+            _save_weights(src, model, cfg, args, {"iteration": done}, done)
+        out = export_checkpoint(src, args.export, args.command_line, eval_n=args.export_eval_n)
+        log.info("exported %s -> %s", src, out)
+    return 0
+
+
+def main(argv=None) -> int:  # pragma: no cover - convenience entry for ``python -m``
+    p = argparse.ArgumentParser(prog="pcm-l2l train-snn", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""MAML meta-training with a readout-only inner loop (paper-notes §4.3, §7).
+
+Inner loop: ``inner_steps`` SGD steps (lr ``inner_lr``) on the dense readout only, i.e. the delta rule
+on the frozen conv features. Outer loop: Adam on the 4 conv kernels and the readout initialisation,
+second order through the inner steps (``first_order=True`` detaches each inner gradient).
+
+Resumable: ``state.pt`` in the run folder holds the parameters, the Adam state, the numpy Generator
+state, the iteration and the run's arguments; ``metrics.csv`` gets one row per iteration.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pcm_l2l_ros.vision import model as M
+from pcm_l2l_ros.vision.sampler import TaskBatch, TaskSampler
+
+log = logging.getLogger(__name__)
+
+
+def task_losses(params: dict[str, torch.Tensor], batch: TaskBatch, cfg: M.CNNConfig,
+                first_order: bool = False, steps: int | None = None
+                ) -> tuple[torch.Tensor, np.ndarray]:
+    """Outer loss (mean query CE after the last inner step) and query accuracy after each step (steps+1,)."""
+    steps = cfg.inner_steps if steps is None else steps
+    xs = M.prepare_input(batch.support_x, cfg)
+    xq = M.prepare_input(batch.query_x, cfg)
+    ys = torch.as_tensor(batch.support_y, dtype=torch.long)
+    yq = torch.as_tensor(batch.query_y, dtype=torch.long)
+    hs = M.features(params, xs, cfg)
+    hq = M.features(params, xq, cfg)
+    w0 = params["readout"].unsqueeze(0).expand(hs.shape[0], -1, -1)
+    ws = M.adapt_readout(hs, ys, w0, steps, cfg.inner_lr, first_order=first_order)
+    logits = hq @ ws[-1]
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yq.reshape(-1))
+    with torch.no_grad():
+        accs = np.array([((hq @ w).argmax(-1) == yq).float().mean().item() for w in ws])
+    return loss, accs
+
+
+@torch.no_grad()
+def evaluate_software(params: dict[str, np.ndarray], cfg: M.CNNConfig, sampler: TaskSampler, n_tasks: int,
+                      rng: np.random.Generator, chunk: int = 50, bn_stats: str = "transductive",
+                      quantize_bits: int | None = None, readout_scale: float | None = None) -> np.ndarray:
+    """Per-task query accuracy after each inner step, shape (n_tasks, inner_steps + 1), fp32 software.
+
+    quantize_bits: if set, 4-bit-style software quantisation (paper §3.4.5, stochastic rounding):
+    q(w) = s * clip(round(L w / s + U(-1/2, 1/2)), -L, L - 1) / L with L = 2^(bits-1) and a per-tensor scale
+    s = max|W| (our model is not quantisation-aware trained, so an absolute grid would zero conv2-4);
+    the readout uses ``readout_scale`` (default 2 max|W_init|, as the chip's readout w_max) and is
+    re-quantised after every update.
+    """
+    tp = M.to_torch(params)
+    out = []
+    done = 0
+    while done < n_tasks:
+        n = min(chunk, n_tasks - done)
+        b = sampler.sample_batch(rng, n)
+        if quantize_bits is None:
+            p = tp
+        else:
+            rs = readout_scale if readout_scale is not None else default_readout_wmax(params["readout"])
+            p = {k: _quant(v, quantize_bits, rng, rs if k == "readout" else float(v.abs().max()))
+                 for k, v in tp.items()}
+        xs, xq = M.prepare_input(b.support_x, cfg), M.prepare_input(b.query_x, cfg)
+        if bn_stats == "support":
+            hs, hq = M.features_support_stats(p, xs, xq, cfg)
+        else:
+            hs, hq = M.features(p, xs, cfg), M.features(p, xq, cfg)
+        ys, yq = torch.as_tensor(b.support_y), torch.as_tensor(b.query_y)
+        w = p["readout"].unsqueeze(0).expand(n, -1, -1)
+        accs = [((hq @ w).argmax(-1) == yq).float().mean(1)]
+        for _ in range(cfg.inner_steps):
+            w = w - cfg.inner_lr * M.delta_rule_grad(hs, ys, w)
+            if quantize_bits is not None:
+                w = _quant(w, quantize_bits, rng, rs)
+            accs.append(((hq @ w).argmax(-1) == yq).float().mean(1))
+        out.append(torch.stack(accs, 1).numpy())
+        done += n
+    return np.concatenate(out)
+
+
+def default_readout_wmax(w0: np.ndarray) -> float:
+    """Full-scale weight of the readout (chip w_max and 4-bit scale): 2 max|W_init|, at least 0.5."""
+    return float(max(2.0 * np.abs(np.asarray(w0)).max(), 0.5))
+
+
+def _quant(w: torch.Tensor, bits: int, rng: np.random.Generator, scale: float) -> torch.Tensor:
+    lv = 2 ** (bits - 1)
+    scale = max(float(scale), 1e-12)
+    u = torch.as_tensor(rng.uniform(-0.5, 0.5, size=tuple(w.shape)).astype(np.float32))
+    return scale * torch.clamp(torch.round(lv * w / scale + u), -lv, lv - 1) / lv
+
+
+@dataclass
+class TrainSettings:
+    ways: int = 5
+    shots: tuple[int, ...] = (5,)
+    queries: int = 5
+    meta_batch: int = 8
+    iterations: int = 3000
+    outer_lr: float = 1e-3
+    first_order: bool = False
+    rotations: bool = True
+    seed: int = 0
+    channels: int = 56
+    inner_steps: int = 4
+    inner_lr: float = 0.1
+    ckpt_every: int = 50
+    monitor_every: int = 250
+    monitor_tasks: int = 100
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+CSV_FIELDS = ["iteration", "wall_s", "shots", "loss"] + [f"acc_step{k}" for k in range(9)] + [
+    "monitor_acc_final"]
+
+
+class MetaTrainer:
+    """Owns params, optimiser and RNG; ``run_dir`` holds state.pt and metrics.csv."""
+
+    def __init__(self, settings: TrainSettings, run_dir: str | Path, train_images: np.ndarray,
+                 monitor_images: np.ndarray | None = None, resume: bool = False):
+        self.s = settings
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.cfg = M.CNNConfig(ways=settings.ways, channels=settings.channels, inner_steps=settings.inner_steps,
+                               inner_lr=settings.inner_lr, input_convention="ink1", padding="symmetric")
+        self.samplers = {k: TaskSampler(train_images, settings.ways, k, settings.queries, settings.rotations)
+                         for k in settings.shots}
+        self.monitor = (TaskSampler(monitor_images, settings.ways, max(settings.shots), settings.queries)
+                        if monitor_images is not None else None)
+        self.iteration = 0
+        self.wall_s = 0.0
+        self.rng = np.random.default_rng(settings.seed)
+        self.params = M.to_torch(M.init_params(self.cfg, self.rng), requires_grad=True)
+        self.opt = torch.optim.Adam(list(self.params.values()), lr=settings.outer_lr)
+        self.state_path = self.run_dir / "state.pt"
+        self.csv_path = self.run_dir / "metrics.csv"
+        if resume and self.state_path.is_file():
+            self._load()
+        elif not resume and self.csv_path.exists():
+            raise FileExistsError(f"{self.run_dir} already has a run; use --resume or a new --run-dir")
+
+    # ------------------------------------------------------------------ state
+    def _save(self) -> None:
+        st = {"params": M.to_numpy(self.params), "opt": self.opt.state_dict(),
+              "rng": self.rng.bit_generator.state, "iteration": self.iteration, "wall_s": self.wall_s,
+              "settings": self.s.__dict__, "torch_rng": torch.get_rng_state()}
+        tmp = self.state_path.with_suffix(".tmp")
+        torch.save(st, tmp)
+        tmp.replace(self.state_path)
+
+    def _load(self) -> None:
+        st = torch.load(self.state_path, weights_only=False)
+        with torch.no_grad():
+            for k, v in st["params"].items():
+                self.params[k].copy_(torch.as_tensor(v))
+        self.opt.load_state_dict(st["opt"])
+        self.rng.bit_generator.state = st["rng"]
+        torch.set_rng_state(st["torch_rng"])
+        self.iteration, self.wall_s = st["iteration"], st["wall_s"]
+        # drop CSV rows written after the saved iteration (they will be recomputed identically)
+        if self.csv_path.exists():
+            rows = list(csv.DictReader(self.csv_path.open()))
+            rows = [r for r in rows if int(r["iteration"]) <= self.iteration]
+            with self.csv_path.open("w", newline="") as f:
+                w = csv.DictWriter(f, CSV_FIELDS)
+                w.writeheader()
+                w.writerows(rows)
+        log.info("resumed %s at iteration %d", self.run_dir, self.iteration)
+
+    def init_convs_from(self, path: str | Path) -> None:
+        """Copy the conv kernels from a run's state.pt or a cnn_maml checkpoint (curriculum, e.g. 5 -> 20 way)."""
+        path = Path(path)
+        if path.suffix == ".pt":
+            src = torch.load(path, weights_only=False)["params"]
+        else:
+            src, _, _ = M.load_model(path)
+        with torch.no_grad():
+            for k in M.CONV_NAMES:
+                self.params[k].copy_(torch.as_tensor(src[k]))
+        self.s.extra["init_from"] = str(path)
+        log.info("conv kernels initialised from %s", path)
+
+    def numpy_params(self) -> dict[str, np.ndarray]:
+        return M.to_numpy(self.params)
+
+    # ------------------------------------------------------------------ training
+    def step(self) -> dict[str, Any]:
+        shots = self.s.shots[int(self.rng.integers(len(self.s.shots)))] if len(self.s.shots) > 1 else self.s.shots[0]
+        batch = self.samplers[shots].sample_batch(self.rng, self.s.meta_batch)
+        self.opt.zero_grad()
+        loss, accs = task_losses(self.params, batch, self.cfg, first_order=self.s.first_order)
+        loss.backward()
+        self.opt.step()
+        self.iteration += 1
+        return {"shots": shots, "loss": float(loss.item()), "accs": accs}
+
+    def monitor_accuracy(self) -> float:
+        """Final-step query accuracy on a fixed set of evaluation-split tasks (monitoring only, no selection)."""
+        if self.monitor is None:
+            return float("nan")
+        acc = evaluate_software(self.numpy_params(), self.cfg, self.monitor, self.s.monitor_tasks,
+                                np.random.default_rng(12345))
+        return float(acc[:, -1].mean())
+
+    def train(self, iterations: int | None = None, deadline_unix: float | None = None,
+              progress: bool = True) -> int:
+        """Run until ``iterations`` total (or the deadline); checkpoints every ckpt_every. Returns iteration."""
+        from tqdm import tqdm  # noqa: PLC0415
+
+        total = iterations if iterations is not None else self.s.iterations
+        new = not self.csv_path.exists()
+        f = self.csv_path.open("a", newline="")
+        writer = csv.DictWriter(f, CSV_FIELDS)
+        if new:
+            writer.writeheader()
+        bar = tqdm(total=total, initial=self.iteration, disable=not progress, mininterval=5.0)
+        try:
+            while self.iteration < total:
+                if deadline_unix is not None and time.time() > deadline_unix:
+                    log.info("deadline reached at iteration %d", self.iteration)
+                    break
+                t0 = time.perf_counter()
+                r = self.step()
+                self.wall_s += time.perf_counter() - t0
+                row = {"iteration": self.iteration, "wall_s": round(self.wall_s, 2), "shots": r["shots"],
+                       "loss": round(r["loss"], 5)}
+                row.update({f"acc_step{k}": round(float(a), 4) for k, a in enumerate(r["accs"])})
+                if self.s.monitor_every and self.iteration % self.s.monitor_every == 0:
+                    row["monitor_acc_final"] = round(self.monitor_accuracy(), 4)
+                writer.writerow(row)
+                bar.update(1)
+                bar.set_postfix(loss=f"{r['loss']:.3f}", acc=f"{r['accs'][-1]:.3f}")
+                if self.iteration % self.s.ckpt_every == 0:
+                    f.flush()
+                    self._save()
+        except KeyboardInterrupt:
+            log.warning("interrupted at iteration %d; saving", self.iteration)
+        finally:
+            bar.close()
+            f.flush()
+            f.close()
+            self._save()
+        return self.iteration
+
+    def recent_metrics(self, window: int = 100) -> dict[str, float]:
+        rows = list(csv.DictReader(self.csv_path.open())) if self.csv_path.exists() else []
+        tail = rows[-window:]
+        out: dict[str, float] = {"iterations": float(self.iteration), "train_wall_s": round(self.wall_s, 1)}
+        if tail:
+            out["train_query_loss_last%d" % len(tail)] = float(np.mean([float(r["loss"]) for r in tail]))
+            k = self.s.inner_steps
+            out["train_query_acc_last%d" % len(tail)] = float(np.mean([float(r[f"acc_step{k}"]) for r in tail]))
+        mon = [r for r in rows if r.get("monitor_acc_final")]
+        if mon:
+            out["monitor_eval_acc_final"] = float(mon[-1]["monitor_acc_final"])
+        return out

@@ -1,0 +1,121 @@
+"""``pcm-l2l train-cnn``: MAML meta-training of the few-shot CNN on Omniglot background (resumable).
+
+Example (1 thread, background)::
+
+    OMP_NUM_THREADS=1 nohup pcm-l2l train-cnn --ways 5 --shots 1,5 --meta-batch 8 --iterations 3000 \\
+        --run-dir /work/runs/cnn/w5 --export pcm_l2l_ros/models/cnn_5way.npz > w5.log 2>&1 &
+    pcm-l2l train-cnn --run-dir /work/runs/cnn/w5 --resume ...       # continue after a stop
+    pcm-l2l train-cnn --run-dir /work/runs/cnn/w5 --resume --export-only --export ...  # just export
+
+The exported checkpoint (kind ``cnn_maml``) holds conv1..conv4 (OIHW) and readout (channels, ways),
+with the config (ways, channels, inner steps, inner lr, input convention, padding, BN eps) and metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import signal
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ways", type=int, default=5)
+    p.add_argument("--shots", default="5", help="comma list; one is drawn per meta-batch (e.g. 1,5)")
+    p.add_argument("--queries", type=int, default=5, help="query images per class")
+    p.add_argument("--meta-batch", type=int, default=8)
+    p.add_argument("--iterations", type=int, default=3000, help="total outer iterations (across resumes)")
+    p.add_argument("--outer-lr", type=float, default=1e-3)
+    p.add_argument("--inner-steps", type=int, default=4)
+    p.add_argument("--inner-lr", type=float, default=0.1)
+    p.add_argument("--channels", type=int, default=56)
+    p.add_argument("--first-order", action="store_true", help="first-order MAML (default: second order)")
+    p.add_argument("--no-rotations", action="store_true", help="no 90-degree rotation classes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-dir", default="runs/cnn/default", help="state.pt + metrics.csv live here")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--ckpt-every", type=int, default=50)
+    p.add_argument("--monitor-every", type=int, default=250,
+                   help="evaluation-split monitor accuracy every N iterations (0: off; no model selection)")
+    p.add_argument("--until-utc", default=None, help="stop cleanly at this UTC time HH:MM")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--export", default=None, help="write the shipped checkpoint (npz + json) here at the end")
+    p.add_argument("--export-only", action="store_true", help="with --resume: export without training")
+    p.add_argument("--init-from", default=None,
+                   help="new run only: copy conv1..conv4 from a state.pt or cnn_maml npz (readout starts at 0)")
+    p.add_argument("--data-dir", default=None, help="folder with images_background.(npz|zip)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _deadline(hhmm: str | None) -> float | None:
+    if not hhmm:
+        return None
+    now = dt.datetime.now(dt.timezone.utc)
+    h, m = (int(v) for v in hhmm.split(":"))
+    t = now.replace(hour=h, minute=m, second=0, microsecond=0)
+    if t < now:
+        t += dt.timedelta(days=1)
+    return t.timestamp()
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    from pcm_l2l_ros.checkpoint import save_checkpoint  # noqa: PLC0415
+    from pcm_l2l_ros.vision import model as M  # noqa: PLC0415
+    from pcm_l2l_ros.vision.maml import MetaTrainer, TrainSettings  # noqa: PLC0415
+    from pcm_l2l_ros.vision.omniglot import load_split  # noqa: PLC0415
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(args.threads)
+    s = TrainSettings(ways=args.ways, shots=tuple(int(v) for v in str(args.shots).split(",")),
+                      queries=args.queries, meta_batch=args.meta_batch, iterations=args.iterations,
+                      outer_lr=args.outer_lr, first_order=args.first_order, rotations=not args.no_rotations,
+                      seed=args.seed, channels=args.channels, inner_steps=args.inner_steps,
+                      inner_lr=args.inner_lr, ckpt_every=args.ckpt_every, monitor_every=args.monitor_every)
+    data = Path(args.data_dir) if args.data_dir else None
+
+    def src(split: str):
+        if data is None:
+            return None
+        return next((data / n for n in (f"images_{split}.npz", f"images_{split}.zip", f"images_{split}")
+                     if (data / n).exists()), None)
+
+    bg = load_split("background", src("background"))
+    ev = load_split("evaluation", src("evaluation")) if args.monitor_every else None
+    trainer = MetaTrainer(s, args.run_dir, bg.images, None if ev is None else ev.images, resume=args.resume)
+
+    if args.init_from and not (args.resume and trainer.iteration > 0):
+        trainer.init_convs_from(args.init_from)
+
+    def _term(signum, frame):  # noqa: ARG001 - turn SIGTERM into a clean, checkpointed stop
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
+    if not args.export_only:
+        trainer.train(deadline_unix=_deadline(args.until_utc), progress=not args.no_progress)
+    if args.export:
+        metrics = trainer.recent_metrics()
+        cfg = trainer.cfg.to_dict()
+        cfg.update(train_shots=list(s.shots), queries=s.queries, meta_batch=s.meta_batch,
+                   outer_lr=s.outer_lr, first_order=s.first_order, rotations=s.rotations,
+                   train_split="background", init_from=args.init_from)
+        out = save_checkpoint(args.export, trainer.numpy_params(), kind=M.KIND, seed=s.seed, metrics=metrics,
+                              config=cfg)
+        log.info("exported %s (%s)", out, metrics)
+    _ = np
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="pcm-l2l train-cnn", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

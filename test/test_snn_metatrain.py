@@ -1,0 +1,216 @@
+"""Meta-training (PyTorch) of natural e-prop: one model, two backends; hand-written BPTT; training loop.
+
+* the torch episode (no grad, float64) reproduces the Numba kernels (spikes, outputs, the one update, the test
+  run) on the paper's released weights;
+* the hand-written backward of :class:`LIFRun` equals autograd through a step-by-step reference that uses the
+  same surrogate (pseudo-derivative) for the spike; a Heaviside network has no useful finite differences, so the
+  finite-difference check is done on the smooth path of the outer loss (the trainee readout W_out through the
+  kinematics);
+* a few Adam iterations lower the meta-loss on a fixed batch; ``train-snn`` resumes bit-exactly and exports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from pcm_l2l_ros.checkpoint import load_checkpoint
+from pcm_l2l_ros.snn import episode, tasks, train_cmd
+from pcm_l2l_ros.snn import metatrain as mt
+from pcm_l2l_ros.snn.params import WEIGHT_NAMES, SNNConfig, SNNWeights
+
+
+# ----------------------------------------------------------------------------------------------- parity
+def test_torch_episode_reproduces_numba_kernels_on_reference_weights():
+    cfg = SNNConfig()
+    w = SNNWeights.reference(np.float64)
+    kin = tasks.default_kinematics(paper=True)
+    traj = tasks.sample_trajectories(4, 7, cfg, kin, mode="clip")
+    res = episode.one_shot(w, traj, cfg, keep_dw=True)
+    train = episode.training_run(w, cfg)
+
+    model = mt.NaturalEprop(cfg, w, dtype=torch.float64)
+    X = mt.clock_tensor(cfg, torch.float64)
+    X_lsg = torch.as_tensor(traj.lsg_input(cfg, np.float64)).transpose(0, 1).contiguous()
+    with torch.no_grad():
+        out = model.episode(X, X_lsg)
+
+    # training run: identical spikes, readout to float64 rounding
+    np.testing.assert_array_equal(out.z_train[:, 0].numpy(), train.z[0])
+    np.testing.assert_allclose(out.omega_before[:, 0].numpy(), train.y[0], rtol=0, atol=1e-12)
+    # the one update (float64: only summation order differs)
+    np.testing.assert_allclose(out.dW_in.numpy(), res.dW_in, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(out.dW_rec.numpy(), res.dW_rec, rtol=0, atol=1e-12)
+    # test run after the update
+    np.testing.assert_allclose(out.omega.transpose(0, 1).numpy(), res.y_after, rtol=0, atol=1e-9)
+    assert abs(float(out.z_lsg.mean()) * 1000.0 - res.rate_lsg_hz) < 1e-9
+    # and the released weights are in their regime (sanity of the shared setup, not a tight bound)
+    assert 15.0 < res.rate_train_hz < 26.0
+
+
+# ----------------------------------------------------------------------------------------------- gradients
+class _SurrogateSpike(torch.autograd.Function):
+    """H(v - A) * nr with dz/dv = -dz/dA = psi (the same pseudo-derivative as LIFRun)."""
+
+    @staticmethod
+    def forward(ctx, v, A, nr, v_th, gamma):
+        ctx.save_for_backward(v, A, nr)
+        ctx.c = (v_th, gamma)
+        return (v > A).to(v.dtype) * nr
+
+    @staticmethod
+    def backward(ctx, g):
+        v, A, nr = ctx.saved_tensors
+        v_th, gamma = ctx.c
+        psi = gamma / v_th * torch.clamp(1 - (v - A).abs() / v_th, min=0) * nr
+        return g * psi, -g * psi, None, None, None
+
+
+def _reference_run(I, W, beta, v_th, alpha, rho, n_ref, gamma):  # noqa: E741
+    T, B, N = I.shape
+    v = torch.zeros(B, N, dtype=I.dtype)
+    z, r, a = torch.zeros_like(v), torch.zeros_like(v), torch.zeros_like(v)
+    Z, V = [], []
+    for t in range(T):
+        a = rho * a + z
+        A = v_th + (beta * a if beta is not None else 0 * a)
+        rec = torch.bmm(z.unsqueeze(1), W).squeeze(1) if W.dim() == 3 else z @ W
+        v = alpha * v + I[t] + rec - A * z
+        nr = (r <= 0.1).to(I.dtype)
+        z = _SurrogateSpike.apply(v, A, nr, v_th, gamma)
+        r = torch.clamp(r + n_ref * z.detach() - 1, 0, n_ref)
+        Z.append(z)
+        V.append(v)
+    return torch.stack(Z), torch.stack(V)
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+@pytest.mark.parametrize("per_task", [False, True])
+def test_lif_backward_equals_autograd_reference(adaptive, per_task):
+    g = torch.Generator().manual_seed(3 + 2 * adaptive + per_task)
+    T, B, N = 20, 3, 8
+    I = (torch.randn(T, B, N, generator=g, dtype=torch.float64) * 0.8 + 0.3).requires_grad_()  # noqa: E741
+    shape = (B, N, N) if per_task else (N, N)
+    W = (torch.randn(*shape, generator=g, dtype=torch.float64) / 3).requires_grad_()
+    beta = torch.tensor([0.0] * 5 + [1.6] * 3, dtype=torch.float64) if adaptive else None
+    gz = torch.randn(T, B, N, generator=g, dtype=torch.float64)
+    gv = torch.randn(T, B, N, generator=g, dtype=torch.float64)
+    args = (beta, 0.6, float(np.exp(-1 / 20)), float(np.exp(-1 / 30)), 5, 0.3)
+    Z, V, _ = mt.lif_run(I, W, *args)
+    Z2, V2 = _reference_run(I, W, *args)
+    assert 10 < int(Z.sum()) < T * B * N / 2          # the network spikes, and is not saturated
+    torch.testing.assert_close(Z, Z2, rtol=0, atol=0)
+    torch.testing.assert_close(V, V2, rtol=0, atol=1e-12)
+    g1 = torch.autograd.grad((Z * gz).sum() + (V * gv).sum(), (I, W))
+    g2 = torch.autograd.grad((Z2 * gz).sum() + (V2 * gv).sum(), (I, W))
+    for a, b in zip(g1, g2, strict=True):
+        assert float(b.abs().max()) > 0.1
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def _tiny(n_trainee=8, n_lsg=10, T=20):
+    return SNNConfig(n_trainee=n_trainee, n_lsg=n_lsg, T=T, traj_hann_len=min(120, T // 2))
+
+
+def test_outer_loss_finite_differences_on_smooth_path():
+    """d loss / d W_out_trainee by central differences (spikes do not depend on W_out): N=8, T=20."""
+    cfg = _tiny()
+    kin = mt.default_kinematics("urdf")
+    model = mt.NaturalEprop(cfg, SNNWeights.init_random(cfg, 5), dtype=torch.float64)
+    with torch.no_grad():
+        model.W_out_trainee.mul_(20.0)       # outputs of order 1 so the kinematics is non-linear
+        model.W_in_trainee.mul_(3.0)
+    batch = mt.make_batch(3, np.random.default_rng(1), cfg, kin, dtype=torch.float64)
+    X = mt.clock_tensor(cfg, torch.float64)
+    loss, m, out = mt.outer_loss(model, X, batch, kin)
+    assert float(out.z_test.sum()) > 0
+    (grad,) = torch.autograd.grad(loss, model.W_out_trainee)
+    eps = 1e-6
+    num = torch.zeros_like(grad)
+    with torch.no_grad():
+        for idx in np.ndindex(*grad.shape):
+            model.W_out_trainee[idx] += eps
+            lp = mt.outer_loss(model, X, batch, kin)[0]
+            model.W_out_trainee[idx] -= 2 * eps
+            lm = mt.outer_loss(model, X, batch, kin)[0]
+            model.W_out_trainee[idx] += eps
+            num[idx] = (lp - lm) / (2 * eps)
+    assert float(grad.abs().max()) > 1e-4
+    torch.testing.assert_close(grad, num, rtol=1e-5, atol=1e-8)
+
+
+def test_first_and_second_order_gradients_differ_only_through_the_training_run():
+    cfg = _tiny(T=60)
+    kin = mt.default_kinematics("urdf")
+    w = SNNWeights.init_random(cfg, 2)
+    batch = mt.make_batch(2, np.random.default_rng(0), cfg, kin, dtype=torch.float64)
+    X = mt.clock_tensor(cfg, torch.float64)
+    grads = {}
+    for so in (True, False):
+        model = mt.NaturalEprop(cfg, w, dtype=torch.float64, second_order=so)
+        loss, _, _ = mt.outer_loss(model, X, batch, kin)
+        grads[so] = dict(zip(WEIGHT_NAMES, torch.autograd.grad(loss, [getattr(model, k) for k in WEIGHT_NAMES]),
+                             strict=True))
+    # the readout of the test run and the LSG's input to the update do not see the difference
+    for k in ("W_out_trainee",):
+        torch.testing.assert_close(grads[True][k], grads[False][k])
+    assert not torch.allclose(grads[True]["W_rec_trainee"], grads[False]["W_rec_trainee"])
+
+
+def test_a_few_iterations_lower_the_loss_on_a_fixed_batch():
+    cfg = _tiny(n_trainee=40, n_lsg=40, T=249)
+    kin = mt.default_kinematics("urdf")
+    torch.manual_seed(0)
+    model = mt.NaturalEprop(cfg, SNNWeights.init_random(cfg, 0))
+    batch = mt.make_batch(4, np.random.default_rng(0), cfg, kin)
+    X = mt.clock_tensor(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        total, m, _ = mt.outer_loss(model, X, batch, kin)
+        total.backward()
+        opt.step()
+        losses.append(float(total))
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-3:]) < 0.8 * losses[0], losses
+
+
+# ----------------------------------------------------------------------------------------------- command
+def _args(tmp_path, **kw):
+    p = argparse.ArgumentParser()
+    train_cmd.add_arguments(p)
+    a = p.parse_args(["--run-dir", str(tmp_path / "run"), "--n-trainee", "20", "--n-lsg", "20", "--batch", "2",
+                      "--val-size", "4", "--val-every", "2", "--save-every", "2", "--seed", "3",
+                      "--export-eval-n", "6"])
+    for k, v in kw.items():
+        setattr(a, k, v)
+    a.command_line = "pcm-l2l train-snn (test)"
+    return a
+
+
+def test_train_snn_resumes_exactly_and_exports(tmp_path):
+    assert train_cmd.run(_args(tmp_path / "a", iterations=4)) == 0
+    assert train_cmd.run(_args(tmp_path / "b", iterations=2)) == 0
+    dest = tmp_path / "models" / "snn_l2l.npz"
+    assert train_cmd.run(_args(tmp_path / "b", iterations=4, resume=True, export=dest)) == 0
+    sa = torch.load(tmp_path / "a" / "run" / "state.pt", weights_only=False)
+    sb = torch.load(tmp_path / "b" / "run" / "state.pt", weights_only=False)
+    assert sa["iteration"] == sb["iteration"] == 4
+    for k in WEIGHT_NAMES:
+        torch.testing.assert_close(sa["model"][k], sb["model"][k], rtol=0, atol=0)
+    with open(tmp_path / "b" / "run" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4]
+    assert rows[1]["val_loss_after"] and rows[3]["val_ee_median_cm_after"]
+    arrays, side = load_checkpoint(dest, kind="snn_l2l")
+    assert set(arrays) == set(WEIGHT_NAMES)
+    assert side["config"]["n_lsg"] == 20 and side["seed"] == 3
+    assert "val_loss_after" in side["metrics"]["training_validation"]
+    assert side["metrics"]["n_trajectories"] == 6 and side["metrics"]["after_ee_median_cm"] > 0
+    w, cfg = SNNWeights.load(dest)
+    assert cfg.n_trainee == 20
