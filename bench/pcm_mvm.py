@@ -94,8 +94,9 @@ def main() -> int:
     variants = {
         "ours aihwkit_compat (frozen read noise, 7b DAC/9b ADC, out noise, GDC)": PCMConfig.aihwkit_compat(),
         "ours default (frozen read noise, 8b DAC/ADC, out noise, GDC)": PCMConfig(adc_range=20.0),
-        "ours hermes_like (per-MVM read noise, 8b DAC/ADC, out noise, per-column DC)":
-            PCMConfig.hermes_like(adc_range=20.0),
+        "ours hermes_like (per-MVM read noise, 8b DAC/ADC, out noise, per-column DC)": PCMConfig.hermes_like(
+            adc_range=20.0
+        ),
     }
     arrays = {}
     for name, cfg in variants.items():
@@ -113,11 +114,11 @@ def main() -> int:
         x = rng.uniform(-1, 1, (batch, n)).astype(np.float32)
         xt = torch.from_numpy(x)
         res = {
-            "numpy fp32 x @ W": timeit(lambda: x @ W32, reps),
-            "torch fp32 x @ W": timeit(lambda: xt @ Wt, reps),
+            "numpy fp32 x @ W": timeit(lambda x=x: x @ W32, reps),
+            "torch fp32 x @ W": timeit(lambda xt=xt: xt @ Wt, reps),
         }
         for name, arr in arrays.items():
-            res[name] = timeit(lambda arr=arr: arr.mvm(x), reps)
+            res[name] = timeit(lambda arr=arr, x=x: arr.mvm(x), reps)
         if aih is not None:
             res["aihwkit InferenceRPUConfig (C++ tile)"] = timeit(aih(x), reps)
         plain = min(res["numpy fp32 x @ W"], res["torch fp32 x @ W"])
@@ -131,8 +132,10 @@ def main() -> int:
                 line += f"  {ref / us:5.1f}x faster than {tag}"
             print(f"{line}  {name}")
         if aih_ref is None:
-            print(f"  context only (not measured here): aihwkit C++ tile {SPEC_AIHWKIT_US[batch]:.0f} µs "
-                  "per spec §5 (2 torch threads)")
+            print(
+                f"  context only (not measured here): aihwkit C++ tile {SPEC_AIHWKIT_US[batch]:.0f} µs "
+                "per spec §5 (2 torch threads)"
+            )
     # error statistics of the aihwkit-compatible variant (sanity, not timing)
     x = rng.uniform(-1, 1, (256, n)).astype(np.float32)
     for name, arr in arrays.items():

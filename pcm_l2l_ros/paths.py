@@ -11,7 +11,8 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent
-MODELS_DIR = PACKAGE_DIR / "models"
+#: shipped meta-trained checkpoints; ``$PCM_L2L_MODELS`` points elsewhere (e.g. freshly trained models)
+MODELS_DIR = Path(os.environ["PCM_L2L_MODELS"]) if os.environ.get("PCM_L2L_MODELS") else PACKAGE_DIR / "models"
 
 
 def shared_dir() -> Path:

@@ -34,7 +34,9 @@ def se_ratio_of_means(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- exactness
-@pytest.mark.parametrize("device,dpp", [("aihwkit_compat", 1), ("aihwkit_compat", 2), ("hermes", 2), ("hermes", 1)])
+@pytest.mark.parametrize(
+    "device,dpp", [("aihwkit_compat", 1), ("aihwkit_compat", 2), ("hermes", 2), ("hermes", 1)]
+)
 def test_ideal_core_is_exact_float_mvm(device: str, dpp: int) -> None:
     """With every non-ideality off, mvm(x) == x @ W up to float32 rounding, over a 2 x 3 grid of cores."""
     rng = np.random.default_rng(0)
@@ -137,7 +139,9 @@ def test_per_mvm_read_noise_matches_device_resampling() -> None:
     var_emp = ys.var(axis=0)
     se = var_pred * math.sqrt(2.0 / (K - 1))
     assert np.all(np.abs(var_emp - var_pred) <= Z * se)
-    np.testing.assert_allclose(ys.mean(axis=0), x @ arr.weights(), atol=float(Z * np.sqrt(var_pred.max() / K)))
+    np.testing.assert_allclose(
+        ys.mean(axis=0), x @ arr.weights(), atol=float(Z * np.sqrt(var_pred.max() / K))
+    )
 
 
 def test_determinism_same_seed() -> None:
@@ -153,7 +157,7 @@ def test_determinism_same_seed() -> None:
         return arr.mvm(x), arr.weights(), arr.write_counts.copy()
 
     a, b, c = run(11), run(11), run(12)
-    for u, v in zip(a, b):
+    for u, v in zip(a, b, strict=True):
         np.testing.assert_array_equal(u, v)
     assert not np.array_equal(a[0], c[0])
 
@@ -180,24 +184,35 @@ def test_drift_compensation_restores_scale(comp: str, reference: str) -> None:
 
 # -------------------------------------------------------------------------- golden numbers T7, T8, T9
 @pytest.mark.parametrize(
-    "w,mean_err,std_err", [(1.0, -0.0042, 0.0426), (-1.0, 0.0042, 0.0426), (0.5, -0.0040, 0.0387),
-                           (-0.5, 0.0040, 0.0387), (0.0, 0.0, 0.0087)]
+    "w,mean_err,std_err",
+    [
+        (1.0, -0.0042, 0.0426),
+        (-1.0, 0.0042, 0.0426),
+        (0.5, -0.0040, 0.0387),
+        (-0.5, 0.0040, 0.0387),
+        (0.0, 0.0, 0.0087),
+    ],
 )
 def test_t7_weight_level_programming_error(w: float, mean_err: float, std_err: float) -> None:
-    """T7: single pair, |W|max -> 25 µS, programming only: error mean (the zero device's pull to 0) and std."""
+    """T7: single pair, |W|max -> 25 µS, programming only: error mean (zero device's pull to 0) and std."""
     n = 40_000
     W = np.full((200, 200), w)
     W[0, 0] = 1.0 if w != 1.0 else -1.0  # fixes w_max = 1 per core
-    arr = PCMArray(W, PCMConfig.aihwkit_compat(**IDEAL_IO, drift=False, read_noise="off"),
-                   rng=int(100 * w) + 200)
+    arr = PCMArray(
+        W, PCMConfig.aihwkit_compat(**IDEAL_IO, drift=False, read_noise="off"), rng=int(100 * w) + 200
+    )
     e = (arr.weights() - W).ravel()[1:]
     f = math.sqrt(1 + n / 200_000)  # spec's MC N = 2e5
     assert abs(e.mean() - mean_err) <= Z * f * e.std() / math.sqrt(e.size) + 0.00005
     assert abs(e.std() - std_err) <= Z * f * se_std(e) + 0.00005
 
 
-T8 = {1.0: (1.002, 0.082, 0.082), 3600.0: (1.291, 0.097, 0.241), 86400.0: (1.506, 0.113, 0.347),
-      YEAR_S: (2.004, 0.152, 0.509)}
+T8 = {
+    1.0: (1.002, 0.082, 0.082),
+    3600.0: (1.291, 0.097, 0.241),
+    86400.0: (1.506, 0.113, 0.347),
+    YEAR_S: (2.004, 0.152, 0.509),
+}
 
 
 def test_t8_global_drift_compensation() -> None:
@@ -243,3 +258,19 @@ def test_t9_effective_bits() -> None:
     for t, bits_spec in ((0.0, 3.71), (3600.0, 3.50), (86400.0, 3.30), (YEAR_S, 2.93)):
         arr.drift(t)
         assert abs(_bits(float((arr.weights() - W).std())) - bits_spec) <= 0.05
+
+
+def test_fork_is_independent_copy() -> None:
+    """fork(rng): same device state; future draws from the new rng; the original is unaffected."""
+    rng = np.random.default_rng(12)
+    W = rng.uniform(-1, 1, (64, 32))
+    x = rng.uniform(-1, 1, (8, 64))
+    arr = PCMArray(W, PCMConfig.hermes_like(), rng=3)
+    arr.drift(60.0)
+    twin = PCMArray(W, PCMConfig.hermes_like(), rng=3)
+    twin.drift(60.0)
+    a, b = arr.fork(1), arr.fork(2)
+    np.testing.assert_array_equal(a.weights(), arr.weights())
+    assert not np.array_equal(a.mvm(x), b.mvm(x))  # different output-noise streams
+    np.testing.assert_array_equal(arr.fork(1).mvm(x), arr.fork(1).mvm(x))
+    np.testing.assert_array_equal(arr.mvm(x), twin.mvm(x))  # forks did not consume the original's stream

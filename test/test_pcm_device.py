@@ -73,8 +73,8 @@ def test_t1_programming_noise(g_t: float) -> None:
 
 
 def test_t2_zero_device_analytic() -> None:
-    """T2: the zero device is N(0, 0.26348) clipped at 0: mean sigma/sqrt(2 pi), std sigma sqrt(1/2 - 1/(2 pi)),
-    P(g = 0) = 1/2."""
+    """T2: the zero device is N(0, 0.26348) clipped at 0: mean sigma/sqrt(2 pi),
+    std sigma sqrt(1/2 - 1/(2 pi)), P(g = 0) = 1/2."""
     s0 = 0.26348
     g = M.apply_programming_noise(np.zeros(N), np.random.default_rng(7))
     assert_mc(float(g.mean()), se_mean(g), s0 / math.sqrt(2 * math.pi), 0.0, 6, "zero-device mean")
@@ -117,10 +117,22 @@ def test_t4_t5_full_chain(g_t: float) -> None:
     f = math.sqrt(n / N_SPEC)
     for t_inf, (spec_mean, spec_std) in CHAIN_TABLE[g_t].items():
         ratio = M.apply_drift_and_read(g_prog, nu, t_inf, rng) / g_t
-        assert_mc(float(ratio.mean()), se_mean(ratio), spec_mean, se_mean(ratio) * f, 3,
-                  f"mean g/g_T at {g_t} µS, {t_inf} s")
-        assert_mc(float(ratio.std()), se_std(ratio), spec_std, se_std(ratio) * f, 3,
-                  f"std g/g_T at {g_t} µS, {t_inf} s")
+        assert_mc(
+            float(ratio.mean()),
+            se_mean(ratio),
+            spec_mean,
+            se_mean(ratio) * f,
+            3,
+            f"mean g/g_T at {g_t} µS, {t_inf} s",
+        )
+        assert_mc(
+            float(ratio.std()),
+            se_std(ratio),
+            spec_std,
+            se_std(ratio) * f,
+            3,
+            f"std g/g_T at {g_t} µS, {t_inf} s",
+        )
 
 
 def test_t6_read_noise_factors() -> None:
@@ -146,7 +158,9 @@ def test_hermes_presets_match_spec_coefficients() -> None:
     assert (HERMES_TDP.g_max_uS, HERMES_TDP.t0_s, HERMES_TDP.t_read_s) == (20.7, 300.0, 512e-9)
     assert (HERMES_ODP.g_max_uS, HERMES_ODP.t0_s, HERMES_ODP.t_read_s) == (10.35, 200.0, 512e-9)
     # sigma_prog at g_max: sum of the cubic coefficients
-    assert HERMES_TDP.sigma_prog(np.array(20.7)) == pytest.approx(0.16603222 + 4.71806468 - 8.48101252 + 4.68961419)
+    assert HERMES_TDP.sigma_prog(np.array(20.7)) == pytest.approx(
+        0.16603222 + 4.71806468 - 8.48101252 + 4.68961419
+    )
     assert HERMES_ODP.sigma_prog(np.array(0.0)) == pytest.approx(0.15781817)
     r = 0.5
     mu, sd = HERMES_TDP.nu_moments(np.array(r * 20.7))
@@ -155,7 +169,10 @@ def test_hermes_presets_match_spec_coefficients() -> None:
     mu, sd = HERMES_ODP.nu_moments(np.array(0.05 * 10.35))
     assert mu == pytest.approx(min(max(-0.0387 * math.log(0.05) - 0.0182, 0.072), 0.13))
     assert sd == pytest.approx(min(max(-0.0120 * math.log(0.05) - 0.0023, 0.0124), 0.04))
-    assert HERMES_TDP.q_s(np.array(r * 20.7)) == pytest.approx(0.0069 * r**3 - 0.0280 * r**2 + 0.0211 * r + 0.0123)
+    assert HERMES_TDP.q_s(np.array(r * 20.7)) == pytest.approx(
+        0.0069 * r**3 - 0.0280 * r**2 + 0.0211 * r + 0.0123
+    )
     assert HERMES_ODP.q_s(np.array(0.1 * 10.35)) == pytest.approx(
-        min(max(-0.0078 * math.log(0.1) + 0.0038, 0.0179), 0.04))
+        min(max(-0.0078 * math.log(0.1) + 0.0038, 0.0179), 0.04)
+    )
     assert HERMES_TDP.read_noise_factor(0.0) == pytest.approx(math.sqrt(math.log((300 + 512e-9) / 1024e-9)))

@@ -27,8 +27,9 @@ def test_program_and_verify_pulse_count_statistics() -> None:
     E[pulses] = (1 - (1 - p)^K) / p."""
     n, tol, K = 100_000, 0.5, 30
     g_t = np.full(n, 20.0)
-    g, pulses, nconv = program_and_verify(g_t, AIHWKIT_PCM, np.random.default_rng(1), tolerance_uS=tol,
-                                          max_iterations=K)
+    g, pulses, nconv = program_and_verify(
+        g_t, AIHWKIT_PCM, np.random.default_rng(1), tolerance_uS=tol, max_iterations=K
+    )
     sig = float(AIHWKIT_PCM.sigma_prog(np.array(20.0)))
     p = math.erf(tol / (sig * math.sqrt(2)))
     expected = (1 - (1 - p) ** K) / p
@@ -40,12 +41,14 @@ def test_program_and_verify_pulse_count_statistics() -> None:
 
 def test_program_and_verify_closed_loop_within_tolerance() -> None:
     g_t = np.full(20_000, 10.0)
-    g, pulses, nconv = program_and_verify(g_t, AIHWKIT_PCM, np.random.default_rng(2), tolerance_uS=0.3,
-                                          max_iterations=50, mode="closed_loop")
+    g, pulses, nconv = program_and_verify(
+        g_t, AIHWKIT_PCM, np.random.default_rng(2), tolerance_uS=0.3, max_iterations=50, mode="closed_loop"
+    )
     assert nconv == 0
     assert np.abs(g - g_t).max() <= 0.3
-    g, pulses, nconv = program_and_verify(g_t, AIHWKIT_PCM, np.random.default_rng(2), tolerance_uS=0.05,
-                                          max_iterations=3, mode="closed_loop")
+    g, pulses, nconv = program_and_verify(
+        g_t, AIHWKIT_PCM, np.random.default_rng(2), tolerance_uS=0.05, max_iterations=3, mode="closed_loop"
+    )
     assert nconv > 0 and pulses.max() == 3
 
 

@@ -18,6 +18,8 @@ if [ -f "$ROOT/install/setup.bash" ]; then
   source "$ROOT/install/setup.bash" 2>/dev/null
 fi
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+# the package's executables (pcm-l2l, *_node) live where `ros2 run` looks for them
+export PATH="$ROOT/install/pcm_l2l_ros/lib/pcm_l2l_ros:$PATH"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export MPLBACKEND="${MPLBACKEND:-Agg}"
 exec "$@"

@@ -66,7 +66,7 @@ class SubprocessGraph:
         p = self.procs.get(name)
         return p is not None and p.poll() is None
 
-    def stop(self, name: str | None = None, timeout: float = 5.0) -> dict[str, int]:
+    def stop(self, name: str | None = None, timeout: float = 10.0) -> dict[str, int]:
         """SIGTERM, wait, SIGKILL; returns the exit codes."""
         codes = {}
         targets = [k for k in self.procs if name is None or k == name]

@@ -27,46 +27,54 @@ def dac_quantize(x, nlev, fixed_range, normalise, xn, xs):  # pragma: no cover -
         xs: (B,) output, the full scale s of each vector (user units).
     """
     bsz, n = x.shape
+    bits = np.empty(1, np.int32)
+    bits_f = bits.view(np.float32)
     for b in range(bsz):
+        row = x[b]
+        out = xn[b]
         if not normalise:
             s = np.float32(1.0)
         elif fixed_range > 0.0:
             s = np.float32(fixed_range)
         else:
-            s = np.float32(0.0)
+            # max|x| on the IEEE bit patterns (sign bit masked): an integer max-reduction vectorises
+            # without fastmath and orders non-negative floats exactly like the floats themselves
+            ib = row.view(np.int32)
+            m = np.int32(0)
             for j in range(n):
-                a = abs(x[b, j])
-                if a > s:
-                    s = a
+                v = ib[j] & np.int32(0x7FFFFFFF)
+                if v > m:
+                    m = v
+            bits[0] = m
+            s = bits_f[0]
             if s == 0.0:
                 s = np.float32(1.0)
         xs[b] = s
-        inv = np.float32(1.0) / s
         if nlev > 0:
             fl = np.float32(nlev)
+            k = fl / s
             ifl = np.float32(1.0) / fl
-            for j in range(n):
-                v = np.rint(x[b, j] * inv * fl)
-                if v > fl:
-                    v = fl
-                elif v < -fl:
-                    v = -fl
-                xn[b, j] = v * ifl
+            if normalise and fixed_range > 0.0:
+                for j in range(n):
+                    v = np.rint(row[j] * k)
+                    out[j] = min(max(v, -fl), fl) * ifl
+            else:
+                for j in range(n):
+                    out[j] = np.rint(row[j] * k) * ifl
         elif normalise and fixed_range > 0.0:
+            inv = np.float32(1.0) / s
             for j in range(n):
-                v = x[b, j] * inv
-                if v > 1.0:
-                    v = np.float32(1.0)
-                elif v < -1.0:
-                    v = np.float32(-1.0)
-                xn[b, j] = v
+                out[j] = min(max(row[j] * inv, np.float32(-1.0)), np.float32(1.0))
         else:
+            inv = np.float32(1.0) / s
             for j in range(n):
-                xn[b, j] = x[b, j] * inv
+                out[j] = row[j] * inv
 
 
 @njit(cache=True, fastmath=False)
-def adc_epilogue(yn, noise, var, out_noise, nlev, adc_range, xs, colfactor, out, accumulate):  # pragma: no cover
+def adc_epilogue(  # pragma: no cover - compiled
+    yn, noise, var, out_noise, nlev, adc_range, xs, colfactor, out, accumulate
+):
     """Output noise, ADC and digital rescaling: out (+)= ADC(yn + sigma xi) * xs * colfactor.
 
     Args:

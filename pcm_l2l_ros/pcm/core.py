@@ -33,9 +33,11 @@ programmed, so sparsely reprogrammed units drift from their own programming time
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -158,8 +160,13 @@ class PCMConfig:
     def ideal(cls, **kw) -> PCMConfig:
         """Every non-ideality off: ``mvm`` is the exact float MVM x @ W (up to float32 rounding)."""
         base = dict(
-            programming_noise=False, drift=False, read_noise="off", dac_bits=None, adc_bits=None,
-            out_noise=0.0, drift_compensation="none",
+            programming_noise=False,
+            drift=False,
+            read_noise="off",
+            dac_bits=None,
+            adc_bits=None,
+            out_noise=0.0,
+            drift_compensation="none",
         )
         base.update(kw)
         return cls(**base)
@@ -170,8 +177,16 @@ class PCMConfig:
         scale, frozen read noise, 7-bit DAC with abs-max input scaling, 9-bit ADC clipped at +-12,
         output noise 0.06, global drift compensation with the noisy reference (no bound management)."""
         base = dict(
-            device="aihwkit_compat", devices_per_polarity=1, dac_bits=7, dac_range=None, adc_bits=9,
-            adc_range=12.0, out_noise=0.06, read_noise="frozen", drift_compensation="global", drift_reencode=True,
+            device="aihwkit_compat",
+            devices_per_polarity=1,
+            dac_bits=7,
+            dac_range=None,
+            adc_bits=9,
+            adc_range=12.0,
+            out_noise=0.06,
+            read_noise="frozen",
+            drift_compensation="global",
+            drift_reencode=True,
         )
         base.update(kw)
         return cls(**base)
@@ -182,8 +197,14 @@ class PCMConfig:
         (ADC at +-10, output noise 0.04 as aihwkit's StandardHWATrainingPreset), per-MVM read noise,
         per-column drift compensation."""
         base = dict(
-            device="hermes", devices_per_polarity=2, dac_bits=8, adc_bits=8, adc_range=10.0, out_noise=0.04,
-            read_noise="per_mvm", drift_compensation="per_column",
+            device="hermes",
+            devices_per_polarity=2,
+            dac_bits=8,
+            adc_bits=8,
+            adc_range=10.0,
+            out_noise=0.04,
+            read_noise="per_mvm",
+            drift_compensation="per_column",
         )
         base.update(kw)
         return cls(**base)
@@ -195,6 +216,45 @@ class PCMConfig:
 
 def _levels(bits: int | None) -> int:
     return 0 if bits is None else 2 ** (bits - 1) - 1
+
+
+_TORCH_MATMUL_MIN_BATCH = 16  # from this batch on torch.mm beats numpy's BLAS for one core (bench/pcm_mvm.py)
+
+
+class _Periphery(NamedTuple):
+    """Precomputed periphery constants handed to the Numba kernels."""
+
+    dac_nlev: int
+    dac_range: float
+    normalise: bool
+    out_noise: np.float32
+    adc_nlev: int
+    adc_range: np.float32
+    noise: bool
+
+
+class _NormalStream:
+    """Standard-normal float32 draws for the MVM noise, from a seeded torch generator, produced in chunks
+    (torch's vectorised sampler, ~4 ns/draw) and handed out sequentially: every draw is used exactly once,
+    so the stream is i.i.d. N(0, 1); buffering only removes the per-call overhead at small batches."""
+
+    def __init__(self, seed: int, chunk: int = 1 << 16) -> None:
+        self._gen = torch.Generator().manual_seed(seed)
+        self._buf = torch.empty(chunk)
+        self._np = self._buf.numpy()
+        self._pos = chunk
+        self._chunk = chunk
+
+    def take(self, shape: tuple[int, int]) -> np.ndarray:
+        n = shape[0] * shape[1]
+        if n > self._chunk:
+            return torch.randn(shape, generator=self._gen).numpy()
+        if self._pos + n > self._chunk:
+            self._buf.normal_(generator=self._gen)
+            self._pos = 0
+        out = self._np[self._pos : self._pos + n].reshape(shape)
+        self._pos += n
+        return out
 
 
 class PCMArray:
@@ -224,7 +284,7 @@ class PCMArray:
     ) -> None:
         self.cfg = cfg if cfg is not None else PCMConfig()
         self._rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-        self._tgen = torch.Generator().manual_seed(int(self._rng.integers(0, 2**62)))
+        self._normals = _NormalStream(int(self._rng.integers(0, 2**62)))
         W = np.asarray(W, dtype=np.float64)
         if W.ndim != 2:
             raise ValueError(f"W must be 2-D (n_in, n_out), got shape {W.shape}")
@@ -242,6 +302,7 @@ class PCMArray:
         self._row_blocks = [slice(i, min(i + cs, self.n_in)) for i in range(0, self.n_in, cs)]
         self._col_blocks = [slice(j, min(j + cs, self.n_out)) for j in range(0, self.n_out, cs)]
         self.n_cores = len(self._row_blocks) * len(self._col_blocks)
+        self._single_block = len(self._row_blocks) == 1
 
         # w_max per (row block, column): the weight mapped to G_tot
         R = len(self._row_blocks)
@@ -259,8 +320,9 @@ class PCMArray:
         self._wmax_full = self._expand_rows(self._wmax)  # (n_in, n_out)
         self._W_target = np.clip(W, -self._wmax_full, self._wmax_full)
         if c.w_max is not None and np.any(np.abs(W) > c.w_max):
-            log.warning("PCMArray: %d weights beyond w_max=%g were clipped", int(np.sum(np.abs(W) > c.w_max)),
-                        c.w_max)
+            log.warning(
+                "PCMArray: %d weights beyond w_max=%g were clipped", int(np.sum(np.abs(W) > c.w_max)), c.w_max
+            )
 
         shape = (2, units, self.n_in, self.n_out)
         self._g_target = np.zeros(shape)
@@ -285,6 +347,18 @@ class PCMArray:
             self.program()
 
     # ------------------------------------------------------------------ helpers
+    def reseed(self, rng: np.random.Generator | int | None) -> None:
+        """Draw all future randomness (programming, drift, read and output noise) from ``rng``."""
+        self._rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        self._normals = _NormalStream(int(self._rng.integers(0, 2**62)))
+
+    def fork(self, rng: np.random.Generator | int | None) -> PCMArray:
+        """An independent deep copy of this array (same device state, same clock) whose future random
+        draws come from ``rng`` (use it to evaluate several tasks from one programmed chip)."""
+        new = copy.deepcopy(self)
+        new.reseed(rng)
+        return new
+
     @property
     def n_devices(self) -> int:
         """Physical PCM devices used: 2 * devices_per_polarity * n_in * n_out."""
@@ -301,7 +375,7 @@ class PCMArray:
 
     @property
     def w_max_map(self) -> np.ndarray:
-        """Weight mapped to full conductance, per (core row block, output column): shape (row blocks, n_out)."""
+        """w_max mapped to full conductance per (core row block, output column): (row blocks, n_out)."""
         return self._wmax.copy()
 
     def programmed_conductances(self) -> np.ndarray:
@@ -376,16 +450,24 @@ class PCMArray:
         self._set_reference()
         self._refresh_colf()
         return ProgramReport(
-            devices_written=written, pulses=npulses, energy_J=npulses * c.energy_per_pulse_J,
-            max_iterations_used=int(pulses.max()) if pulses.size else 0, not_converged=nconv,
+            devices_written=written,
+            pulses=npulses,
+            energy_J=npulses * c.energy_per_pulse_J,
+            max_iterations_used=int(pulses.max()) if pulses.size else 0,
+            not_converged=nconv,
             endurance_exceeded=exceeded,
         )
 
     def _program_units(self, gT: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
         c = self.cfg
         return program_and_verify(
-            gT, self.model, self._rng, noise_scale=c.prog_noise_scale if c.programming_noise else 0.0,
-            tolerance_uS=c.program_tolerance_uS, max_iterations=c.max_program_iterations, mode=c.program_mode,
+            gT,
+            self.model,
+            self._rng,
+            noise_scale=c.prog_noise_scale if c.programming_noise else 0.0,
+            tolerance_uS=c.program_tolerance_uS,
+            max_iterations=c.max_program_iterations,
+            mode=c.program_mode,
         )
 
     def _sample_nu(self, gT: np.ndarray) -> np.ndarray:
@@ -460,8 +542,12 @@ class PCMArray:
         self._update_alpha()
         self.devices_written_total += written
         return UpdateReport(
-            weights_changed=weights_changed, devices_written=written, pulses=npulses,
-            energy_J=npulses * c.energy_per_pulse_J, not_converged=nconv, endurance_exceeded=exceeded,
+            weights_changed=weights_changed,
+            devices_written=written,
+            pulses=npulses,
+            energy_J=npulses * c.energy_per_pulse_J,
+            not_converged=nconv,
+            endurance_exceeded=exceeded,
             devices_written_total=self.devices_written_total,
         )
 
@@ -520,19 +606,38 @@ class PCMArray:
             if c.pcm_read_noise > 0:
                 var += c.pcm_read_noise**2 * np.abs(wn)
             self._vars = [np.ascontiguousarray(var[rs], dtype=np.float32) for rs in self._row_blocks]
+            self._vars_t = [torch.from_numpy(v) for v in self._vars]
         else:
             self._vars = None
+        self._mats_t = [torch.from_numpy(m) for m in self._mats]
         self._refresh_colf()
 
     def _refresh_colf(self) -> None:
-        self._colf = [np.ascontiguousarray(self._wmax[r] * self._alpha[r], dtype=np.float32)
-                      for r in range(len(self._row_blocks))]
+        self._colf = [
+            np.ascontiguousarray(self._wmax[r] * self._alpha[r], dtype=np.float32)
+            for r in range(len(self._row_blocks))
+        ]
         c = self.cfg
-        linear = (c.dac_bits is None and c.dac_range is None and c.adc_bits is None and c.out_noise == 0
-                  and self._vars is None)
+        linear = (
+            c.dac_bits is None
+            and c.dac_range is None
+            and c.adc_bits is None
+            and c.out_noise == 0
+            and self._vars is None
+        )
+        self._periph = _Periphery(
+            dac_nlev=_levels(c.dac_bits),
+            dac_range=-1.0 if c.dac_range is None else float(c.dac_range),
+            normalise=not linear,
+            out_noise=np.float32(c.out_noise),
+            adc_nlev=_levels(c.adc_bits),
+            adc_range=np.float32(c.adc_range),
+            noise=c.out_noise > 0 or self._vars is not None,
+        )
         if linear:
-            self._weff = np.ascontiguousarray(self._wn * self._expand_rows(self._wmax * self._alpha),
-                                              dtype=np.float32)
+            self._weff = np.ascontiguousarray(
+                self._wn * self._expand_rows(self._wmax * self._alpha), dtype=np.float32
+            )
         else:
             self._weff = None
 
@@ -577,10 +682,7 @@ class PCMArray:
         if c.drift_compensation == "none":
             self._baseline = np.ones((len(self._row_blocks), self.n_out))
             return
-        if c.drift_reference == "exact":
-            ref = np.abs(self._W_target / self._wmax_full)
-        else:
-            ref = np.abs(self._readout())
+        ref = np.abs(self._W_target / self._wmax_full if c.drift_reference == "exact" else self._readout())
         self._baseline = np.maximum(self._group_mean(ref), 1e-4)
 
     def _update_alpha(self) -> None:
@@ -594,27 +696,25 @@ class PCMArray:
 
     # ------------------------------------------------------------------ MVM
     def _forward_block(self, r: int, xr: np.ndarray, colf: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-        """Periphery + analog MVM of row block ``r`` for inputs xr (B, rows), accumulating into ``out``."""
-        c = self.cfg
+        """Periphery + analog MVM of row block ``r`` for inputs xr (B, rows) float32 C-contiguous;
+        writes (or, with ``out`` given, adds) the digital result (B, n_out)."""
+        p = self._periph
         bsz = xr.shape[0]
         xn = np.empty_like(xr)
         xs = np.empty(bsz, np.float32)
-        normalise = not (c.dac_bits is None and c.dac_range is None and c.adc_bits is None and c.out_noise == 0
-                         and self._vars is None)
-        dac_quantize(xr, _levels(c.dac_bits), -1.0 if c.dac_range is None else float(c.dac_range), normalise,
-                     xn, xs)
-        yn = xn @ self._mats[r]
-        var = _EMPTY
-        if self._vars is not None:
-            var = (xn * xn) @ self._vars[r]
-        noise = _EMPTY
-        if c.out_noise > 0 or self._vars is not None:
-            noise = torch.randn(yn.shape, generator=self._tgen).numpy()
+        dac_quantize(xr, p.dac_nlev, p.dac_range, p.normalise, xn, xs)
+        if bsz >= _TORCH_MATMUL_MIN_BATCH:  # torch's sgemm is the faster BLAS here for batched inputs
+            xt = torch.from_numpy(xn)
+            yn = torch.mm(xt, self._mats_t[r]).numpy()
+            var = torch.mm(xt * xt, self._vars_t[r]).numpy() if self._vars is not None else _EMPTY
+        else:
+            yn = xn @ self._mats[r]
+            var = (xn * xn) @ self._vars[r] if self._vars is not None else _EMPTY
+        noise = self._normals.take(yn.shape) if p.noise else _EMPTY
         accumulate = out is not None
         if out is None:
             out = np.empty(yn.shape, np.float32)
-        adc_epilogue(yn, noise, var, np.float32(c.out_noise), _levels(c.adc_bits), np.float32(c.adc_range), xs,
-                     colf, out, accumulate)
+        adc_epilogue(yn, noise, var, p.out_noise, p.adc_nlev, p.adc_range, xs, colf, out, accumulate)
         return out
 
     def mvm(self, x: np.ndarray) -> np.ndarray:
@@ -625,19 +725,21 @@ class PCMArray:
         Returns:
             float32 outputs (batch, n_out), or (n_out,) for a 1-D input.
         """
-        x = np.asarray(x)
+        if type(x) is not np.ndarray or x.dtype != np.float32 or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, dtype=np.float32)
         squeeze = x.ndim == 1
-        x2 = np.ascontiguousarray(x.reshape(1, -1) if squeeze else x, dtype=np.float32)
-        if x2.shape[1] != self.n_in:
-            raise ValueError(f"x has {x2.shape[1]} inputs, the array {self.n_in}")
+        if squeeze:
+            x = x.reshape(1, -1)
+        if x.shape[1] != self.n_in:
+            raise ValueError(f"x has {x.shape[1]} inputs, the array {self.n_in}")
         if self._weff is not None:
-            y = x2 @ self._weff
-        elif len(self._row_blocks) == 1:
-            y = self._forward_block(0, x2, self._colf[0], None)
+            y = x @ self._weff
+        elif self._single_block:
+            y = self._forward_block(0, x, self._colf[0], None)
         else:
-            y = np.zeros((x2.shape[0], self.n_out), np.float32)
+            y = np.zeros((x.shape[0], self.n_out), np.float32)
             for r, rs in enumerate(self._row_blocks):
-                self._forward_block(r, np.ascontiguousarray(x2[:, rs]), self._colf[r], y)
+                self._forward_block(r, np.ascontiguousarray(x[:, rs]), self._colf[r], y)
         return y[0] if squeeze else y
 
     __call__ = mvm

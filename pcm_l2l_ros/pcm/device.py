@@ -89,7 +89,9 @@ class DeviceModel:
             mu = np.clip(-0.0155 * lr + 0.0244, 0.049, 0.1)
             sd = np.clip(-0.0125 * lr - 0.0059, 0.008, 0.045)
             return mu, sd
-        mu = np.where(r < 0.0945, np.clip(-0.0387 * lr - 0.0182, 0.072, 0.13), -0.0436 * r**2 - 0.0126 * r + 0.0736)
+        mu = np.where(
+            r < 0.0945, np.clip(-0.0387 * lr - 0.0182, 0.072, 0.13), -0.0436 * r**2 - 0.0126 * r + 0.0736
+        )
         if self.hermes_devices == 1:
             sd = np.where(
                 r < 0.3039, np.clip(-0.0120 * lr - 0.0023, 0.0124, 0.04), -0.0165 * r**2 + 0.0116 * r + 0.0104

@@ -136,8 +136,9 @@ def program_and_verify(
         ok = np.abs(att - flat_t[active]) <= tolerance_uS
         active = active[~ok]
     not_conv = int(active.size)
-    if mode == "statistical":
-        g = model.apply_programming_noise(flat_t, rng, noise_scale)
-    else:
-        g = np.maximum(last, 0.0)
+    g = (
+        model.apply_programming_noise(flat_t, rng, noise_scale)
+        if mode == "statistical"
+        else np.maximum(last, 0.0)
+    )
     return g.reshape(g_target.shape), pulses.reshape(g_target.shape), not_conv

@@ -1,0 +1,192 @@
+"""Vision node: few-shot classification on the simulated PCM chip (``/pcm_l2l/classify``).
+
+A FewShotClassify request carries a support set (images + labels 0..N-1) and query images. The node
+validates it (encodings mono8/mono16/32FC1/rgb8/bgr8, any size 8..1024 px resized to 28 x 28, labels
+consistent, every class present, N <= the largest model's ways, sizes capped), picks the meta-trained CNN
+with enough ways (5-way for N <= 5, else 20-way), adapts a *fork* of its readout on the chip (delta rule,
+sparse reprogramming; the shared meta-trained chip state is never modified by a request), classifies the
+queries and answers labels, probabilities (queries x N, row-major), devices written and timings. A bad
+request gets ``success=false`` and a message; nothing a request contains can stop the node.
+
+Drift: the chip is programmed once at start-up; a request's ``drift_time_s`` selects the simulated time
+since programming (each distinct time is a drifted copy of the programmed chip, cached, so requests do not
+disturb each other). BatchNorm uses the queries' own statistics when there are at least
+``min_transductive_queries`` queries, else the support set's.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+from collections import OrderedDict
+
+import numpy as np
+from pcm_l2l_interfaces.srv import FewShotClassify
+from rclpy.node import Node
+
+from pcm_l2l_ros.nodes.common import declare_validated, run_node
+from pcm_l2l_ros.nodes.image_codec import ImageError, image_msg_to_input
+
+MAX_DRIFT_S = 10 * 365.25 * 86400.0
+
+
+def _int_range(lo: int, hi: int):
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            return f"must be an integer in [{lo}, {hi}]"
+        return None
+    return check
+
+
+class RequestError(ValueError):
+    """The request is malformed (the message says why)."""
+
+
+class VisionNode(Node):
+    """See the module docstring; ``kwargs`` go to ``Node.__init__``."""
+
+    def __init__(self, **kwargs):
+        super().__init__("vision", **kwargs)
+        from pcm_l2l_ros.pcm import PCMConfig  # noqa: PLC0415
+        from pcm_l2l_ros.vision.deploy import FewShotChip  # noqa: PLC0415
+        from pcm_l2l_ros.vision.model import load_model, shipped_model_path  # noqa: PLC0415
+
+        is_path = lambda v: None if isinstance(v, str) else "must be a path (empty = shipped model)"  # noqa: E731
+        paths = {5: declare_validated(self, "checkpoint_5way", "", "5-way CNN checkpoint (.npz + .json); empty = "
+                                      "the package's models/cnn_5way.npz", is_path, read_only=True),
+                 20: declare_validated(self, "checkpoint_20way", "", "20-way CNN checkpoint; empty = "
+                                       "models/cnn_20way.npz (optional: N > 5 is refused without it)", is_path,
+                                       read_only=True)}
+        preset = declare_validated(self, "pcm.preset", "hermes_like", "PCM preset of the chip",
+                                   lambda v: None if v in ("hermes_like", "aihwkit_compat", "ideal") else
+                                   "must be hermes_like, aihwkit_compat or ideal", read_only=True)
+        enabled = declare_validated(self, "pcm.enabled", True, "run the CNN on the simulated PCM chip (false: "
+                                    "the same code with every non-ideality off)", read_only=True)
+        seed = declare_validated(self, "pcm.seed", 0, "seed of the device noise", _int_range(0, 2**31 - 1),
+                                 read_only=True)
+        self.max_images = declare_validated(self, "max_images", 400, "cap on support + query images per request",
+                                            _int_range(2, 5000), read_only=True)
+        self.max_inner_steps = declare_validated(self, "max_inner_steps", 20, "cap on inner_steps per request",
+                                                 _int_range(1, 1000), read_only=True)
+        self.min_transductive = declare_validated(self, "min_transductive_queries", 5, "fewest queries for "
+                                                  "query-set BatchNorm statistics (else support statistics)",
+                                                  _int_range(1, 10000), read_only=True)
+        self.cache_size = declare_validated(self, "drift_cache_size", 4, "drifted chip copies kept",
+                                            _int_range(1, 64), read_only=True)
+        warm = declare_validated(self, "warm_drift_times_s", [3600.0], "drift times prepared at start-up (s), so "
+                                 "the first request at them is fast",
+                                 lambda v: None if isinstance(v, (list, tuple)) and all(
+                                     isinstance(t, (int, float)) and 0 <= t <= MAX_DRIFT_S for t in v)
+                                 else "must be a list of drift times in s", read_only=True)
+
+        pcm_cfg = {"hermes_like": PCMConfig.hermes_like, "aihwkit_compat": PCMConfig.aihwkit_compat,
+                   "ideal": PCMConfig.ideal}[preset if enabled else "ideal"]()
+        self.chips: dict[int, object] = {}
+        self.get_logger().info("programming the meta-trained CNN(s) onto the simulated PCM chip ...")
+        t = time.perf_counter()
+        for ways, path in paths.items():
+            p = path or str(shipped_model_path(ways))
+            try:
+                params, cfg, _ = load_model(p)
+            except Exception as e:  # noqa: BLE001 - reported; the 5-way model is required below
+                if path or ways == 5:
+                    raise RuntimeError(f"cannot load the {ways}-way CNN checkpoint {p}: {e}") from e
+                self.get_logger().warning(f"no {ways}-way model ({e}); requests with N > 5 will be refused")
+                continue
+            self.chips[ways] = FewShotChip(params, cfg, pcm_cfg, rng=np.random.default_rng(seed + ways))
+        self._drifted: dict[int, OrderedDict] = {w: OrderedDict() for w in self.chips}
+        self._lock = threading.Lock()
+        for ways in self.chips:
+            for t_s in warm:
+                self._chip(ways, float(t_s))
+        self.create_service(FewShotClassify, "/pcm_l2l/classify", self._on_classify)
+        self.get_logger().info(f"ready in {time.perf_counter() - t:.1f} s: models {sorted(self.chips)}-way on "
+                               f"{preset if enabled else 'ideal (PCM off)'}")
+
+    # ------------------------------------------------------------------------------------------------ requests
+    def _on_classify(self, request: FewShotClassify.Request, response: FewShotClassify.Response):
+        t0 = time.perf_counter()
+        try:
+            sx, sy, qx, ways, steps, drift = self._validate(request)
+        except RequestError as e:
+            response.success, response.message = False, str(e)
+            self.get_logger().warning(f"classify refused: {e}")
+            return response
+        try:
+            with self._lock:
+                chip = self._chip(ways, drift)
+                bn = "transductive" if len(qx) >= self.min_transductive else "support"
+                res = chip.adapt_and_classify(sx, sy, qx, inner_steps=steps, rng=np.random.default_rng(),
+                                              bn_stats=bn)
+            probs = np.asarray(res.probs, dtype=np.float64)[:, :ways]   # classes beyond N are not in the task
+            probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-30)
+            if not np.all(np.isfinite(probs)):
+                raise RuntimeError("non-finite probabilities")
+        except Exception as e:  # noqa: BLE001 - the node must survive anything a request triggers
+            response.success, response.message = False, f"classification failed: {type(e).__name__}: {e}"
+            self.get_logger().error(response.message)
+            return response
+        response.success = True
+        response.labels = [int(v) for v in probs.argmax(axis=1)]
+        response.probabilities = probs.astype(np.float32).ravel().tolist()
+        response.devices_written = int(res.devices_written)
+        response.adapt_time_s = float(res.timings.get("adapt", 0.0))
+        response.total_time_s = time.perf_counter() - t0
+        return response
+
+    def _validate(self, req):
+        ns, nq = len(req.support_images), len(req.query_images)
+        if ns == 0 or nq == 0:
+            raise RequestError("support_images and query_images must both be non-empty")
+        if ns + nq > self.max_images:
+            raise RequestError(f"{ns + nq} images exceed the cap of {self.max_images} per request")
+        if len(req.support_labels) != ns:
+            raise RequestError(f"{len(req.support_labels)} support_labels for {ns} support_images")
+        labels = np.asarray(req.support_labels, dtype=np.int64)
+        if labels.min() < 0:
+            raise RequestError("support_labels must be >= 0")
+        ways = int(labels.max()) + 1
+        present = np.bincount(labels, minlength=ways)
+        if np.any(present == 0):
+            missing = np.flatnonzero(present == 0).tolist()
+            raise RequestError(f"labels must be 0..N-1 with every class present; missing {missing}")
+        if ways < 2:
+            raise RequestError("need at least 2 classes")
+        if not any(w >= ways for w in self.chips):
+            raise RequestError(f"{ways} classes exceed the largest model ({max(self.chips)}-way)")
+        steps = int(req.inner_steps)
+        if steps < 0 or steps > self.max_inner_steps:
+            raise RequestError(f"inner_steps must be in [0, {self.max_inner_steps}] (0 = model default)")
+        drift = float(req.drift_time_s)
+        if not math.isfinite(drift) or drift < 0 or drift > MAX_DRIFT_S:
+            raise RequestError(f"drift_time_s must be finite and in [0, {MAX_DRIFT_S:.3g}] s")
+        try:
+            sx = np.stack([image_msg_to_input(m) for m in req.support_images])
+            qx = np.stack([image_msg_to_input(m) for m in req.query_images])
+        except ImageError as e:
+            raise RequestError(f"bad image: {e}") from e
+        return sx, labels, qx, ways, (steps or None), drift
+
+    def _chip(self, ways: int, drift_s: float):
+        """The programmed chip of the smallest model with >= ``ways`` classes, drifted to ``drift_s``."""
+        model_ways = min(w for w in self.chips if w >= ways)
+        cache = self._drifted[model_ways]
+        key = round(drift_s, 6)
+        if key not in cache:
+            chip = copy.deepcopy(self.chips[model_ways])
+            chip.drift(drift_s)
+            cache[key] = chip
+            while len(cache) > self.cache_size:
+                cache.popitem(last=False)
+        cache.move_to_end(key)
+        return cache[key]
+
+
+def main(args=None) -> int:
+    return run_node(VisionNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
