@@ -15,6 +15,7 @@ pytest.importorskip("pybullet")
 
 from builtin_interfaces.msg import Duration  # noqa: E402
 from conftest import call_service, spin_until  # noqa: E402
+from geometry_msgs.msg import PointStamped  # noqa: E402
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue  # noqa: E402
 from rcl_interfaces.srv import SetParameters  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
@@ -22,6 +23,7 @@ from std_msgs.msg import Float64MultiArray  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
 
+from pcm_l2l_ros.arm.kinematics import ee_position, load_chain  # noqa: E402
 from pcm_l2l_ros.arm.sim import TrajectoryPlan  # noqa: E402
 
 SIM = "pcm_l2l_ros.nodes.sim_node"
@@ -68,13 +70,29 @@ class Probe:
         self.vel.publish(msg)
 
 
-def _start(node_process, ros_node, *ros_args):
-    """Start the sim node with ``command_timeout_s`` = TIMEOUT_S after ``ros_args`` (e.g. a params file)."""
-    args = ["--ros-args", *ros_args, "-p", f"command_timeout_s:={TIMEOUT_S}"]
+def _start(node_process, ros_node, *ros_args, timeout_s=TIMEOUT_S):
+    """Start the sim node with ``command_timeout_s`` = ``timeout_s`` after ``ros_args`` (e.g. a params file)."""
+    args = ["--ros-args", *ros_args, "-p", f"command_timeout_s:={timeout_s}"]
     proc = node_process(SIM, args)
     probe = Probe(*ros_node)
     probe.wait_ready(proc)
     return proc, probe
+
+
+def _set_param(probe, name, value):
+    """Set a parameter of /sim through its SetParameters service; returns the SetParametersResult."""
+    client = probe.node.create_client(SetParameters, "/sim/set_parameters")
+    assert spin_until(probe.ex, client.service_is_ready, 10.0)
+    req = SetParameters.Request()
+    if isinstance(value, float):
+        pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+    else:
+        pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+    req.parameters = [Parameter(name=name, value=pv)]
+    res = call_service(probe.ex, client, req)
+    probe.node.destroy_client(client)
+    assert res is not None, "no answer from /sim/set_parameters"
+    return res.results[0]
 
 
 def _expected_from_commands(log, t_query, q_start):
@@ -93,7 +111,9 @@ def _expected_from_commands(log, t_query, q_start):
 
 
 def test_velocity_profile_is_integrated_and_stop_holds(no_shm_leak, node_process, ros_node):
-    proc, probe = _start(node_process, ros_node)
+    # a long command timeout while streaming, so that a scheduling stall of this loaded test machine does
+    # not stop the arm mid-profile; the watchdog part below sets it to TIMEOUT_S at run time
+    proc, probe = _start(node_process, ros_node, timeout_s=1.0)
     q0 = probe.latest()
     np.testing.assert_allclose(q0, 0.0, atol=1e-3)  # home
 
@@ -124,12 +144,14 @@ def test_velocity_profile_is_integrated_and_stop_holds(no_shm_leak, node_process
     print(f"\nvelocity profile tracking over {len(js)} joint states: RMSE base={rmse[0]:.4f} "
           f"shoulder={rmse[1]:.4f} rad; final error {final_err.round(4).tolist()} rad; "
           f"net motion {expected[-1].round(3).tolist()} rad")
-    # error budget: servo lag ~1.6 mrad, 2 ms physics step, DDS latency ~0.3 ms (x1 rad/s), CPU contention
-    assert np.all(rmse < 0.01), rmse
-    assert np.all(final_err < 0.01), final_err
+    # error budget: servo lag ~1.6 mrad, 2 ms physics step, DDS latency ~0.3 ms (x <= 0.8 rad/s); measured
+    # 1 mrad on an idle machine; the bound leaves room for ~20 ms scheduling delays on a loaded one
+    assert np.all(rmse < 0.02), rmse
+    assert np.all(final_err < 0.02), final_err
     assert abs(expected[-1][1] - 0.6 * 2 * duration / np.pi) < 0.02  # the profile really moved the shoulder
 
     # stop watchdog: constant 0.4 rad/s for 0.5 s, then silence -> stops command_timeout_s later
+    assert _set_param(probe, "command_timeout_s", TIMEOUT_S).successful
     q_before = probe.latest()[:2]
     t_first = time.time()
     while time.time() - t_first < 0.5:
@@ -175,6 +197,11 @@ def test_joint_trajectory_is_tracked(no_shm_leak, node_process, ros_node):
         pt.positions, pt.velocities = p, v
         pt.time_from_start = Duration(sec=int(t), nanosec=int((t % 1) * 1e9))
         msg.points.append(pt)
+    ee: dict[float, np.ndarray] = {}
+    probe.node.create_subscription(
+        PointStamped, "/sim/end_effector",
+        lambda m: ee.__setitem__(m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec,
+                                 (m.header.frame_id, np.array([m.point.x, m.point.y, m.point.z]))), 100)
     t_send = time.time()
     probe.traj.publish(msg)
     probe.spin_for(3.5)
@@ -190,6 +217,13 @@ def test_joint_trajectory_is_tracked(no_shm_leak, node_process, ros_node):
     np.testing.assert_allclose(final[:2], pos[-1], atol=2e-3)
     np.testing.assert_allclose(final[2:], 0.0, atol=2e-3)  # joints not in the trajectory held home
     assert "trajectory accepted" in proc.output()
+    # ~/end_effector: the tool point of the URDF chain at the joint angles published with the same stamp
+    chain = load_chain()
+    pairs = [(ee[s], q) for _, s, q, _ in probe.states if s in ee]
+    assert len(pairs) > 100
+    assert all(frame == "base" for (frame, _), _ in pairs)
+    err = max(np.abs(p - ee_position(chain, q)).max() for (_, p), q in pairs)
+    assert err < 1e-5, err
     # velocity commands for the two configured joints only (command_joints parameter) take over
     for _ in range(15):
         probe.send_velocity([-0.5, 0.0], pad=False)
@@ -263,21 +297,9 @@ def test_parameters_are_validated(no_shm_leak, node_process, ros_node):
     assert "unknown joints" in bad2.output()
 
     proc, probe = _start(node_process, ros_node)
-    client = probe.node.create_client(SetParameters, "/sim/set_parameters")
-    assert spin_until(probe.ex, client.service_is_ready, 10.0)
-
-    def set_param(name, value):
-        req = SetParameters.Request()
-        if isinstance(value, float):
-            pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
-        else:
-            pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
-        req.parameters = [Parameter(name=name, value=pv)]
-        return call_service(probe.ex, client, req).results[0]
-
-    r = set_param("command_timeout_s", -1.0)
+    r = _set_param(probe, "command_timeout_s", -1.0)
     assert not r.successful and "command_timeout_s" in r.reason
-    assert set_param("command_timeout_s", 0.5).successful
-    r = set_param("rate_hz", 50.0)  # read-only
-    assert not r.successful
+    assert _set_param(probe, "command_timeout_s", 0.5).successful
+    assert not _set_param(probe, "rate_hz", 50.0).successful  # read-only
+    assert not _set_param(probe, "frame_id", "").successful  # read-only (and invalid)
     assert proc.stop(signal.SIGTERM) == 0, proc.output()

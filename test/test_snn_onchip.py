@@ -62,7 +62,8 @@ def test_eval_command_small(tmp_path, capsys):
     rc = eval_cmd.main(["--reference", "--n", "5", "--val-n", "4", "--eta-grid", "0.01", "0.1", "--drift", "3600",
                         "--plots", "2", "--out", str(tmp_path)])
     assert rc == 0
-    rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
+    with open(tmp_path / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
     conds = {(r["condition"], r["platform"]) for r in rows}
     assert {("no_update", "software"), ("natural_eprop", "software"), ("natural_eprop_q16", "software"),
             ("symmetric_eprop", "software"), ("random_eprop", "software"),

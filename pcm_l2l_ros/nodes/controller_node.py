@@ -97,7 +97,10 @@ class ControllerNode(Node):
         self.create_service(LearnTrajectory, "~/learn_trajectory", self._on_learn)
         self.create_service(Trigger, "~/execute", self._on_execute)
         self.create_service(Trigger, "~/reset", self._on_reset)
-        self.create_timer(min(0.01, self.watchdog_timeout_s / 5.0), self._on_watchdog)
+        # the watchdog ticks fast, and only while a trajectory is executing (see _start_watchdog)
+        self._watchdog_period = min(0.001, self.watchdog_timeout_s / 10.0)
+        self._watchdog_timer = None
+        self._last_watchdog = time.monotonic()
         self.create_timer(1.0 / p["status_rate_hz"], self._publish_status)
 
     # ------------------------------------------------------------------------------------------ parameters
@@ -193,6 +196,7 @@ class ControllerNode(Node):
                 return response
             self.state = "executing"
             self._exec_t0 = None
+            self._start_watchdog()
             if self.command_mode == "trajectory":
                 self._send_trajectory()
                 self.state = "idle"
@@ -281,7 +285,23 @@ class ControllerNode(Node):
     def _joint_states_fresh(self) -> bool:
         return self._last_js_wall is not None and time.monotonic() - self._last_js_wall <= self.watchdog_timeout_s
 
+    def _start_watchdog(self) -> None:
+        if self._watchdog_timer is None:
+            self._last_watchdog = time.monotonic()
+            self._watchdog_timer = self.create_timer(self._watchdog_period, self._on_watchdog)
+
     def _on_watchdog(self) -> None:
+        if self.state != "executing":          # nothing is commanded: the watchdog rests
+            self.destroy_timer(self._watchdog_timer)
+            self._watchdog_timer = None
+            return
+        now = time.monotonic()
+        starved = now - self._last_watchdog > max(0.01, 4 * self._watchdog_period)
+        self._last_watchdog = now
+        if starved:
+            # This process did not run for a while: /joint_states may be waiting in the queue unread, so
+            # its age says nothing about the arm. Judge on the next tick, after the queue is served.
+            return
         with self._lock:
             if self.state == "executing" and not self._joint_states_fresh():
                 self._publish_zero()

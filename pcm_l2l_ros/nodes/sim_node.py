@@ -13,7 +13,9 @@ Interfaces (the same a real arm driver with ros2_control offers, so a driver can
   joint_trajectory_controller: joint names must be known movable joints (no duplicates), every point
   needs one finite position per joint within the limits, ``time_from_start`` strictly increasing;
   positions are interpolated (cubic with velocities, else linear) from the current state and tracked
-  by position control; an empty trajectory stops the arm. Malformed trajectories are rejected (warning);
+  by position control; an empty trajectory stops the arm. A zero ``header.stamp`` (or one in the past)
+  starts the trajectory on receipt, a future stamp then. A new trajectory replaces the running one, a
+  velocity command cancels it. Malformed trajectories are rejected (warning);
 * service ``~/reset`` (std_srvs/Trigger): back to ``home_positions``, all commands cleared.
 
 The simulator runs in real time: every timer tick (and before every new command) it advances the
@@ -145,10 +147,11 @@ class SimNode(Node):
             f"{self.command_joints}, {self.rate_hz:g} Hz, physics dt {self.time_step_s:g} s")
 
     # ------------------------------------------------------------------------------------ simulation
-    def _advance(self) -> None:
-        """Step the physics up to the current wall time (fixed steps; trajectory sampled every step)."""
+    def _advance(self, until: float | None = None) -> None:
+        """Step the physics up to wall time ``until`` (monotonic s; default now) in fixed steps; an active
+        trajectory is sampled every step."""
         sim = self._sim
-        now = time.monotonic()
+        now = time.monotonic() if until is None else until
         if self._epoch is None:
             self._epoch = now - sim.time_s
         target = int((now - self._epoch) / sim.time_step_s)
@@ -173,14 +176,21 @@ class SimNode(Node):
             sim.hold(self._plan_sel)
             self._plan = None
 
+    def _check_timeout(self) -> None:
+        """Stop the velocity-commanded joints if the last command is older than ``command_timeout_s``."""
+        if self._last_cmd is None:
+            return
+        timeout = self.get_parameter("command_timeout_s").value
+        expiry = self._last_cmd + timeout
+        if time.monotonic() > expiry:
+            self._advance(until=expiry)  # the command acted exactly until the timeout expired
+            self._sim.hold(self._cmd_sel)
+            self._last_cmd = None
+            self.get_logger().info(f"no velocity command for {timeout:g} s: holding position")
+
     def _on_tick(self) -> None:
+        self._check_timeout()
         self._advance()
-        if self._last_cmd is not None:
-            timeout = self.get_parameter("command_timeout_s").value
-            if time.monotonic() - self._last_cmd > timeout:
-                self._sim.hold(self._cmd_sel)
-                self._last_cmd = None
-                self.get_logger().info(f"no velocity command for {timeout:g} s: holding position")
         self._publish()
 
     def _publish(self) -> None:
@@ -212,6 +222,7 @@ class SimNode(Node):
                                 f"{self.command_joints}")
         if not np.all(np.isfinite(v)):
             return self._reject("velocity command", f"non-finite value in {v.tolist()}")
+        self._check_timeout()
         self._advance()  # the previous command acted until now
         if self._plan is not None:
             self.get_logger().info("velocity command: trajectory cancelled")

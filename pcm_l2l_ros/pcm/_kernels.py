@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["dac_quantize", "adc_epilogue"]
+__all__ = ["dac_quantize", "adc_epilogue", "fused_mvm"]
 
 
 @njit(cache=True, fastmath=False)
-def dac_quantize(x, nlev, fixed_range, normalise, xn, xs):  # pragma: no cover - compiled
+def dac_quantize(x, nlev, fixed_range, normalise, xn, xs, xn2):  # pragma: no cover - compiled
     """Signed DAC: xn = round(x / s * nlev) / nlev, clipped to [-1, 1].
 
     Args:
@@ -25,6 +25,7 @@ def dac_quantize(x, nlev, fixed_range, normalise, xn, xs):  # pragma: no cover -
         normalise: False: s = 1 and no clipping (used only when the DAC is off and no fixed range).
         xn: (B, n) output, normalised inputs.
         xs: (B,) output, the full scale s of each vector (user units).
+        xn2: (B, n) output xn^2 (for the per-MVM read-noise variance), or a (0, 0) array to skip it.
     """
     bsz, n = x.shape
     bits = np.empty(1, np.int32)
@@ -69,6 +70,10 @@ def dac_quantize(x, nlev, fixed_range, normalise, xn, xs):  # pragma: no cover -
             inv = np.float32(1.0) / s
             for j in range(n):
                 out[j] = row[j] * inv
+        if xn2.shape[0] > 0:
+            sq = xn2[b]
+            for j in range(n):
+                sq[j] = out[j] * out[j]
 
 
 @njit(cache=True, fastmath=False)
@@ -119,3 +124,34 @@ def adc_epilogue(  # pragma: no cover - compiled
                 out[b, c] += r
             else:
                 out[b, c] = r
+
+
+@njit(cache=True, fastmath=False)
+def fused_mvm(  # pragma: no cover - compiled
+    x, mat, var_mat, noise_buf, pos, dac_nlev, dac_range, normalise, out_noise, adc_nlev, adc_range, colfactor
+):
+    """One core's whole MVM in one compiled call (small batches, where call overhead dominates):
+    DAC -> xn @ mat (BLAS) -> [xn^2 @ var_mat] -> noise from ``noise_buf[pos:]`` -> ADC -> digital scale.
+
+    Args:
+        x: (B, n) float32 inputs.
+        mat: (n, m) normalised conductance matrix; var_mat: (n, m) per-MVM read-noise variances or (0, 0).
+        noise_buf: 1-D standard normal draws (B * m of them are used from ``pos`` on) or an empty array.
+        Other arguments as in ``dac_quantize`` and ``adc_epilogue``.
+    Returns:
+        (B, m) float32 outputs in user units.
+    """
+    bsz = x.shape[0]
+    m = mat.shape[1]
+    xn = np.empty_like(x)
+    xs = np.empty(bsz, np.float32)
+    has_var = var_mat.shape[0] > 0
+    xn2 = np.empty_like(x) if has_var else np.empty((0, 0), np.float32)
+    dac_quantize(x, dac_nlev, dac_range, normalise, xn, xs, xn2)
+    yn = np.dot(xn, mat)
+    var = np.dot(xn2, var_mat) if has_var else np.empty((0, 0), np.float32)
+    empty = np.empty((0, 0), np.float32)
+    noise = noise_buf[pos : pos + bsz * m].reshape((bsz, m)) if noise_buf.shape[0] > 0 else empty
+    out = np.empty((bsz, m), np.float32)
+    adc_epilogue(yn, noise, var, out_noise, adc_nlev, adc_range, xs, colfactor, out, False)
+    return out

@@ -42,7 +42,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ._kernels import adc_epilogue, dac_quantize
+from ._kernels import adc_epilogue, dac_quantize, fused_mvm
 from .device import DeviceModel, device_model
 from .programming import (
     DEFAULT_ENERGY_PER_PULSE_J,
@@ -57,6 +57,7 @@ __all__ = ["PCMConfig", "PCMArray"]
 log = logging.getLogger(__name__)
 
 _EMPTY = np.zeros((0, 0), np.float32)
+_EMPTY1 = np.zeros(0, np.float32)
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,17 @@ class _NormalStream:
         self._pos = chunk
         self._chunk = chunk
 
+    def reserve(self, n: int) -> tuple[np.ndarray, int]:
+        """(buffer, start): the next ``n`` draws are buffer[start:start + n]; they count as used."""
+        if n > self._chunk:
+            return torch.randn(n, generator=self._gen).numpy(), 0
+        if self._pos + n > self._chunk:
+            self._buf.normal_(generator=self._gen)
+            self._pos = 0
+        start = self._pos
+        self._pos += n
+        return self._np, start
+
     def take(self, shape: tuple[int, int]) -> np.ndarray:
         n = shape[0] * shape[1]
         if n > self._chunk:
@@ -265,6 +277,8 @@ class PCMArray:
         cfg: configuration (default ``PCMConfig()``).
         rng: ``numpy.random.Generator`` or int seed; every random draw of this array comes from it.
         program: program the devices right away (call ``program()`` yourself otherwise).
+
+    Not thread-safe (per-array random streams and MVM scratch buffers): give each thread its own ``fork()``.
 
     Attributes:
         write_counts: int64 array (2, devices_per_polarity, n_in, n_out): write pulses each physical
@@ -303,6 +317,7 @@ class PCMArray:
         self._col_blocks = [slice(j, min(j + cs, self.n_out)) for j in range(0, self.n_out, cs)]
         self.n_cores = len(self._row_blocks) * len(self._col_blocks)
         self._single_block = len(self._row_blocks) == 1
+        self._scratch: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # MVM buffers
 
         # w_max per (row block, column): the weight mapped to G_tot
         R = len(self._row_blocks)
@@ -700,16 +715,27 @@ class PCMArray:
         writes (or, with ``out`` given, adds) the digital result (B, n_out)."""
         p = self._periph
         bsz = xr.shape[0]
-        xn = np.empty_like(xr)
-        xs = np.empty(bsz, np.float32)
-        dac_quantize(xr, p.dac_nlev, p.dac_range, p.normalise, xn, xs)
+        key = (r, bsz)
+        scratch = self._scratch.get(key)
+        if scratch is None or (self._vars is not None) != (scratch[2].shape[0] > 0):
+            scratch = (
+                np.empty_like(xr),
+                np.empty(bsz, np.float32),
+                np.empty_like(xr) if self._vars is not None else _EMPTY,
+            )
+            if len(self._scratch) > 16:
+                self._scratch.clear()
+            self._scratch[key] = scratch
+        xn, xs, xn2 = scratch
+        dac_quantize(xr, p.dac_nlev, p.dac_range, p.normalise, xn, xs, xn2)
         if bsz >= _TORCH_MATMUL_MIN_BATCH:  # torch's sgemm is the faster BLAS here for batched inputs
-            xt = torch.from_numpy(xn)
-            yn = torch.mm(xt, self._mats_t[r]).numpy()
-            var = torch.mm(xt * xt, self._vars_t[r]).numpy() if self._vars is not None else _EMPTY
+            yn = torch.mm(torch.from_numpy(xn), self._mats_t[r]).numpy()
+            var = (
+                torch.mm(torch.from_numpy(xn2), self._vars_t[r]).numpy() if self._vars is not None else _EMPTY
+            )
         else:
             yn = xn @ self._mats[r]
-            var = (xn * xn) @ self._vars[r] if self._vars is not None else _EMPTY
+            var = xn2 @ self._vars[r] if self._vars is not None else _EMPTY
         noise = self._normals.take(yn.shape) if p.noise else _EMPTY
         accumulate = out is not None
         if out is None:
@@ -730,10 +756,29 @@ class PCMArray:
         squeeze = x.ndim == 1
         if squeeze:
             x = x.reshape(1, -1)
+        if not self._programmed:
+            raise RuntimeError("program() the array before mvm()")
         if x.shape[1] != self.n_in:
             raise ValueError(f"x has {x.shape[1]} inputs, the array {self.n_in}")
         if self._weff is not None:
             y = x @ self._weff
+        elif self._single_block and x.shape[0] < _TORCH_MATMUL_MIN_BATCH:
+            p = self._periph
+            buf, pos = self._normals.reserve(x.shape[0] * self.n_out) if p.noise else (_EMPTY1, 0)
+            y = fused_mvm(
+                x,
+                self._mats[0],
+                _EMPTY if self._vars is None else self._vars[0],
+                buf,
+                pos,
+                p.dac_nlev,
+                p.dac_range,
+                p.normalise,
+                p.out_noise,
+                p.adc_nlev,
+                p.adc_range,
+                self._colf[0],
+            )
         elif self._single_block:
             y = self._forward_block(0, x, self._colf[0], None)
         else:

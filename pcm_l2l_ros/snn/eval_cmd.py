@@ -69,6 +69,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eta-grid", type=float, nargs="*", default=list(DEFAULT_ETA_GRID),
                    help="eta values tried for the baselines on the validation set")
     p.add_argument("--pcm-seed", type=int, default=0, help="seed of the PCM noise")
+    p.add_argument("--pcm-preset", choices=("hermes_like", "aihwkit_compat", "ideal"), default="hermes_like",
+                   help="PCMConfig preset of the chip (update quantum 1/16 in weight units in every case)")
+    p.add_argument("--pcm-w-max", type=float, default=None,
+                   help="weight mapped to full conductance (default: max|W| of the core); weights beyond are clipped")
+    p.add_argument("--pcm-out-noise", type=float, default=None, help="override the preset's output noise")
     p.add_argument("--plots", type=int, default=4, help="trajectories to plot (0: no plots)")
     p.add_argument("--out", type=Path, default=Path("runs/eval_snn"), help="output folder")
 
@@ -234,10 +239,17 @@ def run(args: argparse.Namespace) -> int:
 
     # PCM chip
     if not args.no_pcm:
+        from pcm_l2l_ros.pcm import PCMConfig  # noqa: PLC0415
         from pcm_l2l_ros.snn import onchip  # noqa: PLC0415
 
+        pcm_cfg = getattr(PCMConfig, args.pcm_preset)(update_quantum=cfg.update_quantum)
+        if args.pcm_w_max is not None:
+            pcm_cfg = pcm_cfg.replace(w_max=args.pcm_w_max)
+        if args.pcm_out_noise is not None:
+            pcm_cfg = pcm_cfg.replace(out_noise=args.pcm_out_noise)
+        log.info("PCM chip: %s", pcm_cfg)
         for d in args.drift:
-            r = onchip.one_shot_pcm(w, test, cfg, drift_s=d, rng=args.pcm_seed, progress=True)
+            r = onchip.one_shot_pcm(w, test, cfg, pcm_cfg, drift_s=d, rng=args.pcm_seed, progress=True)
             label = f"pcm_{d:g}s"
             extra = {"rate_train_hz": r.rate_train_hz, "rate_test_hz": r.rate_test_hz,
                      "frac_weights_changed": float(r.weights_changed.mean()) / r.n_weights,
@@ -267,7 +279,9 @@ def run(args: argparse.Namespace) -> int:
                         + [f"{per_traj[n][k][i]:.6g}" for n in names for k in ("loss", "ee_err_cm")])
     files = _plots(out, test, {k: v for k, v in paths.items() if k != "before"}, errors, args.plots) \
         if args.plots >= 0 else []
-    meta = {"weights": source, "kinematics": kin_name, "trajectories": mode, "n": args.n, "seed": args.seed,
+    meta = {"weights": source, "kinematics": kin_name, "pcm_preset": None if args.no_pcm else args.pcm_preset,
+            "pcm_w_max": args.pcm_w_max, "pcm_out_noise": args.pcm_out_noise, "trajectories": mode, "n": args.n,
+            "seed": args.seed,
             "val_seed": args.val_seed, "frac_hit_limit": float(test.hit_limit.mean()), "eta_tuning": tuning,
             "rows": rows, "plots": files, "wall_s": time.time() - t_start}
     if args.parity:

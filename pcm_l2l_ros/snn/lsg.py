@@ -8,7 +8,9 @@ The first ``n_lsg_lif`` neurons are LIF (beta = 0), the last ``n_lsg_alif`` ALIF
     r^t = clip(r^{t-1} + n_ref z^t - 1, 0, n_ref)
     L^t = kappa L^{t-1} + z^t W_out          (learning signals, one per trainee neuron)
 
-Event-driven inner loops as in :mod:`pcm_l2l_ros.snn.lif`.
+The input x^t W_in is computed for all steps at once as one GEMM before the run (the LSG input is dense: about
+half of the 48 coordinate bits are 1 at any step, so a BLAS GEMM beats an event-driven loop); the recurrent
+input and the readout are event-driven (only neurons that spiked add their weight rows).
 """
 
 from __future__ import annotations
@@ -22,15 +24,14 @@ from pcm_l2l_ros.snn.params import DEFAULT_CONFIG, SNNConfig
 
 
 @njit(cache=True, fastmath=False)
-def lsg_kernel(x, W_in, W_rec, W_out, beta, alpha, rho, kappa, v_th, n_ref, record_spikes,
-               L_out, counts_out, z_out):
+def lsg_kernel(cur_in, W_rec, W_out, beta, alpha, rho, kappa, v_th, n_ref, record_spikes, L_out, counts_out, z_out):
     """Run B trials of the LSG in place.
 
-    x (Bx, T, n_in) with Bx ∈ {1, B}; W_in (n_in, N); W_rec (N, N); W_out (N, n_L); beta (N,).
+    cur_in (B, T, N): input currents x^t W_in; W_rec (N, N); W_out (N, n_L); beta (N,).
     L_out (B, T, n_L) learning signals; counts_out (B, N) spike counts; z_out (B, T, N) if record_spikes.
     """
     B, T, n_L = L_out.shape
-    n_in, N = W_in.shape
+    N = W_rec.shape[0]
     dt = W_rec.dtype
     v = np.zeros(N, dt)
     a = np.zeros(N, dt)
@@ -40,7 +41,6 @@ def lsg_kernel(x, W_in, W_rec, W_out, beta, alpha, rho, kappa, v_th, n_ref, reco
     r = np.zeros(N, np.int64)
     idx = np.zeros(N, np.int64)
     for b in range(B):
-        xb = b if x.shape[0] > 1 else 0
         v[:] = 0.0
         a[:] = 0.0
         zprev[:] = 0.0
@@ -48,12 +48,7 @@ def lsg_kernel(x, W_in, W_rec, W_out, beta, alpha, rho, kappa, v_th, n_ref, reco
         r[:] = 0
         nz = 0
         for t in range(T):
-            cur[:] = 0.0
-            for i in range(n_in):
-                xi = x[xb, t, i]
-                if xi != 0.0:
-                    for j in range(N):
-                        cur[j] += xi * W_in[i, j]
+            cur[:] = cur_in[b, t]
             for k in range(nz):
                 i = idx[k]
                 for j in range(i):
@@ -65,7 +60,7 @@ def lsg_kernel(x, W_in, W_rec, W_out, beta, alpha, rho, kappa, v_th, n_ref, reco
                 a[j] = rho * a[j] + zprev[j]
                 thr = v_th + beta[j] * a[j]
                 v[j] = alpha * v[j] + cur[j] - thr * zprev[j]
-                spike = r[j] <= 0 and (v[j] - thr) / v_th > 0.0
+                spike = r[j] <= 0 and v[j] > thr  # == H((v - A) / v_th) for v_th > 0
                 if spike:
                     zprev[j] = 1.0
                     idx[nz] = j
@@ -101,10 +96,14 @@ class LSGRun:
 
 
 def run_lsg(x: np.ndarray, W_in: np.ndarray, W_rec: np.ndarray, W_out: np.ndarray,
-            cfg: SNNConfig = DEFAULT_CONFIG, *, record_spikes: bool = False, dtype=None) -> LSGRun:
-    """Run the LSG on x ((B, T, n_lsg_in), e.g. :func:`pcm_l2l_ros.snn.tasks.lsg_input`)."""
+            cfg: SNNConfig = DEFAULT_CONFIG, *, record_spikes: bool = False, dtype=None,
+            chunk: int = 32) -> LSGRun:
+    """Run the LSG on x ((B, T, n_lsg_in), e.g. :func:`pcm_l2l_ros.snn.tasks.lsg_input`).
+
+    The input currents x @ W_in are computed ``chunk`` trials at a time (one GEMM each) to bound memory.
+    """
     dtype = np.dtype(dtype or W_rec.dtype)
-    x = np.ascontiguousarray(x, dtype=dtype)
+    x = np.asarray(x, dtype=dtype)
     if x.ndim == 2:
         x = x[None]
     B, T, _ = x.shape
@@ -114,7 +113,13 @@ def run_lsg(x: np.ndarray, W_in: np.ndarray, W_rec: np.ndarray, W_out: np.ndarra
     z = np.zeros((B, T, N), dtype) if record_spikes else np.zeros((0, 0, 0), dtype)
     beta = np.zeros(N, dtype)
     beta[N - int(cfg.frac_alif * N):] = cfg.beta  # the last int(frac*N) neurons are ALIF (official code)
-    lsg_kernel(x, np.ascontiguousarray(W_in, dtype=dtype), np.ascontiguousarray(W_rec, dtype=dtype),
-               np.ascontiguousarray(W_out, dtype=dtype), beta, dtype.type(cfg.alpha), dtype.type(cfg.rho),
-               dtype.type(cfg.kappa), dtype.type(cfg.v_th_lsg), int(cfg.n_ref), bool(record_spikes), L, counts, z)
+    W_in = np.ascontiguousarray(W_in, dtype=dtype)
+    W_rec = np.ascontiguousarray(W_rec, dtype=dtype)
+    W_out = np.ascontiguousarray(W_out, dtype=dtype)
+    for s in range(0, B, chunk):
+        sl = slice(s, min(s + chunk, B))
+        cur_in = np.matmul(x[sl], W_in)
+        lsg_kernel(cur_in, W_rec, W_out, beta, dtype.type(cfg.alpha), dtype.type(cfg.rho), dtype.type(cfg.kappa),
+                   dtype.type(cfg.v_th_lsg), int(cfg.n_ref), bool(record_spikes), L[sl], counts[sl],
+                   z[sl] if record_spikes else z)
     return LSGRun(L=L, counts=counts, z=z if record_spikes else None)

@@ -96,6 +96,23 @@ class AdaptResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def chip_configs(preset: str = "hermes", **kw: Any) -> Any:
+    """Our default PCM configuration for the CNN: HERMES-like device (2 + 2 devices per weight, 8-bit
+    DAC/ADC, per-MVM read noise, per-column drift compensation) with a **per-column** weight scale
+    (w_max per crossbar column; with one w_max per core the heavy-tailed conv kernels lose ~5 points) and
+    stochastic rounding of the readout updates (as the official code's PCM mode). ``preset='ideal'``
+    switches every non-ideality off. Extra keywords go to ``PCMConfig.replace``."""
+    from pcm_l2l_ros.pcm import PCMConfig  # noqa: PLC0415
+
+    if preset == "ideal":
+        base = PCMConfig.ideal(update_rounding="stochastic")
+    elif preset == "hermes":
+        base = PCMConfig.hermes_like(scale="per_column", update_rounding="stochastic")
+    else:
+        raise ValueError(f"unknown preset {preset!r}")
+    return base.replace(**kw) if kw else base
+
+
 class FewShotChip:
     """The meta-trained CNN programmed onto simulated PCM cores.
 
@@ -105,8 +122,8 @@ class FewShotChip:
         pcm_cfg: :class:`pcm_l2l_ros.pcm.PCMConfig` for the conv layers (e.g. ``PCMConfig.hermes_like()``).
         rng: numpy Generator or int seed (programming noise etc. of the shared chip).
         readout_pcm_cfg: PCMConfig of the readout (default: ``pcm_cfg`` with ``w_max = readout_w_max``).
-        readout_w_max: full-scale weight of the readout core (default 2 max|W_init|, >= 0.5); the
-            update quantum is readout_w_max / 16.
+        readout_w_max: full-scale weight of the readout core (default ``cfg.readout_w_max``, calibrated
+            on meta-training tasks at export, else max|W_init|); the update quantum is readout_w_max / 16.
     """
 
     def __init__(self, params: dict[str, np.ndarray], cfg: M.CNNConfig, pcm_cfg: Any,
@@ -119,9 +136,10 @@ class FewShotChip:
         self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         self.w_init = np.asarray(params["readout"], np.float32)
         self.readout_w_max = float(readout_w_max if readout_w_max is not None
-                                   else default_readout_wmax(self.w_init))
+                                   else default_readout_wmax(self.w_init, cfg))
         self.pcm_cfg = pcm_cfg
-        self.readout_pcm_cfg = readout_pcm_cfg or pcm_cfg.replace(w_max=self.readout_w_max, scale="per_core")
+        self.readout_pcm_cfg = (readout_pcm_cfg if readout_pcm_cfg is not None
+                                else pcm_cfg.replace(w_max=self.readout_w_max, scale="per_core"))
         self.convs = {name: PCMArray(conv_matrix(params[name]), pcm_cfg, self.rng) for name in M.CONV_NAMES}
         self.readout = PCMArray(self.w_init, self.readout_pcm_cfg, self.rng)
         self.t_s = 0.0

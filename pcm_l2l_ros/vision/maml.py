@@ -68,7 +68,7 @@ def evaluate_software(params: dict[str, np.ndarray], cfg: M.CNNConfig, sampler: 
         if quantize_bits is None:
             p = tp
         else:
-            rs = readout_scale if readout_scale is not None else default_readout_wmax(params["readout"])
+            rs = readout_scale if readout_scale is not None else default_readout_wmax(params["readout"], cfg)
             p = {k: _quant(v, quantize_bits, rng, rs if k == "readout" else float(v.abs().max()))
                  for k, v in tp.items()}
         xs, xq = M.prepare_input(b.support_x, cfg), M.prepare_input(b.query_x, cfg)
@@ -89,9 +89,26 @@ def evaluate_software(params: dict[str, np.ndarray], cfg: M.CNNConfig, sampler: 
     return np.concatenate(out)
 
 
-def default_readout_wmax(w0: np.ndarray) -> float:
-    """Full-scale weight of the readout (chip w_max and 4-bit scale): 2 max|W_init|, at least 0.5."""
-    return float(max(2.0 * np.abs(np.asarray(w0)).max(), 0.5))
+def default_readout_wmax(w0: np.ndarray, cfg: M.CNNConfig | None = None) -> float:
+    """Full-scale weight of the readout (chip w_max and 4-bit scale): the calibrated ``cfg.readout_w_max``
+    if present, else max|W_init|."""
+    if cfg is not None and cfg.readout_w_max:
+        return float(cfg.readout_w_max)
+    return float(max(np.abs(np.asarray(w0)).max(), 1e-3))
+
+
+@torch.no_grad()
+def calibrate_readout_wmax(params: dict[str, np.ndarray], cfg: M.CNNConfig, sampler: TaskSampler,
+                           n_tasks: int, rng: np.random.Generator, quantile: float = 0.999) -> float:
+    """Readout full scale for the chip: the ``quantile`` of |W^k| (k = 0..steps) over software adaptation
+    on ``n_tasks`` tasks (use meta-training tasks: the evaluation split must not be looked at)."""
+    tp = M.to_torch(params)
+    b = sampler.sample_batch(rng, n_tasks)
+    hs = M.features(tp, M.prepare_input(b.support_x, cfg), cfg)
+    w0 = tp["readout"].unsqueeze(0).expand(n_tasks, -1, -1)
+    ws = M.adapt_readout(hs, torch.as_tensor(b.support_y), w0, cfg.inner_steps, cfg.inner_lr)
+    a = torch.stack(ws).abs().numpy().ravel()
+    return float(np.quantile(a, quantile))
 
 
 def _quant(w: torch.Tensor, bits: int, rng: np.random.Generator, scale: float) -> torch.Tensor:

@@ -37,6 +37,7 @@ class CNNConfig:
     input_convention: str = "ink1"  # 'ink1' (ours) or 'background1' (released weights)
     padding: str = "symmetric"  # 'symmetric' or 'tf_same'
     bn_eps: float = 1e-3  # TF/Keras BatchNormalization default
+    readout_w_max: float | None = None  # chip full scale of the readout (calibrated at export), weight units
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -12,7 +12,8 @@ a 5-alphabet subset). Character index ``c`` of a split is the official file numb
 in ``char_ids`` so they can be compared with the full npz.
 
 Resizing 105 -> 28 is exact area averaging (each output pixel is the mean of the 3.75 x 3.75 input
-pixels it covers; the same as OpenCV ``INTER_AREA`` / PIL ``BOX``), done as ``A @ img @ A.T``.
+pixels it covers; the same as OpenCV ``INTER_AREA`` / PIL ``BOX``), computed in integers (x4 replication,
+15 x 15 block sums, / 225), so it is bit-identical for any source and batch size.
 The output is float32 in [0, 1] with **ink = 1, background = 0** (the released Ortner et al. weights
 expect the opposite; :mod:`pcm_l2l_ros.vision.model` converts per checkpoint).
 
@@ -89,17 +90,34 @@ def area_matrix(n_in: int = RAW_SIZE, n_out: int = SIZE) -> np.ndarray:
     return a
 
 
-def resize_area(images: np.ndarray, size: int = SIZE) -> np.ndarray:
-    """Area-average (..., H, H) -> (..., size, size), float32. Input may be bool or float."""
-    x = np.asarray(images, dtype=np.float64)
-    a = area_matrix(x.shape[-1], size)
-    out = np.einsum("ij,...jk,lk->...il", a, x, a, optimize=True)
-    return out.astype(np.float32)
+def resize_area(images: np.ndarray, size: int = SIZE, chunk: int = 256) -> np.ndarray:
+    """Area-average (..., H, H) -> (..., size, size), float32. Input may be bool, int or float.
+
+    Exact and separable: with L = lcm(H, size), every pixel is replicated L/H times and blocks of L/size
+    are summed, along rows then columns; the sum is divided by (L/size)^2 (for 105 -> 28: x4, blocks of 15,
+    / 225). Bool/int input is summed in integers, so the result does not depend on batch size or order.
+    Equals ``A @ img @ A.T`` with ``A = area_matrix(H, size)``.
+    """
+    x = np.asarray(images)
+    n_in = x.shape[-1]
+    lcm = np.lcm(n_in, size)
+    rep, blk = lcm // n_in, lcm // size
+    lead = x.shape[:-2]
+    flat = x.reshape((-1,) + x.shape[-2:])
+    acc = np.int32 if (x.dtype == bool or np.issubdtype(x.dtype, np.integer)) else np.float64
+    out = np.empty((flat.shape[0], size, size), np.float32)
+    for i in range(0, flat.shape[0], chunk):
+        c = flat[i:i + chunk].astype(acc)
+        c = np.repeat(c, rep, axis=1).reshape(c.shape[0], size, blk, n_in).sum(axis=2)
+        c = np.repeat(c, rep, axis=2).reshape(c.shape[0], size, size, blk).sum(axis=3)
+        out[i:i + chunk] = c / float(blk * blk)
+    return out.reshape(lead + (size, size))
 
 
 def to_ink(raw_white_bg: np.ndarray) -> np.ndarray:
-    """Official pixels (True/1 = white background) -> float ink = 1."""
-    return 1.0 - np.asarray(raw_white_bg, dtype=np.float64)
+    """Official pixels (True = white background) -> ink mask (True = ink); float input -> 1 - x."""
+    x = np.asarray(raw_white_bg)
+    return ~x if x.dtype == bool else 1.0 - x
 
 
 # ---------------------------------------------------------------------------------------------- raw readers

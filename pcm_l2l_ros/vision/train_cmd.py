@@ -67,8 +67,9 @@ def run(args: argparse.Namespace) -> int:
 
     from pcm_l2l_ros.checkpoint import save_checkpoint  # noqa: PLC0415
     from pcm_l2l_ros.vision import model as M  # noqa: PLC0415
-    from pcm_l2l_ros.vision.maml import MetaTrainer, TrainSettings  # noqa: PLC0415
+    from pcm_l2l_ros.vision.maml import MetaTrainer, TrainSettings, calibrate_readout_wmax  # noqa: PLC0415
     from pcm_l2l_ros.vision.omniglot import load_split  # noqa: PLC0415
+    from pcm_l2l_ros.vision.sampler import TaskSampler  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -100,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
         trainer.train(deadline_unix=_deadline(args.until_utc), progress=not args.no_progress)
     if args.export:
         metrics = trainer.recent_metrics()
+        cal = TaskSampler(bg.images, s.ways, max(s.shots), s.queries)
+        trainer.cfg.readout_w_max = round(calibrate_readout_wmax(trainer.numpy_params(), trainer.cfg, cal, 64,
+                                                                 np.random.default_rng(s.seed + 1000)), 5)
         cfg = trainer.cfg.to_dict()
         cfg.update(train_shots=list(s.shots), queries=s.queries, meta_batch=s.meta_batch,
                    outer_lr=s.outer_lr, first_order=s.first_order, rotations=s.rotations,
@@ -107,7 +111,6 @@ def run(args: argparse.Namespace) -> int:
         out = save_checkpoint(args.export, trainer.numpy_params(), kind=M.KIND, seed=s.seed, metrics=metrics,
                               config=cfg)
         log.info("exported %s (%s)", out, metrics)
-    _ = np
     return 0
 
 

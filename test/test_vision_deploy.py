@@ -1,0 +1,129 @@
+"""The CNN on simulated PCM cores: noise-free deployment = software; sparse readout writes; device budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pcm_l2l_ros.vision import model as M
+from pcm_l2l_ros.vision.deploy import FewShotChip, chip_configs, conv_matrix, im2col
+from pcm_l2l_ros.vision.omniglot import load_split
+from pcm_l2l_ros.vision.sampler import TaskSampler
+
+pcm = pytest.importorskip("pcm_l2l_ros.pcm")
+
+
+@pytest.fixture(scope="module")
+def evaluation():
+    return load_split("evaluation")
+
+
+@pytest.fixture(scope="module")
+def released():
+    return M.load_released()
+
+
+def test_im2col_matches_conv2d():
+    rng = np.random.default_rng(0)
+    k = rng.normal(size=(56, 3, 3, 3)).astype(np.float32)
+    x = torch.as_tensor(rng.normal(size=(2, 3, 7, 7)).astype(np.float32))
+    cols, h, w = im2col(x, "symmetric")
+    y = (cols.numpy() @ conv_matrix(k)).reshape(2, h * w, 56).transpose(0, 2, 1).reshape(2, 56, h, w)
+    ref = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 1, 1, 1)), torch.as_tensor(k), stride=2)
+    np.testing.assert_allclose(y, ref.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_noise_free_deployment_equals_software(evaluation, released):
+    params, cfg = released
+    t = TaskSampler(evaluation.images, 5, 5, 5).sample(np.random.default_rng(1))
+    chip = FewShotChip(params, cfg, chip_configs("ideal"), 0, readout_w_max=10.0)
+    h_chip = chip.features(t.support_x[None])
+    tp = M.to_torch(params)
+    h_sw = M.features(tp, M.prepare_input(t.support_x[None], cfg), cfg).numpy()
+    np.testing.assert_allclose(h_chip, h_sw, rtol=1e-4, atol=1e-4 * np.abs(h_sw).max())
+    # adaptation with a negligible update quantum = the software inner loop
+    fine = chip_configs("ideal", update_quantum=1e-7, update_rounding="nearest")
+    chip = FewShotChip(params, cfg, chip_configs("ideal"), 0, readout_pcm_cfg=fine.replace(w_max=10.0))
+    r = chip.adapt_and_classify(t.support_x, t.support_y, t.query_x, rng=0)
+    hs = torch.as_tensor(h_sw)
+    hq = M.features(tp, M.prepare_input(t.query_x[None], cfg), cfg)
+    ws = M.adapt_readout(hs, torch.as_tensor(t.support_y)[None], tp["readout"][None], 4, cfg.inner_lr)
+    sw_probs = torch.softmax(hq[0] @ ws[-1][0], -1).numpy()
+    np.testing.assert_allclose(r.probs, sw_probs, atol=1e-4)
+    assert np.array_equal(r.labels, sw_probs.argmax(1))
+    for k, w in enumerate(ws):
+        assert np.array_equal(r.step_labels[k], (hq[0] @ w[0]).argmax(-1).numpy())
+
+
+def test_quantised_update_matches_software_rounding(evaluation, released):
+    """With the device resolution (w_max/16, nearest rounding) the chip's readout follows the software
+    delta rule rounded to the same grid."""
+    params, cfg = released
+    t = TaskSampler(evaluation.images, 5, 5, 5).sample(np.random.default_rng(2))
+    wmax = 0.5
+    rcfg = chip_configs("ideal", update_rounding="nearest", w_max=wmax)
+    chip = FewShotChip(params, cfg, chip_configs("ideal"), 0, readout_pcm_cfg=rcfg)
+    r = chip.adapt_and_classify(t.support_x, t.support_y, t.query_x, rng=0)
+    hs = chip.features(t.support_x[None])[0]
+    w = np.clip(params["readout"].astype(np.float64), -wmax, wmax)
+    y = np.eye(5)[t.support_y]
+    q = wmax / 16
+    changed = []
+    for _ in range(4):
+        z = hs @ w
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        step = np.rint(cfg.inner_lr * hs.T @ (y - p) / len(y) / q) * q
+        w_new = np.clip(w + step, -wmax, wmax)
+        changed.append(int(np.count_nonzero(w_new != w)))
+        w = w_new
+    assert r.weights_changed_per_step == changed
+    hq = chip.features(t.query_x[None])[0]
+    assert np.array_equal(r.labels, (hq @ w).argmax(1))
+
+
+def test_sparse_writes_touch_only_readout_and_shared_state_is_kept(evaluation, released):
+    params, cfg = released
+    chip = FewShotChip(params, cfg, chip_configs("hermes"), 0)
+    chip.drift(3600.0)
+    conv_counts = {k: a.write_counts.copy() for k, a in chip.convs.items()}
+    ro_counts = chip.readout.write_counts.copy()
+    ro_w = chip.readout.weights().copy()
+    s = TaskSampler(evaluation.images, 5, 5, 5)
+    rng = np.random.default_rng(3)
+    total = chip.device_counts()["total"]
+    for _ in range(3):
+        t = s.sample(rng)
+        r = chip.adapt_and_classify(t.support_x, t.support_y, t.query_x, rng=rng)
+        assert r.probs.shape == (25, 5) and r.step_labels.shape == (5, 25)
+        np.testing.assert_allclose(r.probs.sum(1), 1.0, atol=1e-5)
+        assert len(r.devices_written_per_step) == 4 and r.devices_written == sum(r.devices_written_per_step)
+        assert max(r.devices_written_per_step) <= chip.readout.n_devices  # only readout devices
+        assert max(r.devices_written_per_step) <= 0.01 * total  # <= 1 % of the chip per step
+        assert r.devices_written > 0
+    for k, a in chip.convs.items():  # conv layers never rewritten
+        assert np.array_equal(a.write_counts, conv_counts[k])
+    assert np.array_equal(chip.readout.write_counts, ro_counts)  # the shared readout is untouched (fork)
+    np.testing.assert_array_equal(chip.readout.weights(), ro_w)
+
+
+def test_device_count_matches_paper_mapping(released):
+    params, cfg = released
+    chip = FewShotChip(params, cfg, chip_configs("ideal", devices_per_polarity=2), 0)
+    d = chip.device_counts()
+    assert d["readout"] == 1120  # 56 x 5 weights x 4 devices (paper: 1,120 devices per step)
+    assert d["total"] == 4 * (9 * 56 + 3 * 504 * 56 + 56 * 5) == 341_824  # paper 342,720 incl. 224 bias devices
+    assert d["readout"] / d["total"] < 0.01
+
+
+def test_chip_accuracy_close_to_software_at_one_hour(evaluation, released):
+    """HERMES-like chip, 1 h drift: within a few points of software on 30 tasks (released weights)."""
+    params, cfg = released
+    chip = FewShotChip(params, cfg, chip_configs("hermes"), 0)
+    chip.drift(3600.0)
+    s = TaskSampler(evaluation.images, 5, 5, 5)
+    rng = np.random.default_rng(4)
+    accs = [float(np.mean(chip.adapt_and_classify(t.support_x, t.support_y, t.query_x, rng=rng).labels
+                          == t.query_y)) for t in (s.sample(rng) for _ in range(30))]
+    assert np.mean(accs) >= 0.88  # software ~0.97; measured on chip ~0.95; 30-task SE ~0.01
