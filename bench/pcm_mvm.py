@@ -2,15 +2,17 @@
 
 Usage::
 
-    .venv/bin/python bench/pcm_mvm.py [--threads 1] [--reps 3000]
+    .venv/bin/python bench/pcm_mvm.py [--threads 1] [--blocks 40] [--aihwkit-python PATH]
 
 Every variant runs in the same process with the same thread count (numpy BLAS, torch, Numba). Our MVM
 includes the DAC, the crossbar matmul, read noise (frozen snapshot, or per-MVM 1/f noise = one more matmul),
 output noise, the ADC and the drift-compensation factor, after ``program()`` and ``drift(3600 s)``.
-Reported: median µs per call, and ratios. aihwkit's ``InferenceRPUConfig`` (C++ tile, PCMLikeNoiseModel,
-global drift compensation, default IO) is timed when ``import aihwkit`` works (a separate venv, spec §5);
-otherwise the spec's measured numbers on this machine (66 µs at batch 1, 811 µs at batch 64, upper ends of
-two runs with torch at 2 threads) are printed as labelled context only.
+Reported: mean µs per call over blocks of consecutive calls (so amortised costs are included), median over
+blocks, variants interleaved; and ratios. aihwkit's tiles (``InferenceRPUConfig``: C++ tile; and
+``TorchInferenceRPUConfig``; PCMLikeNoiseModel, global drift compensation, default IO) are timed the same way
+when aihwkit imports here or in the venv given by ``--aihwkit-python`` (spec §5; the 1.1.0 wheel's C++ tile
+fails with torch 2.13, its torch tile works). The spec's numbers measured on this machine (C++ tile 54-66 µs
+at batch 1, 677-811 µs at batch 64, 2 torch threads) are printed as labelled context only.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import time
 def _parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1, help="threads for BLAS, torch and Numba")
-    ap.add_argument("--reps", type=int, default=3000, help="timed calls per variant (batch 64: reps / 8)")
+    ap.add_argument("--blocks", type=int, default=40, help="timed blocks per variant and batch size")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--aihwkit-python",
@@ -54,29 +56,32 @@ SPEC_PLAIN_US = {1: 6.8, 64: 77.0}  # spec §5, plain x @ W.T in those runs (upp
 HERMES_NAME = "ours hermes_like (per-MVM read noise, 8b DAC/ADC, out noise, per-column DC)"
 
 
-def time_interleaved(fns: dict, reps: int) -> dict:
-    """Median wall time (µs) per call of each callable, timed round-robin (one call of each per round, in a
-    shuffled order) so that load changes on a shared machine and cache effects hit every variant alike."""
+def time_interleaved(fns: dict, blocks: int, per_block: int) -> dict:
+    """Mean wall time (µs) per call of each callable: ``per_block`` consecutive calls are timed together
+    (so amortised costs such as refilling our buffered noise stream are included), blocks of the
+    variants are interleaved in a shuffled order (load changes and cache effects hit all alike), and the
+    median over ``blocks`` blocks is reported (robust to preemption on a shared machine)."""
     for fn in fns.values():
-        for _ in range(max(20, reps // 20)):
+        for _ in range(per_block):
             fn()
     keys = list(fns)
     order_rng = np.random.default_rng(1)
-    ts = {k: np.empty(reps) for k in fns}
-    for i in range(reps):
+    ts = {k: np.empty(blocks) for k in fns}
+    for i in range(blocks):
         for j in order_rng.permutation(len(keys)):
             k = keys[j]
             fn = fns[k]
             t0 = time.perf_counter()
-            fn()
-            ts[k][i] = time.perf_counter() - t0
+            for _ in range(per_block):
+                fn()
+            ts[k][i] = (time.perf_counter() - t0) / per_block
     return {k: float(np.median(v) * 1e6) for k, v in ts.items()}
 
 
 AIHWKIT_SCRIPT = r"""
 import json, sys, time
 import numpy as np, torch
-threads, seed, reps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+threads, seed, blocks = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 torch.set_num_threads(threads)
 from aihwkit.inference import GlobalDriftCompensation, PCMLikeNoiseModel
 from aihwkit.nn import AnalogLinear
@@ -97,15 +102,16 @@ for label, cls in (("InferenceRPUConfig (C++ tile)", InferenceRPUConfig),
         rng = np.random.default_rng(seed)
         for batch in (1, 64):
             x = torch.from_numpy(rng.uniform(-1, 1, (batch, W.shape[0])).astype(np.float32))
-            n = reps if batch == 1 else max(200, reps // 8)
+            per_block = max(8, 65536 // (batch * W.shape[0]))
             with torch.no_grad():
-                for _ in range(max(20, n // 20)):
+                for _ in range(per_block):
                     layer(x)
                 ts = []
-                for _ in range(n):
+                for _ in range(blocks):
                     t0 = time.perf_counter()
-                    layer(x)
-                    ts.append(time.perf_counter() - t0)
+                    for _ in range(per_block):
+                        layer(x)
+                    ts.append((time.perf_counter() - t0) / per_block)
             out[f"{label}|{batch}"] = float(np.median(ts) * 1e6)
     except Exception as exc:
         out[f"{label}|error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -132,7 +138,7 @@ def aihwkit_times(W: np.ndarray) -> dict:
         wpath = os.path.join(tmp, "W.npy")
         np.save(wpath, W)
         proc = subprocess.run(
-            [py, "-c", AIHWKIT_SCRIPT, str(ARGS.threads), str(ARGS.seed), str(ARGS.reps), wpath],
+            [py, "-c", AIHWKIT_SCRIPT, str(ARGS.threads), str(ARGS.seed), str(ARGS.blocks), wpath],
             capture_output=True,
             text=True,
             check=False,
@@ -175,7 +181,8 @@ def main() -> int:
     aih = aihwkit_times(W)
     print(f"threads={ARGS.threads}, numpy {np.__version__}, torch {torch.__version__}")
     for batch in (1, 64):
-        reps = ARGS.reps if batch == 1 else max(200, ARGS.reps // 8)
+        # one block spans at least one refill of our noise buffer (65536 draws)
+        per_block = max(8, 65536 // (batch * n))
         x = rng.uniform(-1, 1, (batch, n)).astype(np.float32)
         xt = torch.from_numpy(x)
         fns = {
@@ -184,13 +191,13 @@ def main() -> int:
         }
         for name, arr in arrays.items():
             fns[name] = lambda arr=arr, x=x: arr.mvm(x)
-        res = time_interleaved(fns, reps)
+        res = time_interleaved(fns, ARGS.blocks, per_block)
         for (label, b), us in aih.items():
             if b == batch:
                 res[f"aihwkit {label} [separate process, same load]"] = us
         plain = min(res["numpy fp32 x @ W"], res["torch fp32 x @ W"])
         aih_ref = next((us for k, us in res.items() if k.startswith("aihwkit InferenceRPUConfig")), None)
-        print(f"\nbatch {batch} ({reps} calls, median µs)")
+        print(f"\nbatch {batch} (µs per call: median over {ARGS.blocks} blocks of {per_block} calls)")
         for name, us in res.items():
             line = f"  {us:9.1f} µs  {us / plain:5.2f}x plain"
             if name.startswith("ours"):

@@ -114,35 +114,26 @@ def test_learn_in_one_update_then_execute(sim_and_controller):
     assert not res.success                                      # reset forgot the learned trajectory
 
 
+def _traj(names, *points) -> JointTrajectory:
+    """points: (positions, t in s) pairs."""
+    return JointTrajectory(joint_names=list(names), points=[
+        JointTrajectoryPoint(positions=list(q), time_from_start=Duration(sec=int(t), nanosec=int(round(t % 1 * 1e9))))
+        for q, t in points])
+
+
 def _bad_targets():
     good = target_msg()
-    cases = {}
-    m = JointTrajectory(joint_names=["base_joint", "elbow"], points=good.points)
-    cases["wrong joint names"] = m
-    m = JointTrajectory(joint_names=good.joint_names, points=[JointTrajectoryPoint(positions=[0.1, float("nan")],
-                                                                                   time_from_start=Duration(sec=1))] * 2)
-    cases["nan"] = m
-    m = JointTrajectory(joint_names=good.joint_names,
-                        points=[JointTrajectoryPoint(positions=[0.0, 0.0], time_from_start=Duration(nanosec=10**7)),
-                                JointTrajectoryPoint(positions=[3.0, 0.0], time_from_start=Duration(sec=2))])
-    cases["beyond joint limit"] = m
-    m = JointTrajectory(joint_names=good.joint_names,
-                        points=[JointTrajectoryPoint(positions=[0.0, 0.0], time_from_start=Duration(nanosec=10**7)),
-                                JointTrajectoryPoint(positions=[0.1, 0.0], time_from_start=Duration(sec=5))])
-    cases["too long"] = m
-    m = JointTrajectory(joint_names=good.joint_names,
-                        points=[JointTrajectoryPoint(positions=[0.0, 0.0], time_from_start=Duration(nanosec=10**7)),
-                                JointTrajectoryPoint(positions=[0.9, 0.0], time_from_start=Duration(nanosec=2 * 10**7))])
-    cases["too fast"] = m
-    m = JointTrajectory(joint_names=good.joint_names,
-                        points=[JointTrajectoryPoint(positions=[0.5, 0.0], time_from_start=Duration()),
-                                JointTrajectoryPoint(positions=[0.5, 0.0], time_from_start=Duration(sec=1))])
-    cases["not at home"] = m
-    cases["empty"] = JointTrajectory()
-    m = JointTrajectory(joint_names=good.joint_names, points=[JointTrajectoryPoint(positions=[0.0],
-                                                                                   time_from_start=Duration(sec=1))] * 3)
-    cases["short points"] = m
-    return cases
+    names = good.joint_names
+    return {
+        "wrong joint names": JointTrajectory(joint_names=["base_joint", "elbow"], points=good.points),
+        "nan": _traj(names, ([0.1, float("nan")], 1.0), ([0.1, 0.1], 2.0)),
+        "beyond joint limit": _traj(names, ([0.0, 0.0], 0.01), ([3.0, 0.0], 2.0)),
+        "too long": _traj(names, ([0.0, 0.0], 0.01), ([0.1, 0.0], 5.0)),
+        "too fast": _traj(names, ([0.0, 0.0], 0.01), ([0.9, 0.0], 0.02)),
+        "not at home": _traj(names, ([0.5, 0.0], 0.0), ([0.5, 0.0], 1.0)),
+        "empty": JointTrajectory(),
+        "short points": _traj(names, ([0.0], 1.0), ([0.0], 2.0), ([0.0], 2.1)),
+    }
 
 
 def test_bad_targets_are_refused_and_the_node_lives(sim_and_controller):

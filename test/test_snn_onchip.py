@@ -78,3 +78,21 @@ def test_eval_command_missing_checkpoint(tmp_path):
     from pcm_l2l_ros.snn import eval_cmd
 
     assert eval_cmd.main(["--checkpoint", str(tmp_path / "nope.npz"), "--out", str(tmp_path)]) == 2
+
+
+def test_eval_command_with_checkpoint(tmp_path):
+    """A project checkpoint (npz + sidecar) is loaded with its config and kinematics."""
+    from pcm_l2l_ros.checkpoint import save_checkpoint
+    from pcm_l2l_ros.snn import eval_cmd
+    from pcm_l2l_ros.snn.params import CHECKPOINT_KIND
+
+    cfg = SNNConfig(n_lsg=60)
+    w = SNNWeights.init_random(cfg, 0)
+    path = save_checkpoint(tmp_path / "ck.npz", w.to_dict(), kind=CHECKPOINT_KIND, seed=0,
+                           config={**cfg.to_dict(), "kinematics": "urdf"}, command="test")
+    rc = eval_cmd.main(["--checkpoint", str(path), "--n", "4", "--no-pcm", "--no-baselines", "--plots", "0",
+                        "--out", str(tmp_path / "ev")])
+    assert rc == 0
+    meta = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert meta["kinematics"] == "urdf" and meta["trajectories"] == "resample"
+    assert {r["condition"] for r in meta["rows"]} == {"no_update", "natural_eprop", "natural_eprop_q16"}

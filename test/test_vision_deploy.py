@@ -83,10 +83,16 @@ def test_quantised_update_matches_software_rounding(evaluation, released):
     assert np.array_equal(r.labels, (hq @ w).argmax(1))
 
 
-def test_sparse_writes_touch_only_readout_and_shared_state_is_kept(evaluation, released):
+@pytest.fixture(scope="module")
+def hermes_chip(released):
     params, cfg = released
     chip = FewShotChip(params, cfg, chip_configs("hermes"), 0)
     chip.drift(3600.0)
+    return chip
+
+
+def test_sparse_writes_touch_only_readout_and_shared_state_is_kept(evaluation, hermes_chip):
+    chip = hermes_chip
     conv_counts = {k: a.write_counts.copy() for k, a in chip.convs.items()}
     ro_counts = chip.readout.write_counts.copy()
     ro_w = chip.readout.weights().copy()
@@ -117,13 +123,13 @@ def test_device_count_matches_paper_mapping(released):
     assert d["readout"] / d["total"] < 0.01
 
 
-def test_chip_accuracy_close_to_software_at_one_hour(evaluation, released):
-    """HERMES-like chip, 1 h drift: within a few points of software on 30 tasks (released weights)."""
-    params, cfg = released
-    chip = FewShotChip(params, cfg, chip_configs("hermes"), 0)
-    chip.drift(3600.0)
-    s = TaskSampler(evaluation.images, 5, 5, 5)
-    rng = np.random.default_rng(4)
-    accs = [float(np.mean(chip.adapt_and_classify(t.support_x, t.support_y, t.query_x, rng=rng).labels
-                          == t.query_y)) for t in (s.sample(rng) for _ in range(30))]
-    assert np.mean(accs) >= 0.88  # software ~0.97; measured on chip ~0.95; 30-task SE ~0.01
+def test_chip_accuracy_close_to_software_at_one_hour(evaluation, hermes_chip):
+    """HERMES-like chip, 1 h drift, released weights, 16 tasks batched through the chip: software ~0.97,
+    chip measured ~0.95 (60 tasks); the 16-task mean has SE ~0.015, so >= 0.88 fails only if broken."""
+    chip = hermes_chip
+    b = TaskSampler(evaluation.images, 5, 5, 5).sample_batch(np.random.default_rng(4), 16)
+    hs, hq = chip.features(b.support_x), chip.features(b.query_x)
+    rng = np.random.default_rng(5)
+    accs = [np.mean(chip.adapt_features(hs[i], b.support_y[i], hq[i], 4, rng).labels == b.query_y[i])
+            for i in range(16)]
+    assert np.mean(accs) >= 0.88
