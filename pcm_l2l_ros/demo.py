@@ -163,13 +163,33 @@ def pick_unseen_target(seed: int):
     raise RuntimeError(f"no trajectory within the velocity limit {vmax} rad/s found")
 
 
-def arm_scenario(client: DemoClient, args, out: Path, result: DemoResult) -> None:
+def joint_trajectory_msg(q: np.ndarray, omega: np.ndarray | None, dt: float):
+    """trajectory_msgs/JointTrajectory of (base_joint, shoulder): positions q (T, 2) in rad at t = dt, 2 dt, ...
+    and optional velocities (T, 2) in rad/s."""
     from builtin_interfaces.msg import Duration  # noqa: PLC0415
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: PLC0415
+
+    msg = JointTrajectory(joint_names=["base_joint", "shoulder"])
+    for k in range(len(q)):
+        t = (k + 1) * dt
+        sec = int(t)
+        msg.points.append(JointTrajectoryPoint(
+            positions=[float(v) for v in q[k]], velocities=[] if omega is None else [float(v) for v in omega[k]],
+            time_from_start=Duration(sec=sec, nanosec=min(int(round((t - sec) * 1e9)), 999_999_999))))
+    return msg
+
+
+def unseen_target_msg(seed: int = DEMO_SEED):
+    """The JointTrajectory of :func:`pick_unseen_target` (for the demo, tests and benchmarks)."""
+    batch, cfg, _ = pick_unseen_target(seed)
+    return joint_trajectory_msg(batch.q[0], batch.omega[0], cfg.arm_time_per_step_s)
+
+
+def arm_scenario(client: DemoClient, args, out: Path, result: DemoResult) -> None:
     from geometry_msgs.msg import PointStamped  # noqa: PLC0415
     from pcm_l2l_interfaces.srv import LearnTrajectory  # noqa: PLC0415
     from sensor_msgs.msg import JointState  # noqa: PLC0415
     from std_srvs.srv import Trigger  # noqa: PLC0415
-    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: PLC0415
 
     node, timeout = client.node, args.startup_timeout
     learn = node.create_client(LearnTrajectory, "/controller/learn_trajectory")
@@ -196,14 +216,7 @@ def arm_scenario(client: DemoClient, args, out: Path, result: DemoResult) -> Non
 
     batch, cfg, kin = pick_unseen_target(args.seed)
     dt, T = cfg.arm_time_per_step_s, batch.q.shape[1]
-    target = JointTrajectory()
-    target.joint_names = ["base_joint", "shoulder"]
-    for k in range(T):
-        t = (k + 1) * dt
-        pt = JointTrajectoryPoint(positions=[float(v) for v in batch.q[0, k]],
-                                  velocities=[float(v) for v in batch.omega[0, k]],
-                                  time_from_start=Duration(sec=int(t), nanosec=int(round((t % 1) * 1e9))))
-        target.points.append(pt)
+    target = joint_trajectory_msg(batch.q[0], batch.omega[0], dt)
     print(f"[demo] arm: learning an unseen trajectory ({T} points, {T * dt:.2f} s) in ONE update on the chip",
           flush=True)
     res = client.call(learn, LearnTrajectory.Request(target=target, quantize_update=True), timeout=120.0)

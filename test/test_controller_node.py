@@ -25,21 +25,15 @@ from std_msgs.msg import Float64MultiArray  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
 
+from pcm_l2l_ros.demo import unseen_target_msg  # noqa: E402
+
 JOINTS = ["base_joint", "shoulder", "elbow", "pitch", "roll"]
 STARTUP_S = 90.0
 
 
-def target_msg(seed: int = 11, dt: float = 0.01) -> JointTrajectory:
+def target_msg(seed: int = 11) -> JointTrajectory:
     """A trajectory of the task family (held-out seed) within the arm's velocity limits."""
-    from pcm_l2l_ros.demo import pick_unseen_target
-
-    batch, _, _ = pick_unseen_target(seed)
-    msg = JointTrajectory(joint_names=["base_joint", "shoulder"])
-    for k in range(batch.q.shape[1]):
-        t = (k + 1) * dt
-        msg.points.append(JointTrajectoryPoint(positions=[float(v) for v in batch.q[0, k]],
-                                               time_from_start=Duration(sec=int(t), nanosec=int(round(t % 1 * 1e9)))))
-    return msg
+    return unseen_target_msg(seed)
 
 
 def finished(probe) -> bool:

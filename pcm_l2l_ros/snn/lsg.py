@@ -36,13 +36,18 @@ def lsg_kernel(cur_in, W_rec, W_out, beta, alpha, rho, kappa, v_th, n_ref, recor
     v = np.zeros(N, dt)
     a = np.zeros(N, dt)
     cur = np.zeros(N, dt)
+    thr = np.zeros(N, dt)
     zprev = np.zeros(N, dt)
     L = np.zeros(n_L, dt)
+    n_lif = 0  # the LIF neurons come first (beta = 0)
+    while n_lif < N and beta[n_lif] == 0.0:
+        n_lif += 1
     r = np.zeros(N, np.int64)
     idx = np.zeros(N, np.int64)
     for b in range(B):
         v[:] = 0.0
         a[:] = 0.0
+        thr[:] = v_th
         zprev[:] = 0.0
         L[:] = 0.0
         r[:] = 0
@@ -55,23 +60,25 @@ def lsg_kernel(cur_in, W_rec, W_out, beta, alpha, rho, kappa, v_th, n_ref, recor
                     cur[j] += W_rec[i, j]
                 for j in range(i + 1, N):
                     cur[j] += W_rec[i, j]
+            # threshold: v_th for the LIF neurons, v_th + beta a for the ALIF ones (a^t = rho a^{t-1} + z^{t-1})
+            for j in range(n_lif, N):
+                a[j] = rho * a[j] + zprev[j]
+                thr[j] = v_th + beta[j] * a[j]
+            for j in range(N):
+                v[j] = alpha * v[j] + cur[j] - thr[j] * zprev[j]
+                zprev[j] = 0.0
             nz = 0
             for j in range(N):
-                a[j] = rho * a[j] + zprev[j]
-                thr = v_th + beta[j] * a[j]
-                v[j] = alpha * v[j] + cur[j] - thr * zprev[j]
-                spike = r[j] <= 0 and v[j] > thr  # == H((v - A) / v_th) for v_th > 0
-                if spike:
+                if v[j] > thr[j] and r[j] <= 0:  # == H((v - A) / v_th) for v_th > 0, unless refractory
                     zprev[j] = 1.0
                     idx[nz] = j
                     nz += 1
-                    r[j] = n_ref - 1
+                    r[j] = n_ref
                     counts_out[b, j] += 1
-                else:
-                    zprev[j] = 0.0
-                    if r[j] > 0:
-                        r[j] -= 1
-                if record_spikes:
+            for j in range(N):
+                r[j] = r[j] - 1 if r[j] > 0 else 0
+            if record_spikes:
+                for j in range(N):
                     z_out[b, t, j] = zprev[j]
             for o in range(n_L):
                 L[o] *= kappa

@@ -1,0 +1,107 @@
+"""Round-trip latency of the learning services over DDS (separate processes, loopback only).
+
+* ``/pcm_l2l/classify``: 5-way 1-shot and 5-way 5-shot Omniglot tasks (5 queries per class), adapted on the
+  simulated PCM chip at 1 h drift; ``--calls`` calls each (default 200).
+* ``/controller/learn_trajectory``: one natural e-prop update on the chip per call.
+
+The vision and controller nodes run as their own processes (as in the demo); this process is the client.
+Reported: p50 / p90 / p99 / max in ms, plus the nodes' own ``total_time_s`` (so transport and compute can be
+told apart). Run:  tools/env.sh python bench/service_latency.py [--calls 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # DDS stays on this machine
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(120, 200)))
+
+
+def stats(ms: list[float]) -> str:
+    a = np.asarray(ms)
+    return (f"p50 {np.percentile(a, 50):7.1f}  p90 {np.percentile(a, 90):7.1f}  p99 {np.percentile(a, 99):7.1f}  "
+            f"max {a.max():7.1f} ms  (n={a.size})")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--calls", type=int, default=200)
+    p.add_argument("--learn-calls", type=int, default=None, help="default: --calls")
+    args = p.parse_args()
+
+    import rclpy
+    from pcm_l2l_interfaces.srv import FewShotClassify, LearnTrajectory
+    from rclpy.executors import SingleThreadedExecutor
+
+    from pcm_l2l_ros.demo import sample_vision_task, to_image_msg, unseen_target_msg
+    from pcm_l2l_ros.graph import default_graph_path, load_graph
+    from pcm_l2l_ros.nodes.runner import SubprocessGraph
+
+    nodes = [n for n in load_graph() if n.name in ("vision", "controller")]
+    rclpy.init()
+    node = rclpy.create_node("latency_bench")
+    ex = SingleThreadedExecutor()
+    ex.add_node(node)
+    threading.Thread(target=ex.spin, daemon=True).start()
+
+    def call(client, req, timeout=60.0):
+        done = threading.Event()
+        t = time.perf_counter()
+        fut = client.call_async(req)
+        fut.add_done_callback(lambda _f: done.set())
+        if not done.wait(timeout):
+            raise TimeoutError(client.srv_name)
+        return (time.perf_counter() - t) * 1e3, fut.result()
+
+    print(f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']} (localhost only); nodes as separate processes")
+    with SubprocessGraph(nodes, Path(default_graph_path()).parent, log_dir=REPO / "outputs" / "bench_logs"):
+        classify = node.create_client(FewShotClassify, "/pcm_l2l/classify")
+        learn = node.create_client(LearnTrajectory, "/controller/learn_trajectory")
+        for c in (classify, learn):
+            if not c.wait_for_service(timeout_sec=120.0):
+                raise RuntimeError(f"{c.srv_name} did not come up")
+        for shots in (1, 5):
+            reqs = []
+            for i in range(8):  # a pool of distinct tasks, cycled
+                sx, sy, qx, _ = sample_vision_task(1000 + i, 5, shots, 5)
+                reqs.append(FewShotClassify.Request(
+                    support_images=[to_image_msg(a) for a in sx], support_labels=[int(v) for v in sy],
+                    query_images=[to_image_msg(a) for a in qx], inner_steps=0, drift_time_s=3600.0))
+            for r in reqs[:3]:
+                call(classify, r)  # warm-up
+            rtt, server = [], []
+            for k in range(args.calls):
+                ms, res = call(classify, reqs[k % len(reqs)])
+                assert res.success, res.message
+                rtt.append(ms)
+                server.append(res.total_time_s * 1e3)
+            print(f"classify 5w{shots}s  round trip: {stats(rtt)}")
+            print(f"classify 5w{shots}s  in the node: {stats(server)}")
+        target = unseen_target_msg(11)
+        call(learn, LearnTrajectory.Request(target=target, quantize_update=True))
+        rtt, server = [], []
+        for _ in range(args.learn_calls or args.calls):
+            ms, res = call(learn, LearnTrajectory.Request(target=target, quantize_update=True))
+            assert res.success, res.message
+            rtt.append(ms)
+            server.append(res.update_time_s * 1e3)
+        print(f"learn_trajectory round trip: {stats(rtt)}")
+        print(f"learn_trajectory in the node: {stats(server)}")
+    ex.shutdown()
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
