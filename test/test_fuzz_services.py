@@ -89,45 +89,50 @@ def nodes(no_shm_leak, node_process, ros_node):
     return vision, ctrl, ex, classify, learn
 
 
+def check_classify(res) -> bool:
+    """Finite numbers; a refusal carries a reason and no result. Returns True if refused."""
+    assert _finite(res.adapt_time_s, res.total_time_s, *res.probabilities)
+    if res.success:
+        assert len(res.probabilities) > 0 and all(0.0 <= p <= 1.0 for p in res.probabilities)
+        return False
+    assert res.message and not res.labels and not res.probabilities
+    return True
+
+
+def check_learn(res) -> bool:
+    assert _finite(res.loss_before, res.loss_after, res.update_time_s)
+    assert res.success or res.message
+    return not res.success
+
+
 def test_fuzz_classify_and_learn(nodes):
     vision, ctrl, ex, classify, learn = nodes
     counts = {"classify": 0, "learn": 0, "refused": 0}
 
-    @FUZZ
-    @given(req=classify_requests())
-    def fuzz_classify(req):
-        res = call_service(ex, classify, req, 30.0)
-        assert res is not None, "no answer (node dead?)"
-        counts["classify"] += 1
-        assert _finite(res.adapt_time_s, res.total_time_s, *res.probabilities)
-        if res.success:
-            assert len(res.probabilities) > 0 and all(0.0 <= p <= 1.0 for p in res.probabilities)
-        else:
-            counts["refused"] += 1
-            assert res.message and not res.labels and not res.probabilities
+    def fuzzer(name, client, strategy, check):
+        @FUZZ
+        @given(req=strategy)
+        def fuzz(req):
+            res = call_service(ex, client, req, 30.0)
+            assert res is not None, "no answer (node dead?)"
+            counts[name] += 1
+            counts["refused"] += check(res)
+        return fuzz
 
-    @FUZZ
-    @given(req=learn_requests())
-    def fuzz_learn(req):
-        res = call_service(ex, learn, req, 30.0)
-        assert res is not None, "no answer (node dead?)"
-        counts["learn"] += 1
-        assert _finite(res.loss_before, res.loss_after, res.update_time_s)
-        if not res.success:
-            counts["refused"] += 1
-            assert res.message
-
+    fuzz_classify = fuzzer("classify", classify, classify_requests(), check_classify)
+    fuzz_learn = fuzzer("learn", learn, learn_requests(), check_learn)
     fuzz_classify()
     fuzz_learn()
     assert counts["classify"] >= N_EXAMPLES and counts["learn"] >= N_EXAMPLES, counts
     assert vision.alive() and ctrl.alive()
     # still serving valid requests
-    from test_controller_node import target_msg
     from test_vision_node import _request
+
+    from pcm_l2l_ros.demo import unseen_target_msg
 
     res = call_service(ex, classify, _request(3)[0], 60.0)
     assert res is not None and res.success, res and res.message
-    res = call_service(ex, learn, LearnTrajectory.Request(target=target_msg(), quantize_update=True), 60.0)
+    res = call_service(ex, learn, LearnTrajectory.Request(target=unseen_target_msg(11), quantize_update=True), 60.0)
     assert res is not None and res.success, res and res.message
     print(f"fuzz: {counts['classify']} classify + {counts['learn']} learn requests, {counts['refused']} refused, "
           "0 crashes, 0 non-finite outputs")

@@ -143,10 +143,14 @@ CSV_FIELDS = ["iteration", "wall_s", "shots", "loss"] + [f"acc_step{k}" for k in
 
 
 class MetaTrainer:
-    """Owns params, optimiser and RNG; ``run_dir`` holds state.pt and metrics.csv."""
+    """Owns params, optimiser and RNG; ``run_dir`` holds state.pt and metrics.csv.
+
+    resume: continue from state.pt (metrics.csv rows after the saved iteration are dropped).
+    read_only: load state.pt but never write to run_dir (for exporting a snapshot of a running job).
+    """
 
     def __init__(self, settings: TrainSettings, run_dir: str | Path, train_images: np.ndarray,
-                 monitor_images: np.ndarray | None = None, resume: bool = False):
+                 monitor_images: np.ndarray | None = None, resume: bool = False, read_only: bool = False):
         self.s = settings
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -163,6 +167,7 @@ class MetaTrainer:
         self.opt = torch.optim.Adam(list(self.params.values()), lr=settings.outer_lr)
         self.state_path = self.run_dir / "state.pt"
         self.csv_path = self.run_dir / "metrics.csv"
+        self.read_only = read_only  # e.g. exporting while another process trains: never touch the files
         if resume and self.state_path.is_file():
             self._load()
         elif not resume and self.csv_path.exists():
@@ -187,7 +192,7 @@ class MetaTrainer:
         torch.set_rng_state(st["torch_rng"])
         self.iteration, self.wall_s = st["iteration"], st["wall_s"]
         # drop CSV rows written after the saved iteration (they will be recomputed identically)
-        if self.csv_path.exists():
+        if self.csv_path.exists() and not self.read_only:
             rows = list(csv.DictReader(self.csv_path.open()))
             rows = [r for r in rows if int(r["iteration"]) <= self.iteration]
             with self.csv_path.open("w", newline="") as f:

@@ -88,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
     bg = load_split("background", src("background"))
     ev = load_split("evaluation", src("evaluation")) if args.monitor_every else None
-    trainer = MetaTrainer(s, args.run_dir, bg.images, None if ev is None else ev.images, resume=args.resume)
+    trainer = MetaTrainer(s, args.run_dir, bg.images, None if ev is None else ev.images, resume=args.resume,
+                          read_only=args.export_only)
 
     if args.init_from and not (args.resume and trainer.iteration > 0):
         trainer.init_convs_from(args.init_from)
