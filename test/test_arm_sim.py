@@ -121,6 +121,13 @@ def test_home_parameter_validated():
         ArmSim(time_step_s=0.0)
 
 
+def test_gui_without_display_fails_cleanly(monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(RuntimeError, match="display"):
+        ArmSim(gui=True)
+
+
 def test_trajectory_plan_interpolation():
     lin = TrajectoryPlan.build([1.0, 2.0], [[1.0], [3.0]], start=[0.0])
     assert lin.sample(0.5)[0] == pytest.approx([0.5]) and lin.sample(0.5)[1] == pytest.approx([1.0])

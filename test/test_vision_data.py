@@ -69,7 +69,8 @@ def test_sampler_no_replacement_distinct_queries(background):
 def test_sampler_images_match_labels(background):
     s = TaskSampler(background.images, ways=5, shots=2, queries=3, rotations=True)
     t = s.sample(np.random.default_rng(1))
-    for x, y in zip(np.concatenate([t.support_x, t.query_x]), np.concatenate([t.support_y, t.query_y])):
+    for x, y in zip(np.concatenate([t.support_x, t.query_x]), np.concatenate([t.support_y, t.query_y]),
+                    strict=True):
         c, r = t.classes[y]
         cands = np.rot90(background.images[c], k=int(r), axes=(1, 2))
         assert any(np.array_equal(x, cand) for cand in cands)

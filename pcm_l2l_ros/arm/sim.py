@@ -24,6 +24,7 @@ import bisect
 import contextlib
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,6 +133,8 @@ class ArmSim:
 
         if not (math.isfinite(time_step_s) and 0 < time_step_s <= 0.05):
             raise ValueError(f"time_step_s must be in (0, 0.05] s, got {time_step_s}")
+        if gui and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise RuntimeError("gui=True needs a display (DISPLAY is not set); use DIRECT mode (gui=False)")
         self._pb = pb
         self.urdf_path = Path(urdf_path) if urdf_path is not None else default_urdf_path()
         self.chain: Chain = load_chain(self.urdf_path)

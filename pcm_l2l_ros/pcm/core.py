@@ -241,7 +241,7 @@ class _NormalStream:
 
     def __init__(self, seed: int, chunk: int = 1 << 16) -> None:
         self._gen = torch.Generator().manual_seed(seed)
-        self._buf = torch.empty(chunk)
+        self._buf = torch.empty(chunk, dtype=torch.float32)
         self._np = self._buf.numpy()
         self._pos = chunk
         self._chunk = chunk
@@ -249,7 +249,7 @@ class _NormalStream:
     def reserve(self, n: int) -> tuple[np.ndarray, int]:
         """(buffer, start): the next ``n`` draws are buffer[start:start + n]; they count as used."""
         if n > self._chunk:
-            return torch.randn(n, generator=self._gen).numpy(), 0
+            return torch.randn(n, generator=self._gen, dtype=torch.float32).numpy(), 0
         if self._pos + n > self._chunk:
             self._buf.normal_(generator=self._gen)
             self._pos = 0
@@ -258,15 +258,10 @@ class _NormalStream:
         return self._np, start
 
     def take(self, shape: tuple[int, int]) -> np.ndarray:
+        """The next shape[0] * shape[1] draws as an array of ``shape`` (a view: use it before the next call)."""
         n = shape[0] * shape[1]
-        if n > self._chunk:
-            return torch.randn(shape, generator=self._gen).numpy()
-        if self._pos + n > self._chunk:
-            self._buf.normal_(generator=self._gen)
-            self._pos = 0
-        out = self._np[self._pos : self._pos + n].reshape(shape)
-        self._pos += n
-        return out
+        buf, start = self.reserve(n)
+        return buf[start : start + n].reshape(shape)
 
 
 class PCMArray:

@@ -137,10 +137,13 @@ def trajectory_metrics(y: np.ndarray, traj: tasks.TrajectoryBatch, kin, cfg: SNN
 
 
 def summary_metrics(m: dict[str, np.ndarray], prefix: str = "") -> dict[str, float]:
-    """Batch summary: loss (mean over batch, = the official batch loss), omega RMSE per joint (rad/s, over all
-    trajectories and steps), end-effector error mean/sd/median/p90 (cm)."""
+    """Batch summary: loss (mean over batch, = the official batch loss), omega RMSE per joint (rad/s; pooled over
+    all trajectories and steps, and the mean of the per-trajectory RMSEs), end-effector error mean/sd/median/p90
+    (cm)."""
     rmse = np.sqrt(m["omega_mse"].mean(axis=0))
+    rmse_traj = np.sqrt(m["omega_mse"]).mean(axis=0)  # mean of the per-trajectory RMSEs
     out = {"loss": float(m["loss"].mean()), "omega_rmse_base": float(rmse[0]),
-           "omega_rmse_shoulder": float(rmse[1])}
+           "omega_rmse_shoulder": float(rmse[1]), "omega_rmse_base_traj_mean": float(rmse_traj[0]),
+           "omega_rmse_shoulder_traj_mean": float(rmse_traj[1])}
     out.update({f"ee_{k}_cm": v for k, v in tasks.summarize(m["ee_err_cm"]).items()})
     return {prefix + k: v for k, v in out.items()}

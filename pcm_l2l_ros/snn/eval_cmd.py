@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 #: reference numbers of the released weights (shared/reference/ortner2025/README.md, 270 trajectories)
 PARITY_REFERENCE = {
     "rate_trainee_hz": 20.5, "rate_lsg_hz": 10.0, "loss_before": 0.336, "loss_after_float": 0.0137,
-    "loss_after_q16": 0.0278, "frac_changed_q16": "0.045-0.05", "ee_median_after_float_cm": 2.6,
+    "loss_after_q16": 0.0278, "frac_changed_q16": "0.045-0.05", "omega_rmse_base_after_float": 0.054,
+    "omega_rmse_shoulder_after_float": 0.087, "ee_median_after_float_cm": 2.6,
     "ee_mean_after_float_cm": 8.0, "ee_sd_after_float_cm": 11.3, "ee_p90_after_float_cm": 23.4,
     "ee_mean_after_q16_cm": 13.7, "ee_median_after_q16_cm": 12.5, "ee_mean_before_cm": 55.9,
 }
@@ -289,6 +290,8 @@ def run(args: argparse.Namespace) -> int:
             "rate_trainee_hz": nat.rate_train_hz, "rate_lsg_hz": nat.rate_lsg_hz,
             "loss_before": float(m_none["loss"].mean()), "loss_after_float": float(m_nat["loss"].mean()),
             "loss_after_q16": float(m_natq["loss"].mean()), "frac_changed_q16": natq.frac_changed,
+            "omega_rmse_base_after_float": float(np.sqrt(m_nat["omega_mse"][:, 0]).mean()),
+            "omega_rmse_shoulder_after_float": float(np.sqrt(m_nat["omega_mse"][:, 1]).mean()),
             "ee_median_after_float_cm": float(np.median(m_nat["ee_err_cm"])),
             "ee_mean_after_float_cm": float(m_nat["ee_err_cm"].mean()),
             "ee_sd_after_float_cm": float(m_nat["ee_err_cm"].std(ddof=1)),

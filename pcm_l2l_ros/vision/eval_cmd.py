@@ -232,12 +232,13 @@ def plot_results(csv_path: Path, out_dir: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    rows = list(csv.DictReader(Path(csv_path).open()))
+    with Path(csv_path).open() as f:
+        rows = list(csv.DictReader(f))
     settings = list(dict.fromkeys(r["setting"] for r in rows))
     if not settings:
         return
     fig, axes = plt.subplots(1, len(settings), figsize=(4 * len(settings), 3.4), squeeze=False)
-    for ax, s in zip(axes[0], settings):
+    for ax, s in zip(axes[0], settings, strict=True):
         curves: dict[str, list] = {}
         for r in rows:
             if r["setting"] != s:

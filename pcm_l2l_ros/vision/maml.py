@@ -193,7 +193,8 @@ class MetaTrainer:
         self.iteration, self.wall_s = st["iteration"], st["wall_s"]
         # drop CSV rows written after the saved iteration (they will be recomputed identically)
         if self.csv_path.exists() and not self.read_only:
-            rows = list(csv.DictReader(self.csv_path.open()))
+            with self.csv_path.open() as f:
+                rows = list(csv.DictReader(f))
             rows = [r for r in rows if int(r["iteration"]) <= self.iteration]
             with self.csv_path.open("w", newline="") as f:
                 w = csv.DictWriter(f, CSV_FIELDS)
@@ -277,13 +278,16 @@ class MetaTrainer:
         return self.iteration
 
     def recent_metrics(self, window: int = 100) -> dict[str, float]:
-        rows = list(csv.DictReader(self.csv_path.open())) if self.csv_path.exists() else []
+        rows = []
+        if self.csv_path.exists():
+            with self.csv_path.open() as f:
+                rows = list(csv.DictReader(f))
         tail = rows[-window:]
         out: dict[str, float] = {"iterations": float(self.iteration), "train_wall_s": round(self.wall_s, 1)}
         if tail:
-            out["train_query_loss_last%d" % len(tail)] = float(np.mean([float(r["loss"]) for r in tail]))
+            out[f"train_query_loss_last{len(tail)}"] = float(np.mean([float(r["loss"]) for r in tail]))
             k = self.s.inner_steps
-            out["train_query_acc_last%d" % len(tail)] = float(np.mean([float(r[f"acc_step{k}"]) for r in tail]))
+            out[f"train_query_acc_last{len(tail)}"] = float(np.mean([float(r[f"acc_step{k}"]) for r in tail]))
         mon = [r for r in rows if r.get("monitor_acc_final")]
         if mon:
             out["monitor_eval_acc_final"] = float(mon[-1]["monitor_acc_final"])

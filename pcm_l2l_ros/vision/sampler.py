@@ -61,7 +61,7 @@ class TaskSampler:
         k = self.shots + self.queries
         sx = np.empty((self.ways, self.shots) + self.images.shape[2:], np.float32)
         qx = np.empty((self.ways, self.queries) + self.images.shape[2:], np.float32)
-        for i, (c, r) in enumerate(zip(chars, rots)):
+        for i, (c, r) in enumerate(zip(chars, rots, strict=True)):
             drawers = rng.choice(n_drawers, size=k, replace=False)
             imgs = self.images[c, drawers]
             if r:

@@ -48,12 +48,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="new run only: copy conv1..conv4 from a state.pt or cnn_maml npz (readout starts at 0)")
     p.add_argument("--data-dir", default=None, help="folder with images_background.(npz|zip)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out-plot", default=None, help="training-curve PNG (default: <run-dir>/training_curve.png)")
 
 
 def _deadline(hhmm: str | None) -> float | None:
     if not hhmm:
         return None
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     h, m = (int(v) for v in hhmm.split(":"))
     t = now.replace(hour=h, minute=m, second=0, microsecond=0)
     if t < now:
@@ -112,7 +113,48 @@ def run(args: argparse.Namespace) -> int:
         out = save_checkpoint(args.export, trainer.numpy_params(), kind=M.KIND, seed=s.seed, metrics=metrics,
                               config=cfg)
         log.info("exported %s (%s)", out, metrics)
+    try:
+        plot_training(trainer.csv_path, Path(args.out_plot) if args.out_plot else trainer.csv_path.with_name(
+            "training_curve.png"))
+    except Exception as e:  # noqa: BLE001 - a plot must never fail a training run
+        log.warning("training plot failed: %s", e)
     return 0
+
+
+def plot_training(csv_path: Path, png: Path, window: int = 50) -> None:
+    """Query loss and accuracy after the last inner step vs iteration (moving average) + monitor points."""
+    import csv  # noqa: PLC0415
+
+    import matplotlib  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    with Path(csv_path).open() as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    it = np.array([int(r["iteration"]) for r in rows])
+    loss = np.array([float(r["loss"]) for r in rows])
+    last = max(k for k in range(9) if rows[0].get(f"acc_step{k}"))
+    acc = np.array([float(r[f"acc_step{last}"]) for r in rows])
+    k = np.ones(min(window, len(rows))) / min(window, len(rows))
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax[0].plot(it[len(k) - 1:], np.convolve(loss, k, "valid"))
+    ax[0].set_ylabel("query CE after inner loop")
+    ax[1].plot(it[len(k) - 1:], np.convolve(acc, k, "valid"), label="train tasks (background)")
+    mon = [(int(r["iteration"]), float(r["monitor_acc_final"])) for r in rows if r.get("monitor_acc_final")]
+    if mon:
+        ax[1].plot(*zip(*mon, strict=True), "o-", label="monitor (evaluation split, 100 tasks)")
+    ax[1].set_ylabel(f"query accuracy after step {last}")
+    ax[1].legend(fontsize=7)
+    for a in ax:
+        a.set_xlabel("outer iteration")
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
