@@ -98,9 +98,12 @@ def run(args: argparse.Namespace) -> int:
     def _term(signum, frame):  # noqa: ARG001 - turn SIGTERM into a clean, checkpointed stop
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _term)
-    if not args.export_only:
-        trainer.train(deadline_unix=_deadline(args.until_utc), progress=not args.no_progress)
+    old_handler = signal.signal(signal.SIGTERM, _term)
+    try:
+        if not args.export_only:
+            trainer.train(deadline_unix=_deadline(args.until_utc), progress=not args.no_progress)
+    finally:
+        signal.signal(signal.SIGTERM, old_handler)
     if args.export:
         metrics = trainer.recent_metrics()
         cal = TaskSampler(bg.images, s.ways, max(s.shots), s.queries)
@@ -114,8 +117,9 @@ def run(args: argparse.Namespace) -> int:
                               config=cfg)
         log.info("exported %s (%s)", out, metrics)
     try:
-        plot_training(trainer.csv_path, Path(args.out_plot) if args.out_plot else trainer.csv_path.with_name(
-            "training_curve.png"))
+        if args.out_plot or not args.export_only:
+            plot_training(trainer.csv_path, Path(args.out_plot) if args.out_plot else trainer.csv_path.with_name(
+                "training_curve.png"))
     except Exception as e:  # noqa: BLE001 - a plot must never fail a training run
         log.warning("training plot failed: %s", e)
     return 0
