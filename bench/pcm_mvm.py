@@ -210,8 +210,8 @@ def main() -> int:
             spec_ratio = SPEC_AIHWKIT_LOW_US[batch] / SPEC_PLAIN_US[batch]
             print(
                 f"  context only (not measured here): aihwkit C++ tile {SPEC_AIHWKIT_LOW_US[batch]:.0f}-"
-                f"{SPEC_AIHWKIT_US[batch]:.0f} µs per spec §5 (2 torch threads), >= {spec_ratio:.1f}x its plain "
-                f"x @ W.T (<= {SPEC_PLAIN_US[batch]:.1f} µs);"
+                f"{SPEC_AIHWKIT_US[batch]:.0f} µs per spec §5 (2 torch threads), >= {spec_ratio:.1f}x "
+                f"its plain x @ W.T (<= {SPEC_PLAIN_US[batch]:.1f} µs);"
                 "\n  load-normalised speed-up vs aihwkit = that ratio / (ours / plain here):"
             )
             for name, us in res.items():
@@ -219,8 +219,8 @@ def main() -> int:
                     print(f"    {spec_ratio / (us / plain):5.1f}x  {name}")
         pr = SPEC_AIHWKIT_PCM_READ_US[batch]
         print(
-            f"  context: aihwkit's per-MVM read-noise tile (StandardHWATrainingPreset, PCM_READ w_noise, C++) "
-            f"takes >= {pr:.0f} µs per spec §5 = {pr / res[HERMES_NAME]:.0f}x ours hermes_like"
+            f"  context: aihwkit's per-MVM read-noise tile (StandardHWATrainingPreset, PCM_READ w_noise, "
+            f"C++) takes >= {pr:.0f} µs per spec §5 = {pr / res[HERMES_NAME]:.0f}x ours hermes_like"
         )
     # error statistics of the aihwkit-compatible variant (sanity, not timing)
     x = rng.uniform(-1, 1, (256, n)).astype(np.float32)

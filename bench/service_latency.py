@@ -36,7 +36,7 @@ def stats(ms: list[float]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--calls", type=int, default=200)
-    p.add_argument("--learn-calls", type=int, default=None, help="default: --calls")
+    p.add_argument("--learn-calls", type=int, default=None, help="default: --calls; 0 = classify only")
     args = p.parse_args()
 
     import rclpy
@@ -47,7 +47,9 @@ def main() -> int:
     from pcm_l2l_ros.graph import default_graph_path, load_graph
     from pcm_l2l_ros.nodes.runner import SubprocessGraph
 
-    nodes = [n for n in load_graph() if n.name in ("vision", "controller")]
+    learn_calls = args.calls if args.learn_calls is None else args.learn_calls
+    wanted = ("vision", "controller") if learn_calls else ("vision",)
+    nodes = [n for n in load_graph() if n.name in wanted]
     rclpy.init()
     node = rclpy.create_node("latency_bench")
     ex = SingleThreadedExecutor()
@@ -67,7 +69,7 @@ def main() -> int:
     with SubprocessGraph(nodes, Path(default_graph_path()).parent, log_dir=REPO / "outputs" / "bench_logs"):
         classify = node.create_client(FewShotClassify, "/pcm_l2l/classify")
         learn = node.create_client(LearnTrajectory, "/controller/learn_trajectory")
-        for c in (classify, learn):
+        for c in (classify, learn) if learn_calls else (classify,):
             if not c.wait_for_service(timeout_sec=120.0):
                 raise RuntimeError(f"{c.srv_name} did not come up")
         for shots in (1, 5):
@@ -87,10 +89,12 @@ def main() -> int:
                 server.append(res.total_time_s * 1e3)
             print(f"classify 5w{shots}s  round trip: {stats(rtt)}")
             print(f"classify 5w{shots}s  in the node: {stats(server)}")
+        if not learn_calls:
+            return 0
         target = unseen_target_msg(11)
         call(learn, LearnTrajectory.Request(target=target, quantize_update=True))
         rtt, server = [], []
-        for _ in range(args.learn_calls or args.calls):
+        for _ in range(learn_calls):
             ms, res = call(learn, LearnTrajectory.Request(target=target, quantize_update=True))
             assert res.success, res.message
             rtt.append(ms)

@@ -46,3 +46,22 @@ def test_train_export_eval_roundtrip(tmp_path):
     pcm = [r for r in rows if r["mode"] == "pcm"]
     assert all(float(r["devices_written_per_step"]) <= 0.01 * int(r["devices_total"]) for r in pcm)
     assert np.load(out / "per_task.npz")["5w1s_sw"].shape == (4, 5)
+
+
+def test_shipped_checkpoints_load():
+    """The shipped cnn_5way / cnn_20way checkpoints: kind, shapes, config the chip needs."""
+    import pytest  # noqa: PLC0415
+
+    found = 0
+    for ways in (5, 20):
+        path = M.shipped_model_path(ways)
+        if not path.exists():
+            continue
+        found += 1
+        params, cfg, meta = M.load_model(path)
+        assert cfg.ways == ways and cfg.channels == 56 and cfg.input_convention == "ink1"
+        assert cfg.inner_steps == 4 and cfg.inner_lr == 0.1 and cfg.readout_w_max > 0
+        assert params["readout"].shape == (56, ways) and params["conv1"].shape == (56, 1, 3, 3)
+        assert meta["metrics"]["iterations"] > 0
+    if not found:
+        pytest.skip("no shipped CNN checkpoints")

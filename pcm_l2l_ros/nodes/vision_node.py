@@ -81,6 +81,12 @@ class VisionNode(Node):
                                      isinstance(t, (int, float)) and 0 <= t <= MAX_DRIFT_S for t in v)
                                  else "must be a list of drift times in s", read_only=True)
 
+        threads = declare_validated(self, "torch_threads", 1, "torch intra-op threads for the chip simulation (1 "
+                                    "avoids oversubscribing the cores shared with the ROS executor)",
+                                    _int_range(1, 64), read_only=True)
+        import torch  # noqa: PLC0415
+
+        torch.set_num_threads(threads)
         pcm_cfg = {"hermes_like": PCMConfig.hermes_like, "aihwkit_compat": PCMConfig.aihwkit_compat,
                    "ideal": PCMConfig.ideal}[preset if enabled else "ideal"]()
         self.chips: dict[int, object] = {}

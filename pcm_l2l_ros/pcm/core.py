@@ -258,7 +258,7 @@ class _NormalStream:
         return self._np, start
 
     def take(self, shape: tuple[int, int]) -> np.ndarray:
-        """The next shape[0] * shape[1] draws as an array of ``shape`` (a view: use it before the next call)."""
+        """The next shape[0] * shape[1] draws as an array of ``shape`` (a view: use it before next call)."""
         n = shape[0] * shape[1]
         buf, start = self.reserve(n)
         return buf[start : start + n].reshape(shape)
