@@ -77,6 +77,7 @@ class ControllerNode(Node):
         self.learner = OneShotController.from_checkpoint(
             p["checkpoint"] or None, pcm=p["pcm.enabled"], pcm_preset=p["pcm.preset"],
             drift_time_s=p["pcm.drift_time_s"], seed=p["pcm.seed"], urdf_path=p["urdf_path"] or None,
+            update_rounding=p["pcm.update_rounding"],
             learned_joint_limits=(self.lower[self._learned_idx], self.upper[self._learned_idx]),
             velocity_limits=self.vmax[self._learned_idx])
         self.get_logger().info(f"ready in {time.perf_counter() - t:.1f} s: {self.learner.describe()}")
@@ -134,6 +135,9 @@ class ControllerNode(Node):
         p["pcm.drift_time_s"] = declare_validated(self, "pcm.drift_time_s", 3600.0, "time since programming "
                                                   "simulated for the runs (s), drift-compensated", non_negative,
                                                   read_only=True)
+        p["pcm.update_rounding"] = declare_validated(
+            self, "pcm.update_rounding", "stochastic", "rounding of the one update to the device resolution (1/16): "
+            "stochastic (unbiased) or nearest (the paper's)", _one_of(("stochastic", "nearest")), read_only=True)
         p["pcm.seed"] = declare_validated(self, "pcm.seed", 0, "seed of the device noise",
                                           lambda v: None if isinstance(v, int) and v >= 0 else "must be an int >= 0",
                                           read_only=True)

@@ -58,7 +58,8 @@ class OneShotController:
     def __init__(self, weights: SNNWeights, cfg: SNNConfig, *, pcm: bool = True, pcm_preset: str = "hermes_like",
                  drift_time_s: float = 3600.0, seed: int = 0, urdf_path: str | Path | None = None,
                  learned_joint_limits: tuple[np.ndarray, np.ndarray] | None = None,
-                 velocity_limits: np.ndarray | None = None, kinematics: str | None = None):
+                 velocity_limits: np.ndarray | None = None, kinematics: str | None = None,
+                 update_rounding: str = "stochastic"):
         from pcm_l2l_ros.arm.kinematics import TaskKinematics  # noqa: PLC0415
 
         self.w, self.cfg = weights, cfg
@@ -75,16 +76,18 @@ class OneShotController:
         self.clock = tasks.clock_input(cfg, np.float32)
         self.M0 = plastic_matrix(weights)
         self.pcm_preset = pcm_preset if pcm else "software"
+        self.update_rounding = update_rounding
+        self._rng = np.random.default_rng(seed)
         self.chip = None
         self._offset = None                # software mode: the current ΔW on [W_in; W_rec]
         self.devices_written_total = 0
         if pcm:
             from pcm_l2l_ros.pcm import PCMArray, PCMConfig  # noqa: PLC0415
 
-            base = default_pcm_config(cfg)
-            q = cfg.update_quantum
-            presets = {"hermes_like": base, "aihwkit_compat": PCMConfig.aihwkit_compat(update_quantum=q),
-                       "ideal": PCMConfig.ideal(update_quantum=q)}
+            q, r = cfg.update_quantum, update_rounding
+            presets = {"hermes_like": default_pcm_config(cfg, r),
+                       "aihwkit_compat": PCMConfig.aihwkit_compat(update_quantum=q, update_rounding=r),
+                       "ideal": PCMConfig.ideal(update_quantum=q, update_rounding=r)}
             if pcm_preset not in presets:
                 raise ValueError(f"unknown PCM preset {pcm_preset!r}; choose one of {sorted(presets)}")
             self.chip = PCMArray(self.M0, presets[pcm_preset], rng=np.random.default_rng(seed), program=False)
@@ -180,9 +183,14 @@ class OneShotController:
         restored = self.reset()
         train = self._run(1, record=True)
         L, _ = learning_signals("natural", self.w, target, train, self.cfg)
-        quantum = self.cfg.update_quantum if (quantize and self.chip is None) else None
-        dwi, dwr = eprop_update(train.psi, L, train.xbar, train.zbar, self.cfg.eta, quantum=quantum)
+        dwi, dwr = eprop_update(train.psi, L, train.xbar, train.zbar, self.cfg.eta)
         delta = np.concatenate([dwi[0], dwr[0]]).astype(np.float64)
+        if quantize and self.chip is None:  # software emulation of the chip's write resolution
+            q = self.cfg.update_quantum
+            steps = delta / q
+            steps = (np.floor(steps + self._rng.random(steps.shape)) if self.update_rounding == "stochastic"
+                     else np.rint(steps))
+            delta = steps * q
         written = 0
         if self.chip is not None:
             rep = self.chip.reprogram(delta)  # rounded to the device resolution, only changed devices written

@@ -75,6 +75,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pcm-w-max", type=float, default=None,
                    help="weight mapped to full conductance (default: max|W| of the core); weights beyond are clipped")
     p.add_argument("--pcm-out-noise", type=float, default=None, help="override the preset's output noise")
+    p.add_argument("--pcm-rounding", choices=("stochastic", "nearest"), default=None,
+                   help="rounding of the update to the quantum on the chip (default: stochastic for our checkpoints, "
+                        "nearest for --reference, which was meta-trained with it)")
     p.add_argument("--plots", type=int, default=4, help="trajectories to plot (0: no plots)")
     p.add_argument("--out", type=Path, default=Path("runs/eval_snn"), help="output folder")
 
@@ -243,7 +246,8 @@ def run(args: argparse.Namespace) -> int:
         from pcm_l2l_ros.pcm import PCMConfig  # noqa: PLC0415
         from pcm_l2l_ros.snn import onchip  # noqa: PLC0415
 
-        pcm_cfg = getattr(PCMConfig, args.pcm_preset)(update_quantum=cfg.update_quantum)
+        rounding = args.pcm_rounding or ("nearest" if args.reference else "stochastic")
+        pcm_cfg = getattr(PCMConfig, args.pcm_preset)(update_quantum=cfg.update_quantum, update_rounding=rounding)
         if args.pcm_w_max is not None:
             pcm_cfg = pcm_cfg.replace(w_max=args.pcm_w_max)
         if args.pcm_out_noise is not None:
@@ -281,7 +285,9 @@ def run(args: argparse.Namespace) -> int:
     files = _plots(out, test, {k: v for k, v in paths.items() if k != "before"}, errors, args.plots) \
         if args.plots >= 0 else []
     meta = {"weights": source, "kinematics": kin_name, "pcm_preset": None if args.no_pcm else args.pcm_preset,
-            "pcm_w_max": args.pcm_w_max, "pcm_out_noise": args.pcm_out_noise, "trajectories": mode, "n": args.n,
+            "pcm_w_max": args.pcm_w_max, "pcm_out_noise": args.pcm_out_noise,
+            "pcm_rounding": args.pcm_rounding or ("nearest" if args.reference else "stochastic"),
+            "trajectories": mode, "n": args.n,
             "seed": args.seed,
             "val_seed": args.val_seed, "frac_hit_limit": float(test.hit_limit.mean()), "eta_tuning": tuning,
             "rows": rows, "plots": files, "wall_s": time.time() - t_start}
