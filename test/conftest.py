@@ -23,6 +23,10 @@ import pytest
 
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # hard rule: before any rclpy import
 os.environ.setdefault("MPLBACKEND", "Agg")
+# One intra-op thread: the test process shares 2 cores with the node processes it starts, and torch's default
+# thread pool then oversubscribes them (a 15-iteration torch test ran 5x slower that way).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 _used_domains: set[int] = set()
