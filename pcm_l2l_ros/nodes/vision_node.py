@@ -50,7 +50,7 @@ class VisionNode(Node):
     def __init__(self, **kwargs):
         super().__init__("vision", **kwargs)
         from pcm_l2l_ros.pcm import PCMConfig  # noqa: PLC0415
-        from pcm_l2l_ros.vision.deploy import FewShotChip  # noqa: PLC0415
+        from pcm_l2l_ros.vision.deploy import FewShotChip, chip_configs  # noqa: PLC0415
         from pcm_l2l_ros.vision.model import load_model, shipped_model_path  # noqa: PLC0415
 
         is_path = lambda v: None if isinstance(v, str) else "must be a path (empty = shipped model)"  # noqa: E731
@@ -87,8 +87,12 @@ class VisionNode(Node):
         import torch  # noqa: PLC0415
 
         torch.set_num_threads(threads)
-        pcm_cfg = {"hermes_like": PCMConfig.hermes_like, "aihwkit_compat": PCMConfig.aihwkit_compat,
-                   "ideal": PCMConfig.ideal}[preset if enabled else "ideal"]()
+        if not enabled or preset == "ideal":
+            pcm_cfg = chip_configs("ideal")
+        elif preset == "hermes_like":
+            pcm_cfg = chip_configs("hermes")   # per-column scale, stochastic rounding of the readout updates
+        else:
+            pcm_cfg = PCMConfig.aihwkit_compat(scale="per_column", update_rounding="stochastic")
         self.chips: dict[int, object] = {}
         self.get_logger().info("programming the meta-trained CNN(s) onto the simulated PCM chip ...")
         t = time.perf_counter()

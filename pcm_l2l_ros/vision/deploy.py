@@ -35,7 +35,6 @@ meta-trained readout (the shared chip state is never modified).
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -64,16 +63,6 @@ def im2col(x: torch.Tensor, padding: str) -> tuple[torch.Tensor, int, int]:
     h = (xp.shape[-2] - 3) // 2 + 1
     w = (xp.shape[-1] - 3) // 2 + 1
     return cols.transpose(1, 2).reshape(-1, cols.shape[1]), h, w
-
-
-def _fork(arr: Any, rng: np.random.Generator) -> Any:
-    """Independent copy of a programmed PCMArray whose future random draws come from ``rng``."""
-    new = copy.deepcopy(arr)
-    if hasattr(new, "_rng"):
-        new._rng = rng
-    if hasattr(new, "_tgen"):
-        new._tgen = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
-    return new
 
 
 @dataclass
@@ -234,7 +223,7 @@ class FewShotChip:
                        rng: np.random.Generator) -> AdaptResult:
         """The on-chip inner loop on given features (hs (ns, C), hq (nq, C)); see adapt_and_classify."""
         t1 = time.perf_counter()
-        arr = _fork(self.readout, rng)
+        arr = self.readout.fork(rng)
         onehot = np.eye(self.ways, dtype=np.float32)[ys]
         t_cls = 0.0
         tc = time.perf_counter()
