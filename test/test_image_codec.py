@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pcm_l2l_ros.nodes.image_codec import ImageError, decode, to_model_input
+from pcm_l2l_ros.nodes.image_codec import ImageError, decode, images_to_input, to_model_input
 from pcm_l2l_ros.vision.omniglot import resize_area
 
 
@@ -62,3 +62,17 @@ def test_light_ink_on_dark_background_is_not_inverted():
 def test_bad_images_are_refused_with_a_reason(args, why):
     with pytest.raises(ImageError, match=why if why != "[0, 1]" else r"\[0, 1\]"):
         decode(*args)
+
+
+def test_batched_conversion_equals_one_by_one():
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(0)
+    msgs, singles = [], []
+    for h, w in [(105, 105), (40, 33), (105, 105), (40, 33), (28, 28)]:
+        a = (rng.random((h, w)) * 255).astype(np.uint8)
+        if rng.random() < 0.5:
+            a = 255 - a
+        msgs.append(SimpleNamespace(height=h, width=w, encoding="mono8", is_bigendian=0, step=w, data=a.tobytes()))
+        singles.append(to_model_input(a / 255.0))
+    np.testing.assert_allclose(images_to_input(msgs), np.stack(singles), atol=1e-6)

@@ -31,6 +31,13 @@ def _pdeathsig() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def clean_stale_shm() -> None:
+    """Remove Fast DDS shared-memory segments of killed processes (``fastdds shm clean``)."""
+    fastdds = Path(sys.executable).parent / "fastdds"
+    if fastdds.exists():
+        subprocess.run([str(fastdds), "shm", "clean"], capture_output=True, timeout=30, check=False)
+
+
 class SubprocessGraph:
     """The graph as child processes; use as a context manager."""
 
@@ -83,6 +90,8 @@ class SubprocessGraph:
                 p.kill()
                 p.wait(5)
             codes[k] = p.returncode
+        if any(c == -signal.SIGKILL for c in codes.values()):
+            clean_stale_shm()
         if name is None:
             for f in self._logs:
                 f.close()

@@ -27,7 +27,7 @@ from pcm_l2l_interfaces.srv import FewShotClassify
 from rclpy.node import Node
 
 from pcm_l2l_ros.nodes.common import declare_validated, run_node
-from pcm_l2l_ros.nodes.image_codec import ImageError, image_msg_to_input
+from pcm_l2l_ros.nodes.image_codec import ImageError, images_to_input
 
 MAX_DRIFT_S = 10 * 365.25 * 86400.0
 
@@ -173,8 +173,8 @@ class VisionNode(Node):
         if not math.isfinite(drift) or drift < 0 or drift > MAX_DRIFT_S:
             raise RequestError(f"drift_time_s must be finite and in [0, {MAX_DRIFT_S:.3g}] s")
         try:
-            sx = np.stack([image_msg_to_input(m) for m in req.support_images])
-            qx = np.stack([image_msg_to_input(m) for m in req.query_images])
+            sx = images_to_input(req.support_images)
+            qx = images_to_input(req.query_images)
         except ImageError as e:
             raise RequestError(f"bad image: {e}") from e
         return sx, labels, qx, ways, (steps or None), drift
