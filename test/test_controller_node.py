@@ -210,6 +210,7 @@ def test_sim_restart_mid_run_is_survived(sim_and_controller):
     node_process("pcm_l2l_ros.nodes.sim_node")             # the sim comes back
     assert spin_until(probe.ex, lambda: probe.joint_states > n_js + 100, 60.0), "the restarted sim is silent"
     probe.cmds.clear()
-    assert probe.call(probe.execute, Trigger.Request()).success
+    ok = lambda: probe.call(probe.execute, Trigger.Request()).success  # noqa: E731 - until the controller sees it
+    assert spin_until(probe.ex, ok, 30.0), "execute never accepted after the sim restarted"
     assert spin_until(probe.ex, lambda: finished(probe), 15.0)
     assert ctrl.alive()

@@ -247,7 +247,10 @@ def run(args: argparse.Namespace) -> int:
         from pcm_l2l_ros.snn import onchip  # noqa: PLC0415
 
         rounding = args.pcm_rounding or ("nearest" if args.reference else "stochastic")
-        pcm_cfg = getattr(PCMConfig, args.pcm_preset)(update_quantum=cfg.update_quantum, update_rounding=rounding)
+        if args.pcm_preset == "hermes_like":  # the controller node's chip: per-column scale (onchip.py)
+            pcm_cfg = onchip.default_pcm_config(cfg, rounding)
+        else:
+            pcm_cfg = getattr(PCMConfig, args.pcm_preset)(update_quantum=cfg.update_quantum, update_rounding=rounding)
         if args.pcm_w_max is not None:
             pcm_cfg = pcm_cfg.replace(w_max=args.pcm_w_max)
         if args.pcm_out_noise is not None:
