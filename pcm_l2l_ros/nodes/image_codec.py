@@ -54,30 +54,32 @@ def decode(height: int, width: int, encoding: str, is_bigendian: int, step: int,
     return px[..., 0]
 
 
-def to_model_input(intensity: np.ndarray) -> np.ndarray:
-    """(H, W) intensities in [0, 1] -> (28, 28) float32 with ink = 1 (area resampling, polarity as documented)."""
-    x = np.asarray(intensity, dtype=np.float64)
-    ink = 1.0 - x if x.mean() >= 0.5 else x
-    out = area_matrix(ink.shape[0], SIZE) @ ink @ area_matrix(ink.shape[1], SIZE).T
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
-
-
-def images_to_input(msgs) -> np.ndarray:
-    """Several sensor_msgs/Image -> (n, 28, 28) float32, ink = 1; images of one size are resampled together."""
-    px = [decode(int(m.height), int(m.width), str(m.encoding), int(m.is_bigendian), int(m.step), m.data) for m in msgs]
-    out = np.empty((len(px), SIZE, SIZE), np.float32)
+def to_model_inputs(intensities) -> np.ndarray:
+    """Images (H, W) of intensities in [0, 1] -> (n, 28, 28) float32 with ink = 1 (polarity as documented;
+    area resampling, images of one size resampled together)."""
+    out = np.empty((len(intensities), SIZE, SIZE), np.float32)
     by_shape: dict[tuple[int, int], list[int]] = {}
-    for i, p in enumerate(px):
-        by_shape.setdefault(p.shape, []).append(i)
+    for i, p in enumerate(intensities):
+        by_shape.setdefault(np.shape(p), []).append(i)
     for (h, w), idx in by_shape.items():
-        x = np.stack([px[i] for i in idx])
+        x = np.stack([np.asarray(intensities[i], dtype=np.float64) for i in idx])
         ink = np.where(x.mean(axis=(1, 2), keepdims=True) >= 0.5, 1.0 - x, x)
         r = np.einsum("ij,njk,lk->nil", area_matrix(h, SIZE), ink, area_matrix(w, SIZE), optimize=True)
         out[idx] = np.clip(r, 0.0, 1.0)
     return out
 
 
+def to_model_input(intensity: np.ndarray) -> np.ndarray:
+    """One (H, W) image of intensities in [0, 1] -> (28, 28) float32 with ink = 1."""
+    return to_model_inputs([intensity])[0]
+
+
+def images_to_input(msgs) -> np.ndarray:
+    """Several sensor_msgs/Image (or objects with their fields) -> (n, 28, 28) float32, ink = 1."""
+    return to_model_inputs([decode(int(m.height), int(m.width), str(m.encoding), int(m.is_bigendian),
+                                   int(m.step), m.data) for m in msgs])
+
+
 def image_msg_to_input(msg) -> np.ndarray:
-    """A sensor_msgs/Image (or any object with its fields) -> (28, 28) float32, ink = 1."""
-    return to_model_input(decode(int(msg.height), int(msg.width), str(msg.encoding), int(msg.is_bigendian),
-                                 int(msg.step), msg.data))
+    """A sensor_msgs/Image -> (28, 28) float32, ink = 1."""
+    return images_to_input([msg])[0]
