@@ -115,9 +115,10 @@ class DemoClient:
     """The demo's own rclpy node (clients, subscriptions) with an executor spinning in a thread."""
 
     def __init__(self, ctx):
+        import rclpy  # noqa: PLC0415
         from rclpy.executors import SingleThreadedExecutor  # noqa: PLC0415
 
-        self.node = __import__("rclpy").create_node(f"pcm_l2l_demo_{os.getpid()}", context=ctx)
+        self.node = rclpy.create_node(f"pcm_l2l_demo_{os.getpid()}", context=ctx)
         self.executor = SingleThreadedExecutor(context=ctx)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)

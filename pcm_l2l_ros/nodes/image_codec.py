@@ -79,7 +79,3 @@ def images_to_input(msgs) -> np.ndarray:
     return to_model_inputs([decode(int(m.height), int(m.width), str(m.encoding), int(m.is_bigendian),
                                    int(m.step), m.data) for m in msgs])
 
-
-def image_msg_to_input(msg) -> np.ndarray:
-    """A sensor_msgs/Image -> (28, 28) float32, ink = 1."""
-    return images_to_input([msg])[0]
