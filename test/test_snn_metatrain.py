@@ -214,3 +214,67 @@ def test_train_snn_resumes_exactly_and_exports(tmp_path):
     assert side["metrics"]["n_trajectories"] == 6 and side["metrics"]["after_ee_median_cm"] > 0
     w, cfg = SNNWeights.load(dest)
     assert cfg.n_trainee == 20
+
+
+# ----------------------------------------------------------------------------------------------- chip in the loop
+def test_quantise_ste_rounds_forward_and_passes_the_gradient_straight_through():
+    q = 1.0 / 16.0
+    x = torch.tensor([0.01, 0.04, -0.05, 0.2, -0.3], dtype=torch.float64, requires_grad=True)
+    y = mt.quantise_ste(x, q, "nearest")
+    torch.testing.assert_close(y.detach(), torch.round(x.detach() / q) * q)
+    (y * torch.arange(5.0, dtype=torch.float64)).sum().backward()
+    torch.testing.assert_close(x.grad, torch.arange(5.0, dtype=torch.float64))
+    # stochastic: on the grid, neighbours of x only, unbiased
+    xs = torch.full((200_000,), 0.02, dtype=torch.float64)
+    ys = mt.quantise_ste(xs, q, "stochastic", torch.Generator().manual_seed(0))
+    assert set(torch.unique(ys).tolist()) == {0.0, q}
+    assert abs(float(ys.mean()) - 0.02) < 5 * q * 0.5 / np.sqrt(len(xs))
+    with pytest.raises(ValueError):
+        mt.quantise_ste(xs, q, "floor")
+
+
+def test_chip_in_the_loop_uses_the_chip_weights_and_the_rounded_update():
+    cfg = _tiny(n_trainee=30, n_lsg=20, T=60)
+    w = SNNWeights.init_random(cfg, 1)
+    kin = mt.default_kinematics("urdf")
+    batch = mt.make_batch(3, np.random.default_rng(0), cfg, kin)
+    X = mt.clock_tensor(cfg)
+    chip = mt.ChipInTheLoop(drift_s=3600.0, seed=4)
+    E_in, E_rec = chip.weight_error(torch.as_tensor(w.W_in_trainee), torch.as_tensor(w.W_rec_trainee), cfg)
+    rel = float(torch.cat([E_in, E_rec]).std() / np.abs(np.concatenate([w.W_in_trainee, w.W_rec_trainee])).max())
+    assert 0.005 < rel < 0.1, rel        # a few % of the column range, as PCM programming + drift
+    ideal = mt.ChipInTheLoop(chip_noise=False, update_quantum=0.0)
+    soft = mt.NaturalEprop(cfg, w)
+    hw0 = mt.NaturalEprop(cfg, w, chip=ideal)
+    hw = mt.NaturalEprop(cfg, w, chip=chip)
+    with torch.no_grad():
+        o_soft, o_0 = soft.episode(X, batch.X_lsg), hw0.episode(X, batch.X_lsg)
+        chip.reset()
+        o_hw = hw.episode(X, batch.X_lsg)
+    torch.testing.assert_close(o_0.omega, o_soft.omega)          # an ideal chip is the software model
+    q = chip.update_quantum
+    dw = torch.cat([o_hw.dW_in, o_hw.dW_rec], dim=1)
+    torch.testing.assert_close(dw, torch.round(dw / q) * q)     # the update is on the 1/16 grid
+    assert not torch.equal(o_hw.z_train, o_soft.z_train)        # the chip's weights changed the spikes
+    # the gradient still reaches every meta-learned matrix
+    chip.reset()
+    total, _, _ = mt.outer_loss(hw, X, batch, kin)
+    total.backward()
+    for k in WEIGHT_NAMES:
+        assert getattr(hw, k).grad is not None and torch.isfinite(getattr(hw, k).grad).all(), k
+    assert float(hw.W_out_lsg.grad.abs().sum()) > 0
+
+
+def test_train_snn_chip_in_the_loop_resumes_exactly(tmp_path):
+    assert train_cmd.run(_args(tmp_path / "a", iterations=4, chip_in_the_loop=True)) == 0
+    assert train_cmd.run(_args(tmp_path / "b", iterations=2, chip_in_the_loop=True)) == 0
+    assert train_cmd.run(_args(tmp_path / "b", iterations=4, chip_in_the_loop=True, resume=True)) == 0
+    sa = torch.load(tmp_path / "a" / "run" / "state.pt", weights_only=False)
+    sb = torch.load(tmp_path / "b" / "run" / "state.pt", weights_only=False)
+    for k in WEIGHT_NAMES:
+        torch.testing.assert_close(sa["model"][k], sb["model"][k], rtol=0, atol=0)
+    with open(tmp_path / "b" / "run" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[1]["val_chip_loss_after"] and float(rows[3]["val_chip_ee_median_cm_after"]) > 0
+    _, side = load_checkpoint(tmp_path / "b" / "run" / "best.npz", kind="snn_l2l")
+    assert side["config"]["chip_in_the_loop"]["update_quantum"] == 1.0 / 16.0

@@ -35,6 +35,13 @@ in ``test/test_snn_metatrain.py``. Two variants of the outer gradient:
   of the training run into the trainee's initial weights;
 * ``second_order=False`` (first-order): psi and ebar are treated as constants (stop-gradient); W_in, W_rec
   still get the direct path through W' and the test run.
+
+**Hardware-aware meta-training** (:class:`ChipInTheLoop`, the official code's default ``noise_trainee`` and
+``quantize_trainee``): each outer iteration the trainee's plastic matrix is programmed on a fresh simulated PCM
+core (``pcm_l2l_ros.pcm``, the controller's chip) and read at the drift time; both runs use the chip's weights
+``W + E`` (E = chip weight error, a constant: straight-through) and the one update is rounded to the update
+quantum (1/16, stochastic or nearest) with a straight-through estimator, so the LSG learns updates that survive
+the chip.
 """
 
 from __future__ import annotations
@@ -169,6 +176,77 @@ def leaky_filter(K: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (K @ x.reshape(T, -1)).reshape(x.shape)
 
 
+# --------------------------------------------------------------------------------------------------- chip in the loop
+def quantise_ste(dW: torch.Tensor, quantum: float, rounding: str, generator: torch.Generator | None = None):
+    """Round dW to multiples of ``quantum`` (``"nearest"`` or unbiased ``"stochastic"``) in the forward pass;
+    identity gradient (straight-through estimator)."""
+    x = dW.detach() / quantum
+    if rounding == "nearest":
+        q = torch.round(x)
+    elif rounding == "stochastic":
+        lo = torch.floor(x)
+        q = lo + (torch.rand(x.shape, generator=generator, dtype=x.dtype) < (x - lo)).to(x.dtype)
+    else:
+        raise ValueError(f"rounding must be 'nearest' or 'stochastic', got {rounding!r}")
+    return dW + (q * quantum - dW).detach()
+
+
+@dataclass
+class ChipInTheLoop:
+    """Hardware-aware meta-training settings: a simulated PCM chip for the trainee's [W_in; W_rec].
+
+    ``drift_s``: read time after programming (s; the chip error E includes programming noise, drift with
+    drift compensation and the frozen read noise of :meth:`PCMArray.weights`); ``update_quantum`` /
+    ``update_rounding``: rounding of the one update (weight units; 0 = float update); ``seed``: the chips'
+    noise stream. ``pcm_cfg`` None = :func:`pcm_l2l_ros.snn.onchip.default_pcm_config`."""
+
+    drift_s: float = 3600.0
+    update_quantum: float = 1.0 / 16.0
+    update_rounding: str = "stochastic"
+    seed: int = 0
+    chip_noise: bool = True
+    pcm_cfg: object = None
+
+    def __post_init__(self) -> None:
+        if self.update_rounding not in ("nearest", "stochastic"):
+            raise ValueError(f"update_rounding must be 'nearest' or 'stochastic', got {self.update_rounding!r}")
+        if self.drift_s < 0 or self.update_quantum < 0:
+            raise ValueError("drift_s and update_quantum must be >= 0")
+        self.reset()
+
+    def reset(self, seed: int | None = None) -> None:
+        """Restart the noise streams from ``seed`` (default: the current one)."""
+        if seed is not None:
+            self.seed = int(seed)
+        self._rng = np.random.default_rng(self.seed)
+        self._gen = torch.Generator().manual_seed(self.seed)
+
+    def weight_error(self, W_in: torch.Tensor, W_rec: torch.Tensor, cfg: SNNConfig):
+        """(E_in, E_rec): what a freshly programmed chip, read at ``drift_s``, adds to W_in / W_rec."""
+        from pcm_l2l_ros.pcm import PCMArray  # noqa: PLC0415
+        from pcm_l2l_ros.snn import onchip  # noqa: PLC0415
+
+        if not self.chip_noise:
+            return torch.zeros_like(W_in), torch.zeros_like(W_rec)
+        M = onchip.stack_plastic(W_in.detach().double().numpy(), W_rec.detach().double().numpy())
+        pcm_cfg = self.pcm_cfg if self.pcm_cfg is not None else onchip.default_pcm_config(cfg)
+        chip = PCMArray(M, pcm_cfg, rng=self._rng)
+        if self.drift_s > 0:
+            chip.drift(self.drift_s)
+        E = torch.as_tensor(chip.weights() - M, dtype=W_in.dtype)
+        n_in = W_in.shape[0]
+        return E[:n_in], E[n_in:]
+
+    def quantise(self, dW: torch.Tensor) -> torch.Tensor:
+        if self.update_quantum <= 0:
+            return dW
+        return quantise_ste(dW, self.update_quantum, self.update_rounding, self._gen)
+
+    def to_dict(self) -> dict:
+        return {"drift_s": self.drift_s, "update_quantum": self.update_quantum,
+                "update_rounding": self.update_rounding, "seed": self.seed, "chip_noise": self.chip_noise}
+
+
 # --------------------------------------------------------------------------------------------------- model
 @dataclass
 class EpisodeOut:
@@ -186,11 +264,13 @@ class EpisodeOut:
 class NaturalEprop(torch.nn.Module):
     """Trainee + LSG with meta-learnable initial weights (the six arrays of :class:`SNNWeights`)."""
 
-    def __init__(self, cfg: SNNConfig, weights: SNNWeights, dtype=torch.float32, second_order: bool = True):
+    def __init__(self, cfg: SNNConfig, weights: SNNWeights, dtype=torch.float32, second_order: bool = True,
+                 chip: ChipInTheLoop | None = None):
         super().__init__()
         weights.check(cfg)
         self.cfg = cfg
         self.second_order = second_order
+        self.chip = chip  # hardware-aware meta-training (None: software, float update)
         self.dtype = dtype
         for k in WEIGHT_NAMES:
             setattr(self, k, torch.nn.Parameter(torch.tensor(np.asarray(getattr(weights, k)), dtype=dtype)))
@@ -248,11 +328,15 @@ class NaturalEprop(torch.nn.Module):
 
         X_clock: (T, n_clock) clock spikes; X_lsg: (T, B, n_lsg_in) LSG input (clock + target code)."""
         c = self.cfg
+        W_in, W_rec = self.W_in_trainee, self.W_rec_trainee
+        if self.chip is not None:  # the chip's weights; the error is a constant (straight-through)
+            E_in, E_rec = self.chip.weight_error(W_in, W_rec, c)
+            W_in, W_rec = W_in + E_in, W_rec + E_rec
         if self.second_order:
-            Ztr, Vtr, NRtr = self.trainee_run(X_clock, self.W_in_trainee, self.W_rec_trainee)
+            Ztr, Vtr, NRtr = self.trainee_run(X_clock, W_in, W_rec)
         else:
             with torch.no_grad():
-                Ztr, Vtr, NRtr = self.trainee_run(X_clock, self.W_in_trainee, self.W_rec_trainee)
+                Ztr, Vtr, NRtr = self.trainee_run(X_clock, W_in, W_rec)
         # eligibility: psi (T, 1, N), presynaptic traces ebar_in (T, n_clock), ebar_rec (T, N)
         psi = (c.gamma / c.v_th_trainee) * torch.clamp(
             1.0 - (Vtr - c.v_th_trainee).abs() / c.v_th_trainee, min=0.0) * NRtr
@@ -263,8 +347,10 @@ class NaturalEprop(torch.nn.Module):
         G = psi * L                                       # (T, B, N)
         dW_in = -c.eta * torch.einsum("ti,tbj->bij", e_in, G)
         dW_rec = -c.eta * torch.einsum("ti,tbj->bij", e_rec, G) * self.mask_tr   # no autapses
-        W_in1 = self.W_in_trainee.unsqueeze(0) + dW_in
-        W_rec1 = self.W_rec_trainee.unsqueeze(0) + dW_rec
+        if self.chip is not None:
+            dW_in, dW_rec = self.chip.quantise(dW_in), self.chip.quantise(dW_rec)
+        W_in1 = W_in.unsqueeze(0) + dW_in
+        W_rec1 = W_rec.unsqueeze(0) + dW_rec
         Zte, _, _ = self.trainee_run(X_clock, W_in1, W_rec1)
         omega = self.readout(Zte)
         omega0 = self.readout(Ztr)

@@ -56,9 +56,14 @@ def default_pcm_config(cfg: SNNConfig = DEFAULT_CONFIG, rounding: str = "stochas
 
 def plastic_matrix(w: SNNWeights) -> np.ndarray:
     """M = [W_in; W_rec with zero diagonal], (n_clock + N, N), float64."""
-    W_rec = np.array(w.W_rec_trainee, dtype=np.float64)
+    return stack_plastic(w.W_in_trainee, w.W_rec_trainee)
+
+
+def stack_plastic(W_in: np.ndarray, W_rec: np.ndarray) -> np.ndarray:
+    """[W_in; W_rec with zero diagonal] as one float64 matrix, the layout programmed on the core."""
+    W_rec = np.array(W_rec, dtype=np.float64)
     np.fill_diagonal(W_rec, 0.0)
-    return np.concatenate([np.asarray(w.W_in_trainee, dtype=np.float64), W_rec])
+    return np.concatenate([np.asarray(W_in, dtype=np.float64), W_rec])
 
 
 def run_trainee_mvm(mvm, x: np.ndarray, W_out: np.ndarray, B: int, cfg: SNNConfig = DEFAULT_CONFIG, *,

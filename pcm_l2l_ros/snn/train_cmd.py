@@ -10,6 +10,12 @@ Outer loop: Adam on the six weight matrices, loss of the test run after ONE natu
 * ``best.npz`` + ``best.json`` the weights with the lowest validation loss after the update (checkpoint
   kind ``snn_l2l``), ``last.npz`` + ``last.json`` the latest ones.
 
+``--chip-in-the-loop`` turns on hardware-aware meta-training (:class:`metatrain.ChipInTheLoop`): every
+iteration the trainee is programmed on a fresh simulated PCM core read at ``--chip-drift`` seconds and the
+update is rounded to ``--update-quantum`` (``--update-rounding``) with a straight-through gradient. Validation
+then also runs on the chip (a fixed chip-noise seed, columns ``val_chip_*``) and "best" means the lowest
+on-chip validation loss.
+
 ``--export PATH`` writes the best weights as a project checkpoint (e.g. ``pcm_l2l_ros/models/snn_l2l.npz``);
 with ``--iterations`` equal to the iterations already done it only exports.
 Example (CI scale)::
@@ -35,7 +41,8 @@ log = logging.getLogger(__name__)
 
 CSV_FIELDS = ("iteration", "loss", "mse_omega", "mse_xyz", "reg", "rate_trainee_hz", "rate_lsg_hz", "lr",
               "grad_norm", "it_per_s", "val_loss_before", "val_loss_after", "val_mse_omega_after",
-              "val_mse_xyz_after", "val_ee_median_cm_before", "val_ee_median_cm_after", "val_ee_mean_cm_after")
+              "val_mse_xyz_after", "val_ee_median_cm_before", "val_ee_median_cm_after", "val_ee_mean_cm_after",
+              "val_chip_loss_after", "val_chip_ee_median_cm_after")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,12 +70,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export-eval-n", type=int, default=270,
                    help="held-out trajectories for the exported checkpoint's metrics (Numba kernels)")
     p.add_argument("--init", type=Path, default=None, help="start from this snn_l2l checkpoint (not --resume)")
+    p.add_argument("--chip-in-the-loop", action="store_true",
+                   help="hardware-aware meta-training: simulated PCM chip weights + rounded update (straight-through)")
+    p.add_argument("--chip-drift", type=float, default=3600.0, help="chip read time after programming, s")
+    p.add_argument("--update-quantum", type=float, default=1.0 / 16.0,
+                   help="rounding quantum of the update with --chip-in-the-loop (weight units; 0 = float)")
+    p.add_argument("--update-rounding", choices=("stochastic", "nearest"), default="stochastic")
 
 
 def _config(args):
     from pcm_l2l_ros.snn.params import SNNConfig  # noqa: PLC0415
 
     return SNNConfig(n_trainee=args.n_trainee, n_lsg=args.n_lsg)
+
+
+def _chip(args, iteration: int, validation: bool = False):
+    """The chip-in-the-loop settings of ``args`` (None without ``--chip-in-the-loop``). Training chips are
+    reseeded from (seed, iteration) every iteration (:func:`_chip_seed`), so a resumed run is bit-exact;
+    validation always uses the same seed."""
+    from pcm_l2l_ros.snn import metatrain as mt  # noqa: PLC0415
+
+    if not getattr(args, "chip_in_the_loop", False):
+        return None
+    seed = args.seed + 3_000_017 if validation else _chip_seed(args, iteration)
+    return mt.ChipInTheLoop(drift_s=args.chip_drift, update_quantum=args.update_quantum,
+                            update_rounding=args.update_rounding, seed=seed)
+
+
+def _chip_seed(args, iteration: int) -> int:
+    return args.seed * 1_000_003 + iteration
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
@@ -86,7 +116,7 @@ def _save_weights(path: Path, model, cfg, args, metrics: dict, iteration: int) -
     conf = cfg.to_dict()
     conf.update({"seed": args.seed, "batch": args.batch, "iteration": iteration, "lr": args.lr,
                  "first_order": bool(args.first_order), "kinematics": args.kinematics,
-                 "trajectories": "resample"})
+                 "trajectories": "resample", "chip_in_the_loop": model.chip.to_dict() if model.chip else None})
     save_checkpoint(path, model.weights().to_dict(), kind=CHECKPOINT_KIND, seed=args.seed, metrics=metrics,
                     config=conf, command=getattr(args, "command_line", None))
 
@@ -162,7 +192,8 @@ def run(args) -> int:
         if st["cfg"] != cfg.to_dict():
             log.warning("config differs from the saved run; using the saved one")
         cfg = type(cfg).from_dict(st["cfg"])
-        model = mt.NaturalEprop(cfg, SNNWeights.init_random(cfg, 0), second_order=not args.first_order)
+        model = mt.NaturalEprop(cfg, SNNWeights.init_random(cfg, 0), second_order=not args.first_order,
+                                chip=_chip(args, st["iteration"]))
         model.load_state_dict(st["model"])
         opt = torch.optim.Adam(model.parameters(), lr=args.lr)
         opt.load_state_dict(st["opt"])
@@ -180,11 +211,14 @@ def run(args) -> int:
             w0, _ = SNNWeights.load(args.init, cfg)
         else:
             w0 = SNNWeights.init_random(cfg, rng)
-        model = mt.NaturalEprop(cfg, w0, second_order=not args.first_order)
+        model = mt.NaturalEprop(cfg, w0, second_order=not args.first_order, chip=_chip(args, 0))
         opt = torch.optim.Adam(model.parameters(), lr=args.lr)
         it0, best = 0, math.inf
         with open(csv_path, "w", newline="") as f:
             csv.writer(f).writerow(CSV_FIELDS)
+    with open(csv_path, newline="") as f:  # a resumed run keeps its CSV's columns
+        fields = next(csv.reader(f), None) or list(CSV_FIELDS)
+    val_chip = _chip(args, 0, validation=True)
 
     def lr_at(it: int) -> float:
         return args.lr * args.lr_decay ** (it // max(1, args.lr_every))
@@ -206,13 +240,15 @@ def run(args) -> int:
     t_last = t_start
     it = it0
     with open(csv_path, "a", newline="") as fcsv:
-        writer = csv.DictWriter(fcsv, CSV_FIELDS)
+        writer = csv.DictWriter(fcsv, fields, extrasaction="ignore")
         bar = tqdm(range(it0, args.iterations), initial=it0, total=args.iterations, desc="train-snn",
                    mininterval=5.0, file=sys.stderr)
         for it in bar:
             for g in opt.param_groups:
                 g["lr"] = lr_at(it)
             batch = mt.make_batch(args.batch, rng, cfg, kin)
+            if model.chip is not None:
+                model.chip.reset(_chip_seed(args, it))
             opt.zero_grad(set_to_none=True)
             total, m, _ = mt.outer_loss(model, X_clock, batch, kin)
             if not torch.isfinite(total):
@@ -229,7 +265,16 @@ def run(args) -> int:
             t_last = now
             done = it + 1
             if done % args.val_every == 0 or done == args.iterations:
-                v = mt.evaluate(model, X_clock, val_batch, kin)
+                train_chip, model.chip = model.chip, None
+                v = mt.evaluate(model, X_clock, val_batch, kin)       # software, float update
+                model.chip = train_chip
+                if val_chip is not None:                               # on the chip, the same chips every time
+                    val_chip.reset()
+                    model.chip = val_chip
+                    vc = mt.evaluate(model, X_clock, val_batch, kin)
+                    model.chip = train_chip
+                    row.update({"val_chip_loss_after": f"{vc['loss_after']:.6g}",
+                                "val_chip_ee_median_cm_after": f"{vc['ee_median_cm_after']:.4g}"})
                 row.update({"val_loss_before": f"{v['loss_before']:.6g}", "val_loss_after": f"{v['loss_after']:.6g}",
                             "val_mse_omega_after": f"{v['mse_omega_after']:.6g}",
                             "val_mse_xyz_after": f"{v['mse_xyz_after']:.6g}",
@@ -238,13 +283,19 @@ def run(args) -> int:
                             "val_ee_mean_cm_after": f"{v['ee_mean_cm_after']:.4g}"})
                 vm = {"val_" + k: v[k] for k in v}
                 vm["iteration"] = done
-                if v["loss_after"] < best:
-                    best = v["loss_after"]
+                score = v["loss_after"]
+                if val_chip is not None:
+                    vm.update({"val_chip_" + k: vc[k] for k in vc})
+                    score = vc["loss_after"]
+                if score < best:
+                    best = score
                     _save_weights(run_dir / "best.npz", model, cfg, args, vm, done)
                 _save_weights(run_dir / "last.npz", model, cfg, args, vm, done)
-                log.info("it %d: val loss %.4f -> %.4f, ee median %.1f -> %.1f cm, rates %.1f / %.1f Hz",
+                log.info("it %d: val loss %.4f -> %.4f, ee median %.1f -> %.1f cm, rates %.1f / %.1f Hz%s",
                          done, v["loss_before"], v["loss_after"], v["ee_median_cm_before"],
-                         v["ee_median_cm_after"], v["rate_trainee_hz"], v["rate_lsg_hz"])
+                         v["ee_median_cm_after"], v["rate_trainee_hz"], v["rate_lsg_hz"],
+                         "" if val_chip is None else
+                         f"; on chip: loss {vc['loss_after']:.4f}, ee median {vc['ee_median_cm_after']:.1f} cm")
             writer.writerow(row)
             fcsv.flush()
             bar.set_postfix(loss=f"{m['loss']:.4f}", tr=f"{m['rate_trainee_hz']:.0f}", lsg=f"{m['rate_lsg_hz']:.0f}")
