@@ -40,21 +40,33 @@ def main() -> int:
     args = p.parse_args()
 
     import rclpy
-    from pcm_l2l_interfaces.srv import FewShotClassify, LearnTrajectory
     from rclpy.executors import SingleThreadedExecutor
+
+    learn_calls = args.calls if args.learn_calls is None else args.learn_calls
+    wanted = ("vision", "controller") if learn_calls else ("vision",)
+    rclpy.init()
+    node = rclpy.create_node("latency_bench")
+    ex = SingleThreadedExecutor()
+    ex.add_node(node)
+    spinner = threading.Thread(target=ex.spin, daemon=True)
+    spinner.start()
+    try:
+        return _run(args, node, learn_calls, wanted)
+    finally:  # stop the executor thread before the context goes away (else the C++ side aborts at exit)
+        ex.shutdown()
+        spinner.join(timeout=10.0)
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def _run(args, node, learn_calls: int, wanted) -> int:
+    from pcm_l2l_interfaces.srv import FewShotClassify, LearnTrajectory
 
     from pcm_l2l_ros.demo import sample_vision_task, to_image_msg, unseen_target_msg
     from pcm_l2l_ros.graph import default_graph_path, load_graph
     from pcm_l2l_ros.nodes.runner import SubprocessGraph
 
-    learn_calls = args.calls if args.learn_calls is None else args.learn_calls
-    wanted = ("vision", "controller") if learn_calls else ("vision",)
     nodes = [n for n in load_graph() if n.name in wanted]
-    rclpy.init()
-    node = rclpy.create_node("latency_bench")
-    ex = SingleThreadedExecutor()
-    ex.add_node(node)
-    threading.Thread(target=ex.spin, daemon=True).start()
 
     def call(client, req, timeout=60.0):
         done = threading.Event()
@@ -101,9 +113,6 @@ def main() -> int:
             server.append(res.update_time_s * 1e3)
         print(f"learn_trajectory round trip: {stats(rtt)}")
         print(f"learn_trajectory in the node: {stats(server)}")
-    ex.shutdown()
-    node.destroy_node()
-    rclpy.try_shutdown()
     return 0
 
 

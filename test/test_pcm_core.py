@@ -8,6 +8,7 @@ s sqrt((kurtosis - 1)/(4n)); ratios of means by the delta method over the i.i.d.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -281,6 +282,28 @@ def test_fork_is_independent_copy() -> None:
     assert not np.array_equal(a.mvm(x), b.mvm(x))  # different output-noise streams
     np.testing.assert_array_equal(arr.fork(1).mvm(x), arr.fork(1).mvm(x))
     np.testing.assert_array_equal(arr.mvm(x), twin.mvm(x))  # forks did not consume the original's stream
+
+
+def test_deep_copies_draw_fresh_noise() -> None:
+    """A deep copy of an array (the vision node's drifted chips, the SNN's per-task chips) keeps drawing
+    fresh MVM noise: copied before or after its first MVM, over more draws than one noise buffer holds."""
+    rng = np.random.default_rng(14)
+    W = rng.uniform(-1, 1, (64, 32))
+    x = np.ones((4, 64), np.float32)
+    ideal = PCMArray(W, PCMConfig.ideal(), rng=0).mvm(x)
+    for used in (False, True):
+        arr = PCMArray(W, PCMConfig.hermes_like(), rng=5)
+        if used:
+            arr.mvm(x)
+        twin = copy.deepcopy(arr)
+        ys = np.stack([twin.mvm(x) for _ in range(600)])   # 600 * 128 draws > the 2,048-draw buffer
+        assert np.all(np.isfinite(ys))
+        noise = ys - ideal
+        assert noise.std() > 0.01
+        flat = noise.reshape(len(ys), -1)
+        # no MVM repeats another's noise (a stale buffer would cycle)
+        same = [np.array_equal(flat[i], flat[j]) for i in range(0, 600, 7) for j in range(i + 1, 600, 11)]
+        assert not any(same)
 
 
 def test_small_and_large_batch_paths_agree() -> None:

@@ -27,11 +27,12 @@ def released():
 def test_im2col_matches_conv2d():
     rng = np.random.default_rng(0)
     k = rng.normal(size=(56, 3, 3, 3)).astype(np.float32)
-    x = torch.as_tensor(rng.normal(size=(2, 3, 7, 7)).astype(np.float32))
-    cols, h, w = im2col(x, "symmetric")
-    y = (cols.numpy() @ conv_matrix(k)).reshape(2, h * w, 56).transpose(0, 2, 1).reshape(2, 56, h, w)
-    ref = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (1, 1, 1, 1)), torch.as_tensor(k), stride=2)
-    np.testing.assert_allclose(y, ref.numpy(), rtol=1e-5, atol=1e-5)
+    x = rng.normal(size=(2, 3, 7, 8)).astype(np.float32)
+    for padding in ("symmetric", "tf_same"):
+        cols, h, w = im2col(x.transpose(0, 2, 3, 1), padding)          # channels-last in
+        y = (cols @ conv_matrix(k)).reshape(2, h, w, 56).transpose(0, 3, 1, 2)
+        ref = torch.nn.functional.conv2d(M._pad(torch.as_tensor(x), padding), torch.as_tensor(k), stride=2)
+        np.testing.assert_allclose(y, ref.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_noise_free_deployment_equals_software(evaluation, released):
@@ -54,6 +55,27 @@ def test_noise_free_deployment_equals_software(evaluation, released):
     assert np.array_equal(r.labels, sw_probs.argmax(1))
     for k, w in enumerate(ws):
         assert np.array_equal(r.step_labels[k], (hq[0] @ w[0]).argmax(-1).numpy())
+
+
+def test_one_chip_pass_normalises_each_set_with_its_bn_source(evaluation, released):
+    """Support and query sets of different sizes in one pass: transductive (own statistics) and 'support'
+    (query normalised with the support statistics) equal the software model, noise-free."""
+    params, cfg = released
+    t = TaskSampler(evaluation.images, 5, 1, 3).sample(np.random.default_rng(2))   # 5 support, 15 query
+    chip = FewShotChip(params, cfg, chip_configs("ideal"), 0, readout_w_max=10.0)
+    tp = M.to_torch(params)
+    xs, xq = M.prepare_input(t.support_x[None], cfg), M.prepare_input(t.query_x[None], cfg)
+    hs, hq = chip.features([t.support_x, t.query_x])
+    tol = dict(rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(hs, M.features(tp, xs, cfg)[0].numpy(), **tol)
+    np.testing.assert_allclose(hq, M.features(tp, xq, cfg)[0].numpy(), **tol)
+    hs2, hq2 = chip.features([t.support_x, t.query_x], bn_source=[0, 0])
+    ref_s, ref_q = M.features_support_stats(tp, xs, xq, cfg)
+    np.testing.assert_allclose(hs2, ref_s[0].numpy(), **tol)
+    np.testing.assert_allclose(hq2, ref_q[0].numpy(), **tol)
+    assert not np.allclose(hq2, hq, atol=1e-3)
+    with pytest.raises(ValueError, match="bn_source"):
+        chip.features([t.support_x, t.query_x], bn_source=[0, 2])
 
 
 def test_quantised_update_matches_software_rounding(evaluation, released):

@@ -245,11 +245,26 @@ class _NormalStream:
         self._np = self._buf.numpy()
         self._pos = chunk
         self._chunk = chunk
+        self._big: torch.Tensor | None = None  # reused for draws larger than a chunk (no page faults per call)
+
+    def __getstate__(self) -> dict:  # copies (deepcopy of a chip) re-attach the numpy view to their own buffer
+        state = self.__dict__.copy()
+        del state["_np"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._np = self._buf.numpy()
 
     def reserve(self, n: int) -> tuple[np.ndarray, int]:
-        """(buffer, start): the next ``n`` draws are buffer[start:start + n]; they count as used."""
+        """(buffer, start): the next ``n`` draws are buffer[start:start + n]; they count as used. The buffer
+        is reused: consume the draws before the next call."""
         if n > self._chunk:
-            return torch.randn(n, generator=self._gen, dtype=torch.float32).numpy(), 0
+            if self._big is None or self._big.numel() < n:
+                self._big = torch.empty(n, dtype=torch.float32)
+            big = self._big[:n]
+            big.normal_(generator=self._gen)
+            return big.numpy(), 0
         if self._pos + n > self._chunk:
             self._buf.normal_(generator=self._gen)
             self._pos = 0
@@ -292,12 +307,11 @@ class PCMArray:
         program: bool = True,
     ) -> None:
         self.cfg = cfg if cfg is not None else PCMConfig()
-        self._rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-        self._normals = _NormalStream(int(self._rng.integers(0, 2**62)))
         W = np.asarray(W, dtype=np.float64)
         if W.ndim != 2:
             raise ValueError(f"W must be 2-D (n_in, n_out), got shape {W.shape}")
         self.n_in, self.n_out = W.shape
+        self.reseed(rng)
         c = self.cfg
         model, units = device_model(c.device, c.devices_per_polarity)
         if c.g_max_uS is not None:
@@ -360,7 +374,11 @@ class PCMArray:
     def reseed(self, rng: np.random.Generator | int | None) -> None:
         """Draw all future randomness (programming, drift, read and output noise) from ``rng``."""
         self._rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-        self._normals = _NormalStream(int(self._rng.integers(0, 2**62)))
+        self._normals = _NormalStream(int(self._rng.integers(0, 2**62)), self._noise_chunk())
+
+    def _noise_chunk(self) -> int:
+        """Buffered normal draws per refill: 2^16, less for small arrays (a forked readout)."""
+        return int(min(1 << 16, max(1 << 10, 64 * self.n_out)))
 
     def fork(self, rng: np.random.Generator | int | None) -> PCMArray:
         """An independent deep copy of this array (same device state, same clock) whose future random

@@ -1,7 +1,7 @@
 """The few-shot CNN on simulated PCM cores, with on-chip readout adaptation (paper-notes §3.3, §3.5, §4.4).
 
 Mapping (ours). Every layer is one :class:`pcm_l2l_ros.pcm.PCMArray` holding its im2col matrix
-W (n_in, n_out), y = x @ W:
+W (n_in, n_out), y = x @ W (rows ordered kernel row, kernel column, input channel):
 
 =========  ===============  ==========================  ===========================
 layer      matrix           rows over 256-row cores     devices (4 per weight)
@@ -24,7 +24,8 @@ per-core w_max, DAC/ADC and drift compensation as this placement.
 
 Per layer on the chip: im2col patches -> DAC (signed, ``dac_bits``) -> crossbar MVM -> ADC
 (``adc_bits``) -> digital drift compensation; then ReLU, BatchNorm (no affine, per-task statistics)
-and the final global max-pool are digital (host).
+and the final global max-pool are digital (host). Blank conv1 patches (no ink: an all-zero input vector,
+no DAC pulse) are not read and give 0 (event-driven, as the spiking controller's reads).
 
 On-chip adaptation (delta rule): per step the support features h go through the readout on the chip,
 the host computes p = softmax(h W) and dW = alpha * mean((y - p) h^T) (= -alpha * dL_CE/dW), and
@@ -37,32 +38,37 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from pcm_l2l_ros.vision import model as M
+from pcm_l2l_ros.vision._kernels import relu_batchnorm_
 
 log = logging.getLogger(__name__)
 
 
 def conv_matrix(kernel_oihw: np.ndarray) -> np.ndarray:
-    """OIHW kernel -> im2col matrix (C_in * 9, C_out), rows ordered (c, kh, kw) like F.unfold."""
+    """OIHW kernel -> im2col matrix (9 * C_in, C_out), rows ordered (kh, kw, c) like :func:`im2col`."""
     k = np.asarray(kernel_oihw, np.float32)
-    return np.ascontiguousarray(k.reshape(k.shape[0], -1).T)
+    return np.ascontiguousarray(k.transpose(2, 3, 1, 0).reshape(-1, k.shape[0]))
 
 
-def im2col(x: torch.Tensor, padding: str) -> tuple[torch.Tensor, int, int]:
-    """x (N, C, H, W) -> patches (N * L, C * 9) for a 3x3 stride-2 conv, plus the output H, W."""
-    xp = M._pad(x, padding)
-    cols = F.unfold(xp, kernel_size=3, stride=2)  # (N, C*9, L)
-    h = (xp.shape[-2] - 3) // 2 + 1
-    w = (xp.shape[-1] - 3) // 2 + 1
-    return cols.transpose(1, 2).reshape(-1, cols.shape[1]), h, w
+def im2col(y: np.ndarray, padding: str) -> tuple[np.ndarray, int, int]:
+    """Channels-last maps y (N, H, W, C) -> patches (N * h * w, 9 * C) for a 3x3 stride-2 conv (columns
+    ordered (kh, kw, c) like :func:`conv_matrix`, so the copy moves contiguous runs of C channels; patch
+    order (n, i, j)), plus the output h, w. One strided view, one copy."""
+    n, hh, ww, c = y.shape
+    t, b, left, right = M.pad_amounts(hh, ww, padding)
+    yp = np.zeros((n, hh + t + b, ww + left + right, c), np.float32)
+    yp[:, t:t + hh, left:left + ww] = y
+    h, w = (yp.shape[1] - 3) // 2 + 1, (yp.shape[2] - 3) // 2 + 1
+    sn, sh, sw, sc = yp.strides
+    v = np.lib.stride_tricks.as_strided(yp, (n, h, w, 3, 3, c), (sn, 2 * sh, 2 * sw, sh, sw, sc), writeable=False)
+    return v.reshape(n * h * w, 9 * c), h, w
 
 
 @dataclass
@@ -159,29 +165,46 @@ class FewShotChip:
         self.t_s = float(t_s)
 
     # ------------------------------------------------------------------ forward
-    def features(self, x_groups: np.ndarray, stats_from: list[torch.Tensor] | None = None,
-                 return_stats: bool = False):
-        """ink-1 images (G, n, 28, 28) -> features h (G, n, channels), conv layers on the chip.
+    def features(self, x_groups: Sequence[np.ndarray] | np.ndarray,
+                 bn_source: Sequence[int] | None = None) -> list[np.ndarray]:
+        """Sets of ink-1 images -> their features, conv layers on the chip, all sets in one pass per layer.
 
-        BatchNorm statistics per group (transductive), or taken from ``stats_from`` (one (G, 2, C) tensor
-        per layer, e.g. the support set's, returned with ``return_stats=True``).
+        x_groups: G image sets, each (n_g, 28, 28) (an array (G, n, 28, 28) or a list; sizes may differ).
+        BatchNorm (no affine) normalises set g with the statistics of set ``bn_source[g]`` (default: its
+        own, i.e. transductive per set; ``[0, 0]`` for a support and a query set normalises the query with
+        the support statistics). Activations stay channels-last (N, H, W, C) float32 on the host.
+        Returns a list of G arrays (n_g, channels).
         """
-        x = M.prepare_input(x_groups, self.cfg)
-        g, n = x.shape[:2]
-        y = x.reshape(g * n, 1, *x.shape[2:])
-        stats = []
+        sets = [np.asarray(x, np.float32) for x in x_groups]
+        sizes = [len(x) for x in sets]
+        src = list(range(len(sets))) if bn_source is None else [int(i) for i in bn_source]
+        if len(src) != len(sets) or any(not 0 <= i < len(sets) for i in src):
+            raise ValueError(f"bn_source must give a set index in [0, {len(sets)}) for each of the sets")
+        bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)   # images of each set
+        src_a = np.asarray(src, np.int64)
+        y = M.prepare_input(np.concatenate(sets), self.cfg).numpy()[..., None]  # (N, 28, 28, 1)
         for i, name in enumerate(M.CONV_NAMES):
             cols, h, w = im2col(y, self.cfg.padding)
-            out = torch.from_numpy(self.convs[name].mvm(cols.numpy()))  # (N*L, C_out)
-            y = F.relu(out.reshape(g * n, h * w, -1).transpose(1, 2).reshape(g * n, -1, h, w))
-            c = y.shape[1]
-            yg = y.reshape(g, n, c, h, w)
-            st = (stats_from[i] if stats_from is not None else
-                  torch.stack([yg.mean(dim=(1, 3, 4)), yg.var(dim=(1, 3, 4), unbiased=False)], dim=1))
-            stats.append(st)
-            y = M.batch_norm_groups(y, g, self.cfg.bn_eps, st)
-        h = y.amax(dim=(2, 3)).reshape(g, n, -1).numpy()
-        return (h, stats) if return_stats else h
+            y = self._conv_mvm(name, cols, skip_blank=(i == 0))                # (N * h * w, C) on the chip
+            relu_batchnorm_(y, bounds * (h * w), src_a, float(self.cfg.bn_eps))  # ReLU + BatchNorm (host)
+            y = y.reshape(int(bounds[-1]), h, w, -1)
+        hmax = y.max(axis=(1, 2))                                               # global max-pool (host)
+        return [hmax[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)]
+
+    def _conv_mvm(self, name: str, cols: np.ndarray, skip_blank: bool) -> np.ndarray:
+        """The conv layer's MVM of the patches ``cols``. With ``skip_blank`` (the input layer), patches
+        without ink (all-zero input vectors: no DAC pulse is applied) are not read and give exactly 0, as
+        the event-driven reads of the spiking controller; ~70 % of an Omniglot image's conv1 patches."""
+        arr = self.convs[name]
+        if not skip_blank:
+            return arr.mvm(cols)
+        active = np.flatnonzero(cols.any(axis=1))
+        if len(active) == len(cols):
+            return arr.mvm(cols)
+        out = np.zeros((len(cols), arr.n_out), np.float32)
+        if len(active):
+            out[active] = arr.mvm(cols[active])
+        return out
 
     # ------------------------------------------------------------------ adaptation
     def adapt_and_classify(self, support_x: np.ndarray, support_y: np.ndarray, query_x: np.ndarray,
@@ -206,16 +229,9 @@ class FewShotChip:
         if ys.min() < 0 or ys.max() >= self.ways:
             raise ValueError(f"support labels must be in [0, {self.ways})")
         t0 = time.perf_counter()
-        if bn_stats == "support":
-            hs, st = self.features(np.asarray(support_x)[None], return_stats=True)
-            hq = self.features(np.asarray(query_x)[None], stats_from=st)
-        elif bn_stats == "transductive":
-            hs = self.features(np.asarray(support_x)[None])
-            hq = self.features(np.asarray(query_x)[None])
-        else:
-            raise ValueError(f"bn_stats must be 'transductive' or 'support', got {bn_stats!r}")
+        hs, hq = self.features([support_x, query_x], bn_source=_bn_source(bn_stats, 1))
         t1 = time.perf_counter()
-        res = self.adapt_features(hs[0], ys, hq[0], steps, rng)
+        res = self.adapt_features(hs, ys, hq, steps, rng)
         res.timings["features"] = t1 - t0
         return res
 
@@ -245,6 +261,25 @@ class FewShotChip:
                            devices_written=int(sum(written)), devices_written_per_step=written,
                            weights_changed_per_step=changed,
                            timings={"adapt": t2 - t1 - t_cls, "classify": t_cls})
+
+
+def _bn_source(bn_stats: str, n_tasks: int) -> list[int]:
+    """``features`` bn_source for sets [support_1..n, query_1..n]: 'transductive' (each set its own
+    statistics) or 'support' (each query set with its task's support statistics)."""
+    if bn_stats == "transductive":
+        return list(range(2 * n_tasks))
+    if bn_stats == "support":
+        return list(range(n_tasks)) * 2
+    raise ValueError(f"bn_stats must be 'transductive' or 'support', got {bn_stats!r}")
+
+
+def support_query_features(chip: FewShotChip, support_x: np.ndarray, query_x: np.ndarray,
+                           bn_stats: str = "transductive") -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Features of a batch of tasks, support_x (G, ns, 28, 28) and query_x (G, nq, 28, 28), in one chip pass;
+    returns (hs, hq) as lists of G arrays."""
+    g = len(support_x)
+    h = chip.features(list(support_x) + list(query_x), bn_source=_bn_source(bn_stats, g))
+    return h[:g], h[g:]
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     import torch  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
-    from pcm_l2l_ros.vision.deploy import FewShotChip, chip_configs  # noqa: PLC0415
+    from pcm_l2l_ros.vision.deploy import FewShotChip, chip_configs, support_query_features  # noqa: PLC0415
     from pcm_l2l_ros.vision.maml import evaluate_software  # noqa: PLC0415
     from pcm_l2l_ros.vision.omniglot import load_split  # noqa: PLC0415
     from pcm_l2l_ros.vision.sampler import TaskSampler  # noqa: PLC0415
@@ -198,11 +198,7 @@ def run(args: argparse.Namespace) -> int:
                 while done < pcm_tasks:
                     n = min(chunk, pcm_tasks - done)
                     b = sampler.sample_batch(trng, n)
-                    if args.bn_stats == "support":
-                        hs, st = chip.features(b.support_x, return_stats=True)
-                        hq = chip.features(b.query_x, stats_from=st)
-                    else:
-                        hs, hq = chip.features(b.support_x), chip.features(b.query_x)
+                    hs, hq = support_query_features(chip, b.support_x, b.query_x, args.bn_stats)
                     for i in range(n):
                         r = chip.adapt_features(hs[i], b.support_y[i], hq[i], cfg.inner_steps, wrng)
                         accs.append((r.step_labels == b.query_y[i]).mean(1))

@@ -78,15 +78,20 @@ def prepare_input(x: np.ndarray | torch.Tensor, cfg: CNNConfig) -> torch.Tensor:
     return x
 
 
-def _pad(x: torch.Tensor, padding: str) -> torch.Tensor:
+def pad_amounts(h: int, w: int, padding: str) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) zero padding of an h x w map before a 3x3 stride-2 conv."""
     if padding == "symmetric":
-        return F.pad(x, (1, 1, 1, 1))
+        return 1, 1, 1, 1
     if padding == "tf_same":  # total = max((out-1)*2 + 3 - in, 0), out = ceil(in/2); extra goes bottom/right
-        h, w = x.shape[-2:]
         th = max(((h + 1) // 2 - 1) * 2 + 3 - h, 0)
         tw = max(((w + 1) // 2 - 1) * 2 + 3 - w, 0)
-        return F.pad(x, (tw // 2, tw - tw // 2, th // 2, th - th // 2))
+        return th // 2, th - th // 2, tw // 2, tw - tw // 2
     raise ValueError(f"unknown padding {padding!r}")
+
+
+def _pad(x: torch.Tensor, padding: str) -> torch.Tensor:
+    t, b, left, right = pad_amounts(*x.shape[-2:], padding)
+    return F.pad(x, (left, right, t, b))
 
 
 def batch_norm_groups(y: torch.Tensor, n_groups: int, eps: float,
