@@ -266,9 +266,9 @@ def test_chip_in_the_loop_uses_the_chip_weights_and_the_rounded_update():
 
 
 def test_train_snn_chip_in_the_loop_resumes_exactly(tmp_path):
-    assert train_cmd.run(_args(tmp_path / "a", iterations=4, chip_in_the_loop=True)) == 0
-    assert train_cmd.run(_args(tmp_path / "b", iterations=2, chip_in_the_loop=True)) == 0
-    assert train_cmd.run(_args(tmp_path / "b", iterations=4, chip_in_the_loop=True, resume=True)) == 0
+    assert train_cmd.run(_args(tmp_path / "a", iterations=4, chip_in_the_loop=True, chip_every=2)) == 0
+    assert train_cmd.run(_args(tmp_path / "b", iterations=2, chip_in_the_loop=True, chip_every=2)) == 0
+    assert train_cmd.run(_args(tmp_path / "b", iterations=4, chip_in_the_loop=True, chip_every=2, resume=True)) == 0
     sa = torch.load(tmp_path / "a" / "run" / "state.pt", weights_only=False)
     sb = torch.load(tmp_path / "b" / "run" / "state.pt", weights_only=False)
     for k in WEIGHT_NAMES:
@@ -278,3 +278,4 @@ def test_train_snn_chip_in_the_loop_resumes_exactly(tmp_path):
     assert rows[1]["val_chip_loss_after"] and float(rows[3]["val_chip_ee_median_cm_after"]) > 0
     _, side = load_checkpoint(tmp_path / "b" / "run" / "best.npz", kind="snn_l2l")
     assert side["config"]["chip_in_the_loop"]["update_quantum"] == 1.0 / 16.0
+    assert side["config"]["chip_in_the_loop"]["every"] == 2

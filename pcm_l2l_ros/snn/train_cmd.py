@@ -12,9 +12,10 @@ Outer loop: Adam on the six weight matrices, loss of the test run after ONE natu
 
 ``--chip-in-the-loop`` turns on hardware-aware meta-training (:class:`metatrain.ChipInTheLoop`): every
 iteration the trainee is programmed on a fresh simulated PCM core read at ``--chip-drift`` seconds and the
-update is rounded to ``--update-quantum`` (``--update-rounding``) with a straight-through gradient. Validation
-then also runs on the chip (a fixed chip-noise seed, columns ``val_chip_*``) and "best" means the lowest
-on-chip validation loss.
+update is rounded to ``--update-quantum`` (``--update-rounding``) with a straight-through gradient
+(``--chip-every K``: on every K-th iteration only, software on the others). Validation then also runs on the
+chip (a fixed chip-noise seed, columns ``val_chip_*``) and "best" means the lowest mean of the software and
+the on-chip validation loss.
 
 ``--export PATH`` writes the best weights as a project checkpoint (e.g. ``pcm_l2l_ros/models/snn_l2l.npz``);
 with ``--iterations`` equal to the iterations already done it only exports.
@@ -76,6 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--update-quantum", type=float, default=1.0 / 16.0,
                    help="rounding quantum of the update with --chip-in-the-loop (weight units; 0 = float)")
     p.add_argument("--update-rounding", choices=("stochastic", "nearest"), default="stochastic")
+    p.add_argument("--chip-every", type=int, default=1,
+                   help="with --chip-in-the-loop: use the chip on every K-th iteration, software (float update) on "
+                        "the others (2 = half and half: keeps the software accuracy while learning the chip's)")
 
 
 def _config(args):
@@ -97,6 +101,15 @@ def _chip(args, iteration: int, validation: bool = False):
                             update_rounding=args.update_rounding, seed=seed)
 
 
+def _chip_settings(args) -> dict | None:
+    """What the sidecar records of --chip-in-the-loop (None when off)."""
+    if not getattr(args, "chip_in_the_loop", False):
+        return None
+    return {"drift_s": args.chip_drift, "update_quantum": args.update_quantum,
+            "update_rounding": args.update_rounding, "every": getattr(args, "chip_every", 1),
+            "chip": "onchip.default_pcm_config (hermes_like, per-column scale)", "seed_base": args.seed}
+
+
 def _chip_seed(args, iteration: int) -> int:
     return args.seed * 1_000_003 + iteration
 
@@ -116,7 +129,7 @@ def _save_weights(path: Path, model, cfg, args, metrics: dict, iteration: int) -
     conf = cfg.to_dict()
     conf.update({"seed": args.seed, "batch": args.batch, "iteration": iteration, "lr": args.lr,
                  "first_order": bool(args.first_order), "kinematics": args.kinematics,
-                 "trajectories": "resample", "chip_in_the_loop": model.chip.to_dict() if model.chip else None})
+                 "trajectories": "resample", "chip_in_the_loop": _chip_settings(args)})
     save_checkpoint(path, model.weights().to_dict(), kind=CHECKPOINT_KIND, seed=args.seed, metrics=metrics,
                     config=conf, command=getattr(args, "command_line", None))
 
@@ -219,6 +232,7 @@ def run(args) -> int:
     with open(csv_path, newline="") as f:  # a resumed run keeps its CSV's columns
         fields = next(csv.reader(f), None) or list(CSV_FIELDS)
     val_chip = _chip(args, 0, validation=True)
+    train_chip = model.chip
 
     def lr_at(it: int) -> float:
         return args.lr * args.lr_decay ** (it // max(1, args.lr_every))
@@ -247,8 +261,10 @@ def run(args) -> int:
             for g in opt.param_groups:
                 g["lr"] = lr_at(it)
             batch = mt.make_batch(args.batch, rng, cfg, kin)
-            if model.chip is not None:
-                model.chip.reset(_chip_seed(args, it))
+            use_chip = train_chip is not None and it % max(1, args.chip_every) == 0
+            model.chip = train_chip if use_chip else None
+            if use_chip:
+                train_chip.reset(_chip_seed(args, it))
             opt.zero_grad(set_to_none=True)
             total, m, _ = mt.outer_loss(model, X_clock, batch, kin)
             if not torch.isfinite(total):
@@ -265,14 +281,13 @@ def run(args) -> int:
             t_last = now
             done = it + 1
             if done % args.val_every == 0 or done == args.iterations:
-                train_chip, model.chip = model.chip, None
+                model.chip = None
                 v = mt.evaluate(model, X_clock, val_batch, kin)       # software, float update
-                model.chip = train_chip
                 if val_chip is not None:                               # on the chip, the same chips every time
                     val_chip.reset()
                     model.chip = val_chip
                     vc = mt.evaluate(model, X_clock, val_batch, kin)
-                    model.chip = train_chip
+                    model.chip = None
                     row.update({"val_chip_loss_after": f"{vc['loss_after']:.6g}",
                                 "val_chip_ee_median_cm_after": f"{vc['ee_median_cm_after']:.4g}"})
                 row.update({"val_loss_before": f"{v['loss_before']:.6g}", "val_loss_after": f"{v['loss_after']:.6g}",
@@ -284,9 +299,9 @@ def run(args) -> int:
                 vm = {"val_" + k: v[k] for k in v}
                 vm["iteration"] = done
                 score = v["loss_after"]
-                if val_chip is not None:
+                if val_chip is not None:  # both targets count: software and on-chip
                     vm.update({"val_chip_" + k: vc[k] for k in vc})
-                    score = vc["loss_after"]
+                    score = 0.5 * (v["loss_after"] + vc["loss_after"])
                 if score < best:
                     best = score
                     _save_weights(run_dir / "best.npz", model, cfg, args, vm, done)
