@@ -129,7 +129,7 @@ class VisionNode(Node):
                 chip = self._chip(ways, drift)
                 bn = "transductive" if len(qx) >= self.min_transductive else "support"
                 res = chip.adapt_and_classify(sx, sy, qx, inner_steps=steps, rng=np.random.default_rng(),
-                                              bn_stats=bn)
+                                              bn_stats=bn, track_steps=False)
             probs = np.asarray(res.probs, dtype=np.float64)[:, :ways]   # classes beyond N are not in the task
             probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-30)
             if not np.all(np.isfinite(probs)):

@@ -210,7 +210,7 @@ class FewShotChip:
     def adapt_and_classify(self, support_x: np.ndarray, support_y: np.ndarray, query_x: np.ndarray,
                            inner_steps: int | None = None, drift_time_s: float | None = None,
                            rng: np.random.Generator | int | None = None,
-                           bn_stats: str = "transductive") -> AdaptResult:
+                           bn_stats: str = "transductive", track_steps: bool = True) -> AdaptResult:
         """Learn a new task on the chip and classify ``query_x``.
 
         support_x (ns, 28, 28) float ink = 1, support_y (ns,) ints in [0, ways), query_x (nq, 28, 28).
@@ -218,7 +218,8 @@ class FewShotChip:
         the chip's clock, first let the chip drift to this time since programming. rng: random draws of
         this task's readout writes. bn_stats: 'transductive' (query set normalised with its own
         statistics, as in training) or 'support' (query normalised with the support statistics; use
-        this for very few query images, e.g. one camera frame).
+        this for very few query images, e.g. one camera frame). track_steps: also classify the queries
+        after every inner step (``step_labels``, the accuracy-per-step curve); False saves those reads.
         The shared chip state is not modified (a fork of the readout is adapted).
         """
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
@@ -231,19 +232,21 @@ class FewShotChip:
         t0 = time.perf_counter()
         hs, hq = self.features([support_x, query_x], bn_source=_bn_source(bn_stats, 1))
         t1 = time.perf_counter()
-        res = self.adapt_features(hs, ys, hq, steps, rng)
+        res = self.adapt_features(hs, ys, hq, steps, rng, track_steps)
         res.timings["features"] = t1 - t0
         return res
 
     def adapt_features(self, hs: np.ndarray, ys: np.ndarray, hq: np.ndarray, steps: int,
-                       rng: np.random.Generator) -> AdaptResult:
-        """The on-chip inner loop on given features (hs (ns, C), hq (nq, C)); see adapt_and_classify."""
+                       rng: np.random.Generator, track_steps: bool = True) -> AdaptResult:
+        """The on-chip inner loop on given features (hs (ns, C), hq (nq, C)); see adapt_and_classify.
+        ``track_steps=False`` skips classifying the queries after every step (step_labels then holds the
+        final labels only)."""
         t1 = time.perf_counter()
         arr = self.readout.fork(rng)
         onehot = np.eye(self.ways, dtype=np.float32)[ys]
         t_cls = 0.0
         tc = time.perf_counter()
-        step_labels = [arr.mvm(hq).argmax(1)]
+        step_labels = [arr.mvm(hq).argmax(1)] if track_steps else []
         t_cls += time.perf_counter() - tc
         written, changed = [], []
         for _ in range(steps):
@@ -252,10 +255,15 @@ class FewShotChip:
             rep = arr.reprogram(dw)  # quantise + sparse reprogramming of the fork
             written.append(int(rep.devices_written))
             changed.append(int(rep.weights_changed))
-            tc = time.perf_counter()
-            step_labels.append(arr.mvm(hq).argmax(1))
-            t_cls += time.perf_counter() - tc
+            if track_steps:
+                tc = time.perf_counter()
+                step_labels.append(arr.mvm(hq).argmax(1))
+                t_cls += time.perf_counter() - tc
+        tc = time.perf_counter()
         probs = _softmax(arr.mvm(hq))
+        t_cls += time.perf_counter() - tc
+        if not track_steps:
+            step_labels.append(probs.argmax(1))
         t2 = time.perf_counter()
         return AdaptResult(labels=probs.argmax(1), probs=probs, step_labels=np.stack(step_labels),
                            devices_written=int(sum(written)), devices_written_per_step=written,
