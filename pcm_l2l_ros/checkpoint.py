@@ -47,8 +47,11 @@ def sha256_file(path: Path) -> str:
 
 def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], *, kind: str, seed: int | None,
                     metrics: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
-                    command: str | None = None) -> Path:
+                    command: str | None = None, code_git_hash: str | None = None) -> Path:
     """Write ``path`` (.npz) and its sidecar ``path.with_suffix('.json')``; returns the npz path.
+
+    ``code_git_hash``: the commit of the code that produced the arrays (e.g. taken when a training process
+    started); default: the repository's state now.
 
     The npz is written to a temporary name first and renamed, so an interrupted save never leaves a
     half-written checkpoint behind.
@@ -64,7 +67,7 @@ def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], *, kind: st
         "shapes": {k: list(np.shape(v)) for k, v in arrays.items()},
         "dtypes": {k: str(np.asarray(v).dtype) for k, v in arrays.items()},
         "command": command if command is not None else " ".join(shlex.quote(a) for a in sys.argv),
-        "git_hash": git_hash(),
+        "git_hash": code_git_hash or git_hash(),
         "seed": seed,
         "metrics": metrics or {},
         "config": config or {},

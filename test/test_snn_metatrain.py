@@ -212,8 +212,15 @@ def test_train_snn_resumes_exactly_and_exports(tmp_path):
     assert side["config"]["n_lsg"] == 20 and side["seed"] == 3
     assert "val_loss_after" in side["metrics"]["training_validation"]
     assert side["metrics"]["n_trajectories"] == 6 and side["metrics"]["after_ee_median_cm"] > 0
+    assert side["metrics"]["pcm_after_ee_median_cm"] > 0 and side["metrics"]["pcm_drift_s"] == 3600.0
+    assert side["config"]["init"] is None and side["git_hash"]
     w, cfg = SNNWeights.load(dest)
     assert cfg.n_trainee == 20
+    # a run started from that checkpoint records where it came from, even when its export overwrites it
+    assert train_cmd.run(_args(tmp_path / "c", iterations=2, init=dest, export=dest)) == 0
+    _, side2 = load_checkpoint(dest, kind="snn_l2l")
+    assert side2["config"]["init"]["command"] == side["command"]
+    assert side2["config"]["init"]["git_hash"] == side["git_hash"]
 
 
 # ----------------------------------------------------------------------------------------------- chip in the loop

@@ -131,13 +131,16 @@ def _save_weights(path: Path, model, cfg, args, metrics: dict, iteration: int) -
                  "first_order": bool(args.first_order), "kinematics": args.kinematics,
                  "trajectories": "resample", "chip_in_the_loop": _chip_settings(args)})
     save_checkpoint(path, model.weights().to_dict(), kind=CHECKPOINT_KIND, seed=args.seed, metrics=metrics,
-                    config=conf, command=getattr(args, "command_line", None))
+                    config=conf, command=getattr(args, "command_line", None),
+                    code_git_hash=getattr(args, "code_git_hash", None))
 
 
-def final_metrics(weights, cfg, kinematics: str, n: int, seed: int) -> dict:
+def final_metrics(weights, cfg, kinematics: str, n: int, seed: int, pcm_drift_s: float | None = 3600.0) -> dict:
     """Validation numbers of weights with the Numba kernels (the deployment path, ``episode.one_shot``, float
     update, no PCM) on ``n`` held-out trajectories drawn with ``seed``: loss, omega RMSE and end-effector error
-    (time-mean distance, cm: mean, sd, median, p90) before and after the one update, and the firing rates."""
+    (time-mean distance, cm: mean, sd, median, p90) before and after the one update, and the firing rates;
+    with ``pcm_drift_s``, also after the one update on the simulated PCM chip read at that drift time
+    (``pcm_after_*``)."""
     from pcm_l2l_ros.snn import episode, tasks  # noqa: PLC0415
     from pcm_l2l_ros.snn import metatrain as mt  # noqa: PLC0415
 
@@ -151,16 +154,23 @@ def final_metrics(weights, cfg, kinematics: str, n: int, seed: int) -> dict:
     out.update({"rate_trainee_train_hz": res.rate_train_hz, "rate_trainee_test_hz": res.rate_test_hz,
                 "rate_lsg_hz": res.rate_lsg_hz,
                 "frac_weights_changed": float(np.mean(res.n_changed) / res.n_plastic)})
+    if pcm_drift_s is not None:  # the same trajectories on the controller's simulated chip
+        from pcm_l2l_ros.snn import onchip  # noqa: PLC0415
+
+        r = onchip.one_shot_pcm(weights, traj, cfg, drift_s=pcm_drift_s, rng=seed)
+        out.update(episode.summary_metrics(episode.trajectory_metrics(r.y_after, traj, kin, cfg), "pcm_after_"))
+        out.update({"pcm_drift_s": pcm_drift_s, "pcm_chip": "onchip.default_pcm_config (stochastic rounding)",
+                    "pcm_devices_written_mean": float(r.devices_written.mean()), "pcm_n_devices": r.n_devices})
     return out
 
 
 def export_checkpoint(src: Path, dest: Path, export_command: str | None = None, eval_n: int = 270,
-                      eval_seed: int | None = None) -> Path:
+                      eval_seed: int | None = None, init_path: Path | None = None) -> Path:
     """Copy a run's ``best`` checkpoint to ``dest`` (arrays and config kept), with the metrics of a fresh
     evaluation on ``eval_n`` held-out trajectories (:func:`final_metrics`; 0 = keep the run's validation
     metrics only) and the current git hash. The sidecar keeps the training command; ``export_command`` goes
     into the config."""
-    from pcm_l2l_ros.checkpoint import load_checkpoint, save_checkpoint  # noqa: PLC0415
+    from pcm_l2l_ros.checkpoint import git_hash, load_checkpoint, save_checkpoint  # noqa: PLC0415
     from pcm_l2l_ros.snn.params import CHECKPOINT_KIND, SNNConfig, SNNWeights  # noqa: PLC0415
 
     arrays, side = load_checkpoint(src, kind=CHECKPOINT_KIND)
@@ -168,6 +178,8 @@ def export_checkpoint(src: Path, dest: Path, export_command: str | None = None, 
     conf.setdefault("command", side.get("command"))
     if export_command:
         conf["export_command"] = export_command
+    conf.setdefault("init", _init_lineage(side.get("command"), init_path))
+    conf["export_git_hash"] = git_hash()
     metrics = {"training_validation": side.get("metrics") or {}}
     if eval_n > 0:
         cfg = SNNConfig.from_dict(conf)
@@ -176,7 +188,33 @@ def export_checkpoint(src: Path, dest: Path, export_command: str | None = None, 
         metrics.update(final_metrics(w, cfg, conf.get("kinematics", "urdf"), eval_n, seed))
         log.info("final metrics: %s", metrics)
     return save_checkpoint(dest, arrays, kind=CHECKPOINT_KIND, seed=side.get("seed"),
-                           metrics=metrics, config=conf, command=side.get("command"))
+                           metrics=metrics, config=conf, command=side.get("command"),
+                           code_git_hash=side.get("git_hash"))
+
+
+def _init_lineage(command: str | None, init_path: Path | None = None) -> dict | None:
+    """Where a run started with ``--init CKPT`` came from (``init_path``, else parsed from the run's
+    ``command``): that checkpoint's command, git hash, seed and iteration (read before an export may
+    overwrite it); None for a run from random weights."""
+    from pcm_l2l_ros.checkpoint import CheckpointError, load_checkpoint  # noqa: PLC0415
+    from pcm_l2l_ros.snn.params import CHECKPOINT_KIND  # noqa: PLC0415
+
+    if init_path is None and command:
+        p = argparse.ArgumentParser(add_help=False)
+        add_arguments(p)
+        tokens = shlex.split(command)
+        tokens = tokens[2:] if tokens[:2] == ["pcm-l2l", "train-snn"] else tokens
+        init_path = p.parse_known_args(tokens)[0].init
+    if init_path is None:
+        return None
+    try:
+        _, init_side = load_checkpoint(init_path, kind=CHECKPOINT_KIND)
+    except (CheckpointError, OSError) as e:
+        return {"path": str(init_path), "error": str(e)}
+    conf = init_side.get("config") or {}
+    return {"path": str(init_path), "command": init_side.get("command"), "git_hash": init_side.get("git_hash"),
+            "seed": init_side.get("seed"), "iteration": conf.get("iteration"),
+            "export_command": conf.get("export_command"), "init": conf.get("init")}
 
 
 def run(args) -> int:
@@ -188,8 +226,13 @@ def run(args) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(max(1, args.threads))
-    args.command_line = "pcm-l2l train-snn " + " ".join(shlex.quote(a) for a in sys.argv[1:]) \
-        if not getattr(args, "command_line", None) else args.command_line
+    if not getattr(args, "command_line", None):
+        argv = sys.argv[1:]
+        argv = argv[1:] if argv[:1] == ["train-snn"] else argv   # invoked as `pcm-l2l train-snn ...`
+        args.command_line = "pcm-l2l train-snn " + " ".join(shlex.quote(a) for a in argv)
+    from pcm_l2l_ros.checkpoint import git_hash  # noqa: PLC0415
+
+    args.code_git_hash = git_hash()  # the code this process trains with (sidecars are written later)
     run_dir: Path = args.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / "state.pt"
@@ -329,7 +372,8 @@ def run(args) -> int:
         src = run_dir / "best.npz"
         if not src.exists():
             _save_weights(src, model, cfg, args, {"iteration": done}, done)
-        out = export_checkpoint(src, args.export, args.command_line, eval_n=args.export_eval_n)
+        out = export_checkpoint(src, args.export, args.command_line, eval_n=args.export_eval_n,
+                                init_path=args.init)
         log.info("exported %s -> %s", src, out)
     return 0
 
