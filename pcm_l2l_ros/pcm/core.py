@@ -732,9 +732,9 @@ class PCMArray:
         scratch = self._scratch.get(key)
         if scratch is None or (self._vars is not None) != (scratch[2].shape[0] > 0):
             scratch = (
-                np.empty(xr.shape, np.float32),
+                np.empty_like(xr),
                 np.empty(bsz, np.float32),
-                np.empty(xr.shape, np.float32) if self._vars is not None else _EMPTY,
+                np.empty_like(xr) if self._vars is not None else _EMPTY,
             )
             if len(self._scratch) > 16:
                 self._scratch.clear()

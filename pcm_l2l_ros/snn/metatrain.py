@@ -242,10 +242,6 @@ class ChipInTheLoop:
             return dW
         return quantise_ste(dW, self.update_quantum, self.update_rounding, self._gen)
 
-    def to_dict(self) -> dict:
-        return {"drift_s": self.drift_s, "update_quantum": self.update_quantum,
-                "update_rounding": self.update_rounding, "seed": self.seed, "chip_noise": self.chip_noise}
-
 
 # --------------------------------------------------------------------------------------------------- model
 @dataclass

@@ -168,8 +168,8 @@ def export_checkpoint(src: Path, dest: Path, export_command: str | None = None, 
                       eval_seed: int | None = None, init_path: Path | None = None) -> Path:
     """Copy a run's ``best`` checkpoint to ``dest`` (arrays and config kept), with the metrics of a fresh
     evaluation on ``eval_n`` held-out trajectories (:func:`final_metrics`; 0 = keep the run's validation
-    metrics only) and the current git hash. The sidecar keeps the training command; ``export_command`` goes
-    into the config."""
+    metrics only). The sidecar keeps the training command and the training code's git hash; the config gets
+    ``export_command``, ``export_git_hash`` (the code now) and ``init`` (the ``--init`` lineage)."""
     from pcm_l2l_ros.checkpoint import git_hash, load_checkpoint, save_checkpoint  # noqa: PLC0415
     from pcm_l2l_ros.snn.params import CHECKPOINT_KIND, SNNConfig, SNNWeights  # noqa: PLC0415
 
