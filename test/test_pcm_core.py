@@ -79,6 +79,7 @@ def test_tiled_mvm_equals_sum_of_cores() -> None:
     assert np.linalg.norm(err) / np.linalg.norm(x @ W) < 0.05
 
 
+
 def test_per_column_scale_maps_column_max() -> None:
     rng = np.random.default_rng(3)
     W = rng.uniform(-1, 1, (64, 8)) * np.array([1, 2, 0.5, 0.1, 1, 1, 3, 0.01])
@@ -282,6 +283,18 @@ def test_fork_is_independent_copy() -> None:
     assert not np.array_equal(a.mvm(x), b.mvm(x))  # different output-noise streams
     np.testing.assert_array_equal(arr.fork(1).mvm(x), arr.fork(1).mvm(x))
     np.testing.assert_array_equal(arr.mvm(x), twin.mvm(x))  # forks did not consume the original's stream
+    w_before, counts_before = arr.weights(), arr.write_counts.copy()
+    c = arr.fork(3)
+    c.reprogram(np.full(W.shape, 0.2))   # a fork's writes and drift stay in the fork
+    c.drift(3600.0)
+    assert c.devices_written_total > 0 and not np.array_equal(c.weights(), w_before)
+    np.testing.assert_array_equal(arr.weights(), w_before)
+    np.testing.assert_array_equal(arr.write_counts, counts_before)
+    assert arr.t_s == 60.0 and arr.devices_written_total == 0
+    np.testing.assert_array_equal(arr.mvm(x), twin.mvm(x))
+    arr.drift(120.0)   # rebuilt from the original's own device state (nothing shared with the fork)
+    twin.drift(120.0)
+    np.testing.assert_array_equal(arr.weights(), twin.weights())
 
 
 def test_deep_copies_draw_fresh_noise() -> None:
