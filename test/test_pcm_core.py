@@ -330,3 +330,22 @@ def test_small_and_large_batch_paths_agree() -> None:
     step = 20.0 / 127 * np.abs(x).max(axis=1, keepdims=True) * np.abs(W).max()
     assert np.all(np.abs(big - small) <= step * 1.0001)  # BLAS rounding may flip an ADC level
     assert np.mean(big == small) > 0.99
+
+
+def test_background_noise_draws_equal_synchronous_draws() -> None:
+    """take_async (large draws generated on the worker thread while the MVM's GEMMs run) hands out exactly
+    the draws take would, in the same order; a draw before waiting settles the pending one first; a copy
+    taken while a fill is pending is consistent."""
+    from pcm_l2l_ros.pcm.core import _NormalStream
+
+    shapes = [(3, 5), (700, 56), (2, 2), (1200, 56), (40, 56), (1200, 56)]
+    sync, bg = _NormalStream(11, 4096), _NormalStream(11, 4096)
+    for shape in shapes:
+        np.testing.assert_array_equal(bg.take_async(shape)(), sync.take(shape))
+    pending = bg.take_async((900, 56))                      # not waited for: the next draw settles it
+    first = sync.take((900, 56)).copy()
+    np.testing.assert_array_equal(bg.take((4, 4)), sync.take((4, 4)))
+    np.testing.assert_array_equal(pending(), first)
+    bg.take_async((900, 56))
+    twin = copy.deepcopy(bg)                                 # waits for the fill, then copies
+    np.testing.assert_array_equal(twin.take((5, 7)), sync.take((5, 7)))

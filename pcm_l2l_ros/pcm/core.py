@@ -36,6 +36,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -234,10 +237,32 @@ class _Periphery(NamedTuple):
     noise: bool
 
 
+_ASYNC_NOISE_MIN = 1 << 15  # draws from which a block's noise is generated on the worker thread
+_noise_pool: ThreadPoolExecutor | None = None
+
+
+def _noise_worker() -> ThreadPoolExecutor:
+    """One process-wide worker thread that fills large noise buffers while the caller runs the crossbar
+    GEMMs (torch's sampler releases the GIL, so the two overlap on two cores)."""
+    global _noise_pool  # noqa: PLW0603 - created on first use, shared by every array
+    if _noise_pool is None:
+        _noise_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pcm-noise")
+    return _noise_pool
+
+
+def _forget_noise_worker() -> None:  # a forked child has no worker thread: it starts its own on first use
+    global _noise_pool  # noqa: PLW0603
+    _noise_pool = None
+
+
+os.register_at_fork(after_in_child=_forget_noise_worker)
+
+
 class _NormalStream:
     """Standard-normal float32 draws for the MVM noise, from a seeded torch generator, produced in chunks
     (torch's vectorised sampler, ~4 ns/draw) and handed out sequentially: every draw is used exactly once,
-    so the stream is i.i.d. N(0, 1); buffering only removes the per-call overhead at small batches."""
+    so the stream is i.i.d. N(0, 1); buffering only removes the per-call overhead at small batches.
+    Large draws can be generated in the background (``take_async``): the same draws in the same order."""
 
     def __init__(self, seed: int, chunk: int = 1 << 16) -> None:
         self._gen = torch.Generator().manual_seed(seed)
@@ -246,8 +271,10 @@ class _NormalStream:
         self._pos = chunk
         self._chunk = chunk
         self._big: torch.Tensor | None = None  # reused for draws larger than a chunk (no page faults per call)
+        self._pending: Future | None = None  # a background fill of _big (take_async) not yet waited for
 
     def __getstate__(self) -> dict:  # copies (deepcopy of a chip) re-attach the numpy view to their own buffer
+        self._settle()
         state = self.__dict__.copy()
         del state["_np"]
         return state
@@ -256,9 +283,16 @@ class _NormalStream:
         self.__dict__.update(state)
         self._np = self._buf.numpy()
 
+    def _settle(self) -> None:
+        """Wait for a background fill still running (the generator and _big are then free again)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
     def reserve(self, n: int) -> tuple[np.ndarray, int]:
         """(buffer, start): the next ``n`` draws are buffer[start:start + n]; they count as used. The buffer
         is reused: consume the draws before the next call."""
+        self._settle()
         if n > self._chunk:
             if self._big is None or self._big.numel() < n:
                 self._big = torch.empty(n, dtype=torch.float32)
@@ -277,6 +311,25 @@ class _NormalStream:
         n = shape[0] * shape[1]
         buf, start = self.reserve(n)
         return buf[start : start + n].reshape(shape)
+
+    def take_async(self, shape: tuple[int, int]) -> Callable[[], np.ndarray]:
+        """``take`` whose draws (if many) are generated on the worker thread while the caller goes on;
+        call the returned function for the array. No other draw from this stream in between."""
+        n = shape[0] * shape[1]
+        if n <= self._chunk or n < _ASYNC_NOISE_MIN:
+            a = self.take(shape)
+            return lambda: a
+        self._settle()
+        if self._big is None or self._big.numel() < n:
+            self._big = torch.empty(n, dtype=torch.float32)
+        big = self._big[:n]
+        self._pending = _noise_worker().submit(big.normal_, generator=self._gen)
+
+        def wait() -> np.ndarray:
+            self._settle()
+            return big.numpy().reshape(shape)
+
+        return wait
 
 
 class PCMArray:
@@ -749,6 +802,7 @@ class PCMArray:
                 self._scratch.clear()
             self._scratch[key] = scratch
         xn, xs, xn2 = scratch
+        noise_ready = self._normals.take_async((bsz, self.n_out)) if p.noise else None  # overlaps the GEMMs
         dac_quantize(xr, p.dac_nlev, p.dac_range, p.normalise, xn, xs, xn2)
         if bsz >= _TORCH_MATMUL_MIN_BATCH:  # torch's sgemm is the faster BLAS here for batched inputs
             yn = torch.mm(torch.from_numpy(xn), self._mats_t[r]).numpy()
@@ -758,7 +812,7 @@ class PCMArray:
         else:
             yn = xn @ self._mats[r]
             var = xn2 @ self._vars[r] if self._vars is not None else _EMPTY
-        noise = self._normals.take(yn.shape) if p.noise else _EMPTY
+        noise = noise_ready() if noise_ready is not None else _EMPTY
         accumulate = out is not None
         if out is None:
             out = np.empty(yn.shape, np.float32)
