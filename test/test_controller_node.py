@@ -196,13 +196,16 @@ def test_watchdog_stops_the_arm_within_50ms(no_shm_leak, node_process, ros_node)
 
 
 def test_sim_restart_mid_run_is_survived(sim_and_controller):
+    """Generous timeouts: this is about surviving the restart (under CI load the 1 Hz status and the
+    restarted sim can take seconds), not about timing."""
     sim, ctrl, probe, node_process = sim_and_controller
     assert probe.call(probe.learn, LearnTrajectory.Request(target=target_msg(), quantize_update=True)).success
     probe.cmds.clear()
     assert probe.call(probe.execute, Trigger.Request()).success
-    assert spin_until(probe.ex, lambda: len(probe.cmds) >= 30, 5.0)
+    assert spin_until(probe.ex, lambda: len(probe.cmds) >= 30, 15.0)
+    probe.status.clear()                                  # only states reported after the sim died count
     assert sim.stop() == 0                                # the simulator dies mid-trajectory
-    assert spin_until(probe.ex, lambda: any(s.state == "stopped" for s in probe.status), 5.0)
+    assert spin_until(probe.ex, lambda: any(s.state == "stopped" for s in probe.status), 15.0)
     assert not any(probe.cmds[-1][1]), "the last command after the sim died must be zero velocity"
     res = probe.call(probe.execute, Trigger.Request())
     assert not res.success and "joint_states" in res.message  # no arm: refuses instead of streaming blind
@@ -212,5 +215,5 @@ def test_sim_restart_mid_run_is_survived(sim_and_controller):
     probe.cmds.clear()
     ok = lambda: probe.call(probe.execute, Trigger.Request()).success  # noqa: E731 - until the controller sees it
     assert spin_until(probe.ex, ok, 30.0), "execute never accepted after the sim restarted"
-    assert spin_until(probe.ex, lambda: finished(probe), 15.0)
+    assert spin_until(probe.ex, lambda: finished(probe), 30.0)
     assert ctrl.alive()
