@@ -45,6 +45,7 @@ def test_train_export_eval_roundtrip(tmp_path):
         assert 0.0 <= float(r["acc"]) <= 1.0
     pcm = [r for r in rows if r["mode"] == "pcm"]
     assert all(float(r["devices_written_per_step"]) <= 0.01 * int(r["devices_total"]) for r in pcm)
+    assert all(0 < float(r["distinct_devices_per_task"]) <= float(r["devices_written_per_task"]) for r in pcm)
     assert np.load(out / "per_task.npz")["5w1s_sw"].shape == (4, 5)
 
 

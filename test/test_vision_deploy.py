@@ -130,6 +130,9 @@ def test_sparse_writes_touch_only_readout_and_shared_state_is_kept(evaluation, h
         assert max(r.devices_written_per_step) <= chip.readout.n_devices  # only readout devices
         assert max(r.devices_written_per_step) <= 0.01 * total  # <= 1 % of the chip per step
         assert r.devices_written > 0
+        # distinct devices: at least the busiest step's, at most every write, at most the readout's devices
+        assert max(r.devices_written_per_step) <= r.devices_written_distinct <= min(r.devices_written,
+                                                                                   chip.readout.n_devices)
     for k, a in chip.convs.items():  # conv layers never rewritten
         assert np.array_equal(a.write_counts, conv_counts[k])
     assert np.array_equal(chip.readout.write_counts, ro_counts)  # the shared readout is untouched (fork)

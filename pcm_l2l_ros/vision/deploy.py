@@ -77,7 +77,9 @@ class AdaptResult:
 
     labels: (nq,) predicted class after the last step; probs: (nq, ways) softmax after the last step;
     step_labels: (steps + 1, nq) predictions after each inner step (0 = meta-trained init);
-    devices_written: physical devices written by the readout updates of this task (all steps);
+    devices_written: physical device writes by the readout updates of this task (sum over the steps; a
+        device written in two steps counts twice);
+    devices_written_distinct: physical devices written at least once in this task (each counted once);
     devices_written_per_step, weights_changed_per_step: per inner step;
     timings: seconds for 'features', 'adapt', 'classify'.
     """
@@ -86,6 +88,7 @@ class AdaptResult:
     probs: np.ndarray
     step_labels: np.ndarray
     devices_written: int
+    devices_written_distinct: int
     devices_written_per_step: list[int]
     weights_changed_per_step: list[int]
     timings: dict[str, float] = field(default_factory=dict)
@@ -264,9 +267,11 @@ class FewShotChip:
         t_cls += time.perf_counter() - tc
         if not track_steps:
             step_labels.append(probs.argmax(1))
+        distinct = int(np.count_nonzero(arr.write_counts != self.readout.write_counts))  # fork vs shared
         t2 = time.perf_counter()
         return AdaptResult(labels=probs.argmax(1), probs=probs, step_labels=np.stack(step_labels),
-                           devices_written=int(sum(written)), devices_written_per_step=written,
+                           devices_written=int(sum(written)), devices_written_distinct=distinct,
+                           devices_written_per_step=written,
                            weights_changed_per_step=changed,
                            timings={"adapt": t2 - t1 - t_cls, "classify": t_cls})
 

@@ -143,9 +143,10 @@ def run(args: argparse.Namespace) -> int:
     per_task: dict[str, np.ndarray] = {}
     csv_path = out_dir / "results.csv"
     fields = ["setting", "mode", "drift_s", "step", "n_tasks", "acc", "ci95", "devices_written_per_step",
-              "devices_written_per_task", "devices_total", "model", "wall_s"]
+              "devices_written_per_task", "distinct_devices_per_task", "devices_total", "model", "wall_s"]
 
-    def emit(setting, mode, drift, acc, model_name, wall, dev_step=None, dev_task=None, dev_total=None):
+    def emit(setting, mode, drift, acc, model_name, wall, dev_step=None, dev_task=None, dev_total=None,
+             dev_distinct=None):
         key = f"{setting}_{mode}" + ("" if drift is None else f"_{int(drift)}s")
         per_task[key] = acc
         for k in range(acc.shape[1]):
@@ -155,12 +156,14 @@ def run(args: argparse.Namespace) -> int:
                          "n_tasks": acc.shape[0], "acc": round(m, 5), "ci95": round(h, 5),
                          "devices_written_per_step": "" if dev_step is None else round(dev_step, 1),
                          "devices_written_per_task": "" if dev_task is None else round(dev_task, 1),
+                         "distinct_devices_per_task": "" if dev_distinct is None else round(dev_distinct, 1),
                          "devices_total": "" if dev_total is None else dev_total, "model": model_name,
                          "wall_s": round(wall, 1)})
         m, h = ci95(acc[:, -1])
         log.info("%s %s%s: final acc %.4f +- %.4f (n=%d)%s", setting, mode,
                  "" if drift is None else f" @ {drift:g} s", m, h, acc.shape[0],
-                 "" if dev_step is None else f", devices/step {dev_step:.0f} of {dev_total}")
+                 "" if dev_step is None else f", devices/step {dev_step:.0f}, per task {dev_task:.0f} writes to "
+                 f"{dev_distinct:.0f} distinct devices ({100 * dev_distinct / dev_total:.2f} %) of {dev_total}")
         with csv_path.open("w", newline="") as f:  # rewrite after every result: partial runs are usable
             w = csv.DictWriter(f, fields)
             w.writeheader()
@@ -190,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
                 chip.drift(drift)
                 trng = np.random.default_rng(task_seed)
                 wrng = np.random.default_rng([args.seed, ways, shots, int(drift)])
-                accs, dev = [], []
+                accs, dev, distinct = [], [], []
                 chunk = 10
                 bar = tqdm(total=pcm_tasks, disable=args.no_progress, desc=f"pcm {setting} @{drift:g}s",
                            mininterval=5)
@@ -203,12 +206,14 @@ def run(args: argparse.Namespace) -> int:
                         r = chip.adapt_features(hs[i], b.support_y[i], hq[i], cfg.inner_steps, wrng)
                         accs.append((r.step_labels == b.query_y[i]).mean(1))
                         dev.append(r.devices_written_per_step)
+                        distinct.append(r.devices_written_distinct)
                     done += n
                     bar.update(n)
                 bar.close()
                 dev = np.asarray(dev, float)
                 emit(setting, "pcm", drift, np.asarray(accs), model_name, time.time() - t0,
-                     dev_step=float(dev.mean()), dev_task=float(dev.sum(1).mean()), dev_total=total)
+                     dev_step=float(dev.mean()), dev_task=float(dev.sum(1).mean()), dev_total=total,
+                     dev_distinct=float(np.mean(distinct)))
         if "scratch" in modes:
             t0 = time.time()
             acc = scratch_baseline(ev.images, ways, shots, args.queries, args.scratch_tasks, args.scratch_steps,
