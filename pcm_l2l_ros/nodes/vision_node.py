@@ -26,6 +26,7 @@ import numpy as np
 from pcm_l2l_interfaces.srv import FewShotClassify
 from rclpy.node import Node
 
+from pcm_l2l_ros.compute_threads import limit_compute_threads
 from pcm_l2l_ros.nodes.common import declare_validated, run_node
 from pcm_l2l_ros.nodes.image_codec import ImageError, images_to_input
 
@@ -81,12 +82,11 @@ class VisionNode(Node):
                                      isinstance(t, (int, float)) and 0 <= t <= MAX_DRIFT_S for t in v)
                                  else "must be a list of drift times in s", read_only=True)
 
-        threads = declare_validated(self, "torch_threads", 1, "torch intra-op threads for the chip simulation (1 "
-                                    "avoids oversubscribing the cores shared with the ROS executor)",
+        threads = declare_validated(self, "compute_threads", 1, "threads of the chip simulation: torch intra-op "
+                                    "and the BLAS pools (1: no oversubscription of the cores shared with the ROS "
+                                    "executor; the default BLAS pools doubled the latency on 2 cores)",
                                     _int_range(1, 64), read_only=True)
-        import torch  # noqa: PLC0415
-
-        torch.set_num_threads(threads)
+        limit_compute_threads(threads)
         if not enabled or preset == "ideal":
             pcm_cfg = chip_configs("ideal")
         elif preset == "hermes_like":

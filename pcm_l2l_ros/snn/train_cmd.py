@@ -225,7 +225,9 @@ def run(args) -> int:
     from pcm_l2l_ros.snn.params import SNNWeights  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    torch.set_num_threads(max(1, args.threads))
+    from pcm_l2l_ros.compute_threads import limit_compute_threads  # noqa: PLC0415
+
+    limit_compute_threads(max(1, args.threads))
     if not getattr(args, "command_line", None):
         argv = sys.argv[1:]
         argv = argv[1:] if argv[:1] == ["train-snn"] else argv   # invoked as `pcm-l2l train-snn ...`

@@ -118,7 +118,6 @@ def scratch_baseline(images, ways: int, shots: int, queries: int, n_tasks: int, 
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np  # noqa: PLC0415
-    import torch  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
     from pcm_l2l_ros.vision.deploy import FewShotChip, chip_configs, support_query_features  # noqa: PLC0415
@@ -127,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
     from pcm_l2l_ros.vision.sampler import TaskSampler  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(args.threads)
+    from pcm_l2l_ros.compute_threads import limit_compute_threads  # noqa: PLC0415
+
+    limit_compute_threads(args.threads)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     src = None

@@ -64,7 +64,6 @@ def _deadline(hhmm: str | None) -> float | None:
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np  # noqa: PLC0415
-    import torch  # noqa: PLC0415
 
     from pcm_l2l_ros.checkpoint import save_checkpoint  # noqa: PLC0415
     from pcm_l2l_ros.vision import model as M  # noqa: PLC0415
@@ -73,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
     from pcm_l2l_ros.vision.sampler import TaskSampler  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(args.threads)
+    from pcm_l2l_ros.compute_threads import limit_compute_threads  # noqa: PLC0415
+
+    limit_compute_threads(args.threads)
     s = TrainSettings(ways=args.ways, shots=tuple(int(v) for v in str(args.shots).split(",")),
                       queries=args.queries, meta_batch=args.meta_batch, iterations=args.iterations,
                       outer_lr=args.outer_lr, first_order=args.first_order, rotations=not args.no_rotations,
