@@ -1,9 +1,10 @@
 """How many threads the simulation's math may use (torch intra-op and every BLAS / OpenMP pool).
 
 numpy and scipy each load their own OpenBLAS, which starts one worker per core and lets it spin after each
-call. On a small machine (2 cores) those spinning workers compete with torch, Numba and the ROS executor:
-the vision service ran twice as slow with the default BLAS pools as with one thread. Nodes and the
-training/evaluation commands call :func:`limit_compute_threads` once, after the libraries are loaded.
+call. On a small machine (2 cores) whose other core is busy, those workers compete with torch, Numba and
+the ROS executor: a vision request took 54 ms with the default BLAS pools and 27 ms with one thread (under
+the profiler, one core loaded by another process; on an idle machine the two were equal). Nodes and the
+training/evaluation commands call :func:`limit_compute_threads` once.
 """
 
 from __future__ import annotations

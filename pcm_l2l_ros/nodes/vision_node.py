@@ -84,7 +84,7 @@ class VisionNode(Node):
 
         threads = declare_validated(self, "compute_threads", 1, "threads of the chip simulation: torch intra-op "
                                     "and the BLAS pools (1: no oversubscription of the cores shared with the ROS "
-                                    "executor; the default BLAS pools doubled the latency on 2 cores)",
+                                    "executor and other processes)",
                                     _int_range(1, 64), read_only=True)
         limit_compute_threads(threads)
         if not enabled or preset == "ideal":
