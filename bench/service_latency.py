@@ -4,6 +4,9 @@
   simulated PCM chip at 1 h drift; ``--calls`` calls each (default 200).
 * ``/controller/learn_trajectory``: one natural e-prop update on the chip per call.
 
+``--rounds R`` repeats the classify measurements R times (this machine's speed drifts by tens of percent
+over minutes; the spread between rounds shows it).
+
 The vision and controller nodes run as their own processes (as in the demo); this process is the client.
 Reported: p50 / p90 / p99 / max in ms, plus the nodes' own ``total_time_s`` (so transport and compute can be
 told apart). Run:  tools/env.sh python bench/service_latency.py [--calls 200]
@@ -37,6 +40,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--calls", type=int, default=200)
     p.add_argument("--learn-calls", type=int, default=None, help="default: --calls; 0 = classify only")
+    p.add_argument("--rounds", type=int, default=1, help="repeat the classify measurements (the spread between "
+                   "rounds shows how noisy the machine is)")
     args = p.parse_args()
 
     import rclpy
@@ -77,30 +82,35 @@ def _run(args, node, learn_calls: int, wanted) -> int:
             raise TimeoutError(client.srv_name)
         return (time.perf_counter() - t) * 1e3, fut.result()
 
-    print(f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']} (localhost only); nodes as separate processes")
+    print(f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']} (localhost only); nodes as separate processes; "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start (other processes distort this)")
     with SubprocessGraph(nodes, Path(default_graph_path()).parent, log_dir=REPO / "outputs" / "bench_logs"):
         classify = node.create_client(FewShotClassify, "/pcm_l2l/classify")
         learn = node.create_client(LearnTrajectory, "/controller/learn_trajectory")
         for c in (classify, learn) if learn_calls else (classify,):
             if not c.wait_for_service(timeout_sec=120.0):
                 raise RuntimeError(f"{c.srv_name} did not come up")
+        pools = {}
         for shots in (1, 5):
-            reqs = []
+            pools[shots] = []
             for i in range(8):  # a pool of distinct tasks, cycled
                 sx, sy, qx, _ = sample_vision_task(1000 + i, 5, shots, 5)
-                reqs.append(FewShotClassify.Request(
+                pools[shots].append(FewShotClassify.Request(
                     support_images=[to_image_msg(a) for a in sx], support_labels=[int(v) for v in sy],
                     query_images=[to_image_msg(a) for a in qx], inner_steps=0, drift_time_s=3600.0))
-            for r in reqs[:3]:
+            for r in pools[shots][:3]:
                 call(classify, r)  # warm-up
-            rtt, server = [], []
-            for k in range(args.calls):
-                ms, res = call(classify, reqs[k % len(reqs)])
-                assert res.success, res.message
-                rtt.append(ms)
-                server.append(res.total_time_s * 1e3)
-            print(f"classify 5w{shots}s  round trip: {stats(rtt)}")
-            print(f"classify 5w{shots}s  in the node: {stats(server)}")
+        for rnd in range(args.rounds):
+            tag = f" (round {rnd + 1}/{args.rounds})" if args.rounds > 1 else ""
+            for shots, reqs in pools.items():
+                rtt, server = [], []
+                for k in range(args.calls):
+                    ms, res = call(classify, reqs[k % len(reqs)])
+                    assert res.success, res.message
+                    rtt.append(ms)
+                    server.append(res.total_time_s * 1e3)
+                print(f"classify 5w{shots}s  round trip: {stats(rtt)}{tag}")
+                print(f"classify 5w{shots}s  in the node: {stats(server)}{tag}", flush=True)
         if not learn_calls:
             return 0
         target = unseen_target_msg(11)
