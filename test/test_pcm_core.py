@@ -93,13 +93,20 @@ def test_dac_levels_and_clipping() -> None:
     clips."""
     x = np.random.default_rng(4).normal(size=(3, 5000)).astype(np.float32)
     xn, xs, xn2 = np.empty_like(x), np.empty(3, np.float32), np.empty_like(x)
-    dac_quantize(x, 127, -1.0, True, xn, xs, xn2)
+    dac_quantize(x, 0, 127, -1.0, True, xn, xs, xn2)
     np.testing.assert_array_equal(xn2, xn * xn)
     np.testing.assert_allclose(xs, np.abs(x).max(axis=1))
     assert len(np.unique(xn)) <= 255 and np.abs(xn).max() <= 1.0
     assert np.abs(xn * xs[:, None] - x).max() <= xs.max() / 254 * 1.0001
-    dac_quantize(x, 127, 1.0, True, xn, xs, np.zeros((0, 0), np.float32))
+    dac_quantize(x, 0, 127, 1.0, True, xn, xs, np.zeros((0, 0), np.float32))
     assert np.all(xs == 1.0) and np.abs(xn).max() == 1.0
+    # one core's window of a wider input (c0 = 2000, n = 1000), read in place = the copied slice
+    win = [np.empty((3, 1000), np.float32) for _ in range(2)], [np.empty(3, np.float32) for _ in range(2)]
+    dac_quantize(x, 2000, 127, -1.0, True, win[0][0], win[1][0], np.zeros((0, 0), np.float32))
+    dac_quantize(np.ascontiguousarray(x[:, 2000:3000]), 0, 127, -1.0, True, win[0][1], win[1][1],
+                 np.zeros((0, 0), np.float32))
+    np.testing.assert_array_equal(win[0][0], win[0][1])
+    np.testing.assert_array_equal(win[1][0], win[1][1])
 
 
 def test_adc_levels_and_output_noise() -> None:

@@ -14,11 +14,13 @@ __all__ = ["dac_quantize", "adc_epilogue", "fused_mvm"]
 
 
 @njit(cache=True, fastmath=False)
-def dac_quantize(x, nlev, fixed_range, normalise, xn, xs, xn2):  # pragma: no cover - compiled
+def dac_quantize(x, c0, nlev, fixed_range, normalise, xn, xs, xn2):  # pragma: no cover - compiled
     """Signed DAC: xn = round(x / s * nlev) / nlev, clipped to [-1, 1].
 
     Args:
-        x: (B, n) inputs in user units.
+        x: (B, >= c0 + n) inputs in user units, C-contiguous; columns c0 .. c0 + n are this core's rows
+            (n = xn.shape[1]), read in place: a tiled array needs no copy per core.
+        c0: first column of ``x`` that this core converts.
         nlev: levels per sign (2^(bits-1) - 1); 0 disables quantisation.
         fixed_range: > 0: fixed full scale s (inputs beyond are clipped); <= 0: s = max|x| per vector
             (aihwkit's ABS_MAX noise management).
@@ -27,11 +29,11 @@ def dac_quantize(x, nlev, fixed_range, normalise, xn, xs, xn2):  # pragma: no co
         xs: (B,) output, the full scale s of each vector (user units).
         xn2: (B, n) output xn^2 (for the per-MVM read-noise variance), or a (0, 0) array to skip it.
     """
-    bsz, n = x.shape
+    bsz, n = xn.shape
     bits = np.empty(1, np.int32)
     bits_f = bits.view(np.float32)
     for b in range(bsz):
-        row = x[b]
+        row = x[b, c0 : c0 + n]
         out = xn[b]
         if not normalise:
             s = np.float32(1.0)
@@ -147,7 +149,7 @@ def fused_mvm(  # pragma: no cover - compiled
     xs = np.empty(bsz, np.float32)
     has_var = var_mat.shape[0] > 0
     xn2 = np.empty_like(x) if has_var else np.empty((0, 0), np.float32)
-    dac_quantize(x, dac_nlev, dac_range, normalise, xn, xs, xn2)
+    dac_quantize(x, 0, dac_nlev, dac_range, normalise, xn, xs, xn2)
     yn = np.dot(xn, mat)
     var = np.dot(xn2, var_mat) if has_var else np.empty((0, 0), np.float32)
     empty = np.empty((0, 0), np.float32)

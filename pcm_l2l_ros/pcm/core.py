@@ -764,7 +764,7 @@ class PCMArray:
         ones = np.ones(self.n_out, np.float32)
         for r, rs in enumerate(self._row_blocks):
             n = rs.stop - rs.start
-            y[rs] = self._forward_block(r, np.eye(n, dtype=np.float32), ones, None)
+            y[rs] = self._forward_block(r, np.eye(n, dtype=np.float32), 0, ones, None)
         return y
 
     def _set_reference(self) -> None:
@@ -785,25 +785,28 @@ class PCMArray:
         self._refresh_colf()
 
     # ------------------------------------------------------------------ MVM
-    def _forward_block(self, r: int, xr: np.ndarray, colf: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-        """Periphery + analog MVM of row block ``r`` for inputs xr (B, rows) float32 C-contiguous;
-        writes (or, with ``out`` given, adds) the digital result (B, n_out)."""
+    def _forward_block(
+        self, r: int, x: np.ndarray, c0: int, colf: np.ndarray, out: np.ndarray | None
+    ) -> np.ndarray:
+        """Periphery + analog MVM of row block ``r`` for the inputs x[:, c0 : c0 + rows] (x float32
+        C-contiguous, read in place); writes (or, with ``out`` given, adds) the digital result (B, n_out)."""
         p = self._periph
-        bsz = xr.shape[0]
+        bsz = x.shape[0]
+        rows = self._row_blocks[r].stop - self._row_blocks[r].start
         key = (r, bsz)
         scratch = self._scratch.get(key)
         if scratch is None or (self._vars is not None) != (scratch[2].shape[0] > 0):
             scratch = (
-                np.empty_like(xr),
+                np.empty((bsz, rows), np.float32),
                 np.empty(bsz, np.float32),
-                np.empty_like(xr) if self._vars is not None else _EMPTY,
+                np.empty((bsz, rows), np.float32) if self._vars is not None else _EMPTY,
             )
             if len(self._scratch) > 16:
                 self._scratch.clear()
             self._scratch[key] = scratch
         xn, xs, xn2 = scratch
         noise_ready = self._normals.take_async((bsz, self.n_out)) if p.noise else None  # overlaps the GEMMs
-        dac_quantize(xr, p.dac_nlev, p.dac_range, p.normalise, xn, xs, xn2)
+        dac_quantize(x, c0, p.dac_nlev, p.dac_range, p.normalise, xn, xs, xn2)
         if bsz >= _TORCH_MATMUL_MIN_BATCH:  # torch's sgemm is the faster BLAS here for batched inputs
             yn = torch.mm(torch.from_numpy(xn), self._mats_t[r]).numpy()
             var = (
@@ -856,11 +859,11 @@ class PCMArray:
                 self._colf[0],
             )
         elif self._single_block:
-            y = self._forward_block(0, x, self._colf[0], None)
+            y = self._forward_block(0, x, 0, self._colf[0], None)
         else:
             y = np.zeros((x.shape[0], self.n_out), np.float32)
             for r, rs in enumerate(self._row_blocks):
-                self._forward_block(r, np.ascontiguousarray(x[:, rs]), self._colf[r], y)
+                self._forward_block(r, x, rs.start, self._colf[r], y)  # each core reads its rows in place
         return y[0] if squeeze else y
 
     __call__ = mvm
