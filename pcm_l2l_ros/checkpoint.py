@@ -57,6 +57,7 @@ def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], *, kind: st
     half-written checkpoint behind.
     """
     path = Path(path).with_suffix(".npz")
+    code = code_git_hash or git_hash()  # before writing: a checkpoint inside the repository would mark it dirty
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npz")
     np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
@@ -67,7 +68,7 @@ def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], *, kind: st
         "shapes": {k: list(np.shape(v)) for k, v in arrays.items()},
         "dtypes": {k: str(np.asarray(v).dtype) for k, v in arrays.items()},
         "command": command if command is not None else " ".join(shlex.quote(a) for a in sys.argv),
-        "git_hash": code_git_hash or git_hash(),
+        "git_hash": code,
         "seed": seed,
         "metrics": metrics or {},
         "config": config or {},
