@@ -74,6 +74,9 @@ def sim_and_controller(no_shm_leak, node_process, ros_node):
     ctrl = node_process("pcm_l2l_ros.nodes.controller_node")
     probe = Probe(*ros_node)
     probe.wait_ready(ctrl)
+    # the arm is up: /joint_states flowing (else execute is refused, rightly; learning can be quicker than
+    # PyBullet's start-up)
+    assert spin_until(probe.ex, lambda: probe.joint_states > 20, STARTUP_S), sim.output()
     return sim, ctrl, probe, node_process
 
 
