@@ -87,6 +87,15 @@ def positive(value: Any) -> str | None:
     return None
 
 
+def int_range(lo: int, hi: int):
+    """Check helper factory: an integer (not a bool) in [lo, hi]."""
+    def check(v: Any) -> str | None:
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            return f"must be an integer in [{lo}, {hi}]"
+        return None
+    return check
+
+
 def non_negative(value: Any) -> str | None:
     """Check helper: a finite number >= 0."""
     if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:

@@ -36,7 +36,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from pcm_l2l_ros.arm.kinematics import default_urdf_path, load_chain
 from pcm_l2l_ros.compute_threads import limit_compute_threads
-from pcm_l2l_ros.nodes.common import declare_validated, non_negative, positive, run_node
+from pcm_l2l_ros.nodes.common import declare_validated, int_range, non_negative, positive, run_node
 from pcm_l2l_ros.snn.controller import OneShotController, TargetError
 
 VELOCITY_TOPIC = "/forward_velocity_controller/commands"
@@ -145,8 +145,7 @@ class ControllerNode(Node):
         threads = declare_validated(self, "compute_threads", 1, "threads of the SNN / chip simulation: torch "
                                     "intra-op and the BLAS pools (1: no oversubscription of the cores shared with "
                                     "the ROS executor and the control loop)",
-                                    lambda v: None if isinstance(v, int) and 1 <= v <= 64 else "must be 1..64",
-                                    read_only=True)
+                                    int_range(1, 64), read_only=True)
         limit_compute_threads(threads)
         self.add_on_set_parameters_callback(self._on_param_change)
         return p

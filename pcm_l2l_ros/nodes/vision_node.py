@@ -27,18 +27,10 @@ from pcm_l2l_interfaces.srv import FewShotClassify
 from rclpy.node import Node
 
 from pcm_l2l_ros.compute_threads import limit_compute_threads
-from pcm_l2l_ros.nodes.common import declare_validated, run_node
+from pcm_l2l_ros.nodes.common import declare_validated, int_range, run_node
 from pcm_l2l_ros.nodes.image_codec import ImageError, images_to_input
 
 MAX_DRIFT_S = 10 * 365.25 * 86400.0
-
-
-def _int_range(lo: int, hi: int):
-    def check(v):
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            return f"must be an integer in [{lo}, {hi}]"
-        return None
-    return check
 
 
 class RequestError(ValueError):
@@ -65,17 +57,17 @@ class VisionNode(Node):
                                    "must be hermes_like, aihwkit_compat or ideal", read_only=True)
         enabled = declare_validated(self, "pcm.enabled", True, "run the CNN on the simulated PCM chip (false: "
                                     "the same code with every non-ideality off)", read_only=True)
-        seed = declare_validated(self, "pcm.seed", 0, "seed of the device noise", _int_range(0, 2**31 - 1),
+        seed = declare_validated(self, "pcm.seed", 0, "seed of the device noise", int_range(0, 2**31 - 1),
                                  read_only=True)
         self.max_images = declare_validated(self, "max_images", 400, "cap on support + query images per request",
-                                            _int_range(2, 5000), read_only=True)
+                                            int_range(2, 5000), read_only=True)
         self.max_inner_steps = declare_validated(self, "max_inner_steps", 20, "cap on inner_steps per request",
-                                                 _int_range(1, 1000), read_only=True)
+                                                 int_range(1, 1000), read_only=True)
         self.min_transductive = declare_validated(self, "min_transductive_queries", 5, "fewest queries for "
                                                   "query-set BatchNorm statistics (else support statistics)",
-                                                  _int_range(1, 10000), read_only=True)
+                                                  int_range(1, 10000), read_only=True)
         self.cache_size = declare_validated(self, "drift_cache_size", 4, "drifted chip copies kept",
-                                            _int_range(1, 64), read_only=True)
+                                            int_range(1, 64), read_only=True)
         warm = declare_validated(self, "warm_drift_times_s", [3600.0], "drift times prepared at start-up (s), so "
                                  "the first request at them is fast",
                                  lambda v: None if isinstance(v, (list, tuple)) and all(
@@ -85,7 +77,7 @@ class VisionNode(Node):
         threads = declare_validated(self, "compute_threads", 1, "threads of the chip simulation: torch intra-op "
                                     "and the BLAS pools (1: no oversubscription of the cores shared with the ROS "
                                     "executor and other processes)",
-                                    _int_range(1, 64), read_only=True)
+                                    int_range(1, 64), read_only=True)
         limit_compute_threads(threads)
         if not enabled or preset == "ideal":
             pcm_cfg = chip_configs("ideal")
