@@ -289,14 +289,18 @@ class _NormalStream:
             pending, self._pending = self._pending, None
             pending.result()
 
+    def _big_view(self, n: int) -> torch.Tensor:
+        """The first ``n`` elements of the reused buffer for draws larger than a chunk (grown as needed)."""
+        if self._big is None or self._big.numel() < n:
+            self._big = torch.empty(n, dtype=torch.float32)
+        return self._big[:n]
+
     def reserve(self, n: int) -> tuple[np.ndarray, int]:
         """(buffer, start): the next ``n`` draws are buffer[start:start + n]; they count as used. The buffer
         is reused: consume the draws before the next call."""
         self._settle()
         if n > self._chunk:
-            if self._big is None or self._big.numel() < n:
-                self._big = torch.empty(n, dtype=torch.float32)
-            big = self._big[:n]
+            big = self._big_view(n)
             big.normal_(generator=self._gen)
             return big.numpy(), 0
         if self._pos + n > self._chunk:
@@ -320,9 +324,7 @@ class _NormalStream:
             a = self.take(shape)
             return lambda: a
         self._settle()
-        if self._big is None or self._big.numel() < n:
-            self._big = torch.empty(n, dtype=torch.float32)
-        big = self._big[:n]
+        big = self._big_view(n)
         self._pending = _noise_worker().submit(big.normal_, generator=self._gen)
 
         def wait() -> np.ndarray:
