@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from pcm_l2l_ros.vision import model as M
-from pcm_l2l_ros.vision.maml import MetaTrainer, TrainSettings, evaluate_software, task_losses
+from pcm_l2l_ros.vision.maml import (
+    MetaTrainer,
+    TrainSettings,
+    evaluate_software,
+    outer_lr_at,
+    parse_lr_steps,
+    task_losses,
+)
 from pcm_l2l_ros.vision.omniglot import load_split
 from pcm_l2l_ros.vision.sampler import TaskSampler
 
@@ -101,7 +111,7 @@ def test_released_weights_parity(evaluation):
 
 def test_training_resume_is_exact(evaluation, tmp_path):
     s = TrainSettings(ways=5, shots=(1, 2), queries=1, meta_batch=2, iterations=4, seed=3, ckpt_every=2,
-                      monitor_every=0)
+                      monitor_every=0, outer_lr_steps=((3, 2e-4),))  # the rate drops after the resume
     imgs = evaluation.images[:60]
     a = MetaTrainer(s, tmp_path / "a", imgs)
     a.train(4, progress=False)
@@ -113,5 +123,21 @@ def test_training_resume_is_exact(evaluation, tmp_path):
     for k, v in a.numpy_params().items():
         np.testing.assert_array_equal(v, c.numpy_params()[k])
     assert len((tmp_path / "b" / "metrics.csv").read_text().strip().splitlines()) == 1 + 4
+    with (tmp_path / "b" / "metrics.csv").open() as f:
+        assert [float(r["outer_lr"]) for r in csv.DictReader(f)] == [1e-3, 1e-3, 1e-3, 2e-4]
     with pytest.raises(FileExistsError):
         MetaTrainer(s, tmp_path / "a", imgs)
+    # the schedule is what sets the rate: the same run without the drop ends elsewhere
+    d = MetaTrainer(dataclasses.replace(s, outer_lr_steps=()), tmp_path / "d", imgs)
+    d.train(4, progress=False)
+    assert not np.array_equal(d.numpy_params()["conv1"], a.numpy_params()["conv1"])
+
+
+def test_outer_lr_steps():
+    assert parse_lr_steps("15000:3e-4,17000:1e-4") == ((15000, 3e-4), (17000, 1e-4))
+    assert parse_lr_steps(None) == ()
+    s = TrainSettings(outer_lr=1e-3, outer_lr_steps=parse_lr_steps("10:3e-4,20:1e-4"))
+    assert [outer_lr_at(s, i) for i in (0, 9, 10, 19, 20, 10**6)] == [1e-3, 1e-3, 3e-4, 3e-4, 1e-4, 1e-4]
+    for bad in ("20:1e-4,10:3e-4", "10:3e-4,10:1e-4", "10", "a:1e-3", "10:0", "-1:1e-3"):
+        with pytest.raises(ValueError):
+            parse_lr_steps(bad)

@@ -2,7 +2,9 @@
 
 Inner loop: ``inner_steps`` SGD steps (lr ``inner_lr``) on the dense readout only, i.e. the delta rule
 on the frozen conv features. Outer loop: Adam on the 4 conv kernels and the readout initialisation,
-second order through the inner steps (``first_order=True`` detaches each inner gradient).
+second order through the inner steps (``first_order=True`` detaches each inner gradient). The outer
+learning rate is ``outer_lr`` until the first of the optional ``outer_lr_steps`` (piecewise constant by
+iteration, e.g. a late decay of a long run), set before every step so that resuming reproduces it.
 
 Resumable: ``state.pt`` in the run folder holds the parameters, the Adam state, the numpy Generator
 state, the iteration and the run's arguments; ``metrics.csv`` gets one row per iteration.
@@ -126,6 +128,7 @@ class TrainSettings:
     meta_batch: int = 8
     iterations: int = 3000
     outer_lr: float = 1e-3
+    outer_lr_steps: tuple[tuple[int, float], ...] = ()  # (from iteration, lr), ascending
     first_order: bool = False
     rotations: bool = True
     seed: int = 0
@@ -139,7 +142,36 @@ class TrainSettings:
 
 
 CSV_FIELDS = ["iteration", "wall_s", "shots", "loss"] + [f"acc_step{k}" for k in range(9)] + [
-    "monitor_acc_final"]
+    "monitor_acc_final", "outer_lr"]
+
+
+def parse_lr_steps(text: str | None) -> tuple[tuple[int, float], ...]:
+    """``"15000:3e-4,17000:1e-4"`` -> ((15000, 3e-4), (17000, 1e-4)): from iteration 15,000 on the outer
+    learning rate is 3e-4, from 17,000 on 1e-4. Iterations must ascend; rates must be positive."""
+    if not text:
+        return ()
+    steps = []
+    for item in str(text).split(","):
+        try:
+            it, lr = item.split(":")
+            steps.append((int(it), float(lr)))
+        except ValueError:
+            raise ValueError(f"outer-lr step {item!r} is not ITERATION:LR (e.g. 15000:3e-4)") from None
+    its = [it for it, _ in steps]
+    if any(it < 0 for it in its) or its != sorted(set(its)):
+        raise ValueError(f"outer-lr step iterations must be >= 0 and strictly ascending, got {its}")
+    if any(not lr > 0 for _, lr in steps):
+        raise ValueError("outer learning rates must be > 0")
+    return tuple(steps)
+
+
+def outer_lr_at(s: TrainSettings, iteration: int) -> float:
+    """Outer learning rate of the step that starts at ``iteration`` (0-based count of steps done)."""
+    lr = s.outer_lr
+    for it, v in s.outer_lr_steps:
+        if iteration >= it:
+            lr = v
+    return lr
 
 
 class MetaTrainer:
@@ -222,12 +254,15 @@ class MetaTrainer:
     def step(self) -> dict[str, Any]:
         shots = self.s.shots[int(self.rng.integers(len(self.s.shots)))] if len(self.s.shots) > 1 else self.s.shots[0]
         batch = self.samplers[shots].sample_batch(self.rng, self.s.meta_batch)
+        lr = outer_lr_at(self.s, self.iteration)
+        for g in self.opt.param_groups:  # the schedule, not a resumed optimiser state, sets the rate
+            g["lr"] = lr
         self.opt.zero_grad()
         loss, accs = task_losses(self.params, batch, self.cfg, first_order=self.s.first_order)
         loss.backward()
         self.opt.step()
         self.iteration += 1
-        return {"shots": shots, "loss": float(loss.item()), "accs": accs}
+        return {"shots": shots, "loss": float(loss.item()), "accs": accs, "outer_lr": lr}
 
     def monitor_accuracy(self) -> float:
         """Final-step query accuracy on a fixed set of evaluation-split tasks (monitoring only, no selection)."""
@@ -258,7 +293,7 @@ class MetaTrainer:
                 r = self.step()
                 self.wall_s += time.perf_counter() - t0
                 row = {"iteration": self.iteration, "wall_s": round(self.wall_s, 2), "shots": r["shots"],
-                       "loss": round(r["loss"], 5)}
+                       "loss": round(r["loss"], 5), "outer_lr": r["outer_lr"]}
                 row.update({f"acc_step{k}": round(float(a), 4) for k, a in enumerate(r["accs"])})
                 if self.s.monitor_every and self.iteration % self.s.monitor_every == 0:
                     row["monitor_acc_final"] = round(self.monitor_accuracy(), 4)

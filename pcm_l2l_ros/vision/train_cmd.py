@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--meta-batch", type=int, default=8)
     p.add_argument("--iterations", type=int, default=3000, help="total outer iterations (across resumes)")
     p.add_argument("--outer-lr", type=float, default=1e-3)
+    p.add_argument("--outer-lr-steps", default=None,
+                   help="piecewise-constant outer learning rate by iteration, e.g. 15000:3e-4,17000:1e-4 "
+                        "(from iteration 15,000 on 3e-4, ...); before the first step --outer-lr")
     p.add_argument("--inner-steps", type=int, default=4)
     p.add_argument("--inner-lr", type=float, default=0.1)
     p.add_argument("--channels", type=int, default=56)
@@ -67,7 +70,12 @@ def run(args: argparse.Namespace) -> int:
 
     from pcm_l2l_ros.checkpoint import save_checkpoint  # noqa: PLC0415
     from pcm_l2l_ros.vision import model as M  # noqa: PLC0415
-    from pcm_l2l_ros.vision.maml import MetaTrainer, TrainSettings, calibrate_readout_wmax  # noqa: PLC0415
+    from pcm_l2l_ros.vision.maml import (  # noqa: PLC0415
+        MetaTrainer,
+        TrainSettings,
+        calibrate_readout_wmax,
+        parse_lr_steps,
+    )
     from pcm_l2l_ros.vision.omniglot import load_split  # noqa: PLC0415
     from pcm_l2l_ros.vision.sampler import TaskSampler  # noqa: PLC0415
 
@@ -77,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     limit_compute_threads(args.threads)
     s = TrainSettings(ways=args.ways, shots=tuple(int(v) for v in str(args.shots).split(",")),
                       queries=args.queries, meta_batch=args.meta_batch, iterations=args.iterations,
-                      outer_lr=args.outer_lr, first_order=args.first_order, rotations=not args.no_rotations,
+                      outer_lr=args.outer_lr, outer_lr_steps=parse_lr_steps(args.outer_lr_steps),
+                      first_order=args.first_order, rotations=not args.no_rotations,
                       seed=args.seed, channels=args.channels, inner_steps=args.inner_steps,
                       inner_lr=args.inner_lr, ckpt_every=args.ckpt_every, monitor_every=args.monitor_every)
     data = Path(args.data_dir) if args.data_dir else None
@@ -112,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
                                                                  np.random.default_rng(s.seed + 1000)), 5)
         cfg = trainer.cfg.to_dict()
         cfg.update(train_shots=list(s.shots), queries=s.queries, meta_batch=s.meta_batch,
-                   outer_lr=s.outer_lr, first_order=s.first_order, rotations=s.rotations,
+                   outer_lr=s.outer_lr, outer_lr_steps=[list(v) for v in s.outer_lr_steps],
+                   first_order=s.first_order, rotations=s.rotations,
                    train_split="background", init_from=args.init_from)
         out = save_checkpoint(args.export, trainer.numpy_params(), kind=M.KIND, seed=s.seed, metrics=metrics,
                               config=cfg)
