@@ -141,3 +141,31 @@ def test_outer_lr_steps():
     for bad in ("20:1e-4,10:3e-4", "10:3e-4,10:1e-4", "10", "a:1e-3", "10:0", "-1:1e-3"):
         with pytest.raises(ValueError):
             parse_lr_steps(bad)
+
+
+def test_weight_noise_reads_one_noisy_chip_per_step(evaluation, tmp_path):
+    s = TrainSettings(ways=5, shots=(1,), queries=1, meta_batch=2, iterations=2, seed=4, ckpt_every=1,
+                      monitor_every=0, weight_noise=0.05)
+    imgs = evaluation.images[:60]
+    t = MetaTrainer(s, tmp_path / "n", imgs)
+    p = t._noisy_params()
+    for k in M.CONV_NAMES:
+        w = t.params[k].detach()
+        rel = (p[k].detach() - w) / w.abs().amax(dim=(1, 2, 3), keepdim=True)
+        assert abs(float(rel.std()) - 0.05) < 0.005  # relative to each output channel's max|W|
+    assert torch.equal(p["readout"], t.params["readout"])  # only the conv kernels are on the noisy chip
+    # the noise is a constant of the step: d(loss)/dW is taken at the noisy point and lands on W itself
+    p["conv2"].sum().backward()
+    assert torch.equal(t.params["conv2"].grad, torch.ones_like(t.params["conv2"]))
+    # noisy training stays exactly resumable (the draws come from the run's saved generator)
+    t = MetaTrainer(s, tmp_path / "t", imgs)
+    t.train(2, progress=False)
+    u = MetaTrainer(s, tmp_path / "m", imgs)
+    u.train(1, progress=False)
+    u = MetaTrainer(s, tmp_path / "m", imgs, resume=True)
+    u.train(2, progress=False)
+    for k, v in t.numpy_params().items():
+        np.testing.assert_array_equal(v, u.numpy_params()[k])
+    clean = MetaTrainer(dataclasses.replace(s, weight_noise=0.0), tmp_path / "c", imgs)
+    clean.train(2, progress=False)
+    assert not np.array_equal(clean.numpy_params()["conv1"], t.numpy_params()["conv1"])
