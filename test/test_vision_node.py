@@ -47,6 +47,8 @@ def test_classifies_unseen_omniglot_characters_on_the_chip(vision):
         assert list(res.labels) == list(probs.argmax(1))
         accs.append(np.mean(np.asarray(res.labels) == qy))
         assert 0 < res.devices_written <= 0.01 * 342_720       # < 1% of the chip's devices per task
+        assert res.devices_total == 341_824                     # the 5-way network on the chip
+        assert 0 < res.devices_written_distinct <= min(res.devices_written, 1_120)  # readout devices only
         assert 0 < res.adapt_time_s <= res.total_time_s
     # chance is 20%; the meta-trained CNN on the chip at 1 h is in the high 90s over many tasks
     assert np.mean(accs) >= 0.85, accs

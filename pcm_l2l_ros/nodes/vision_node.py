@@ -134,6 +134,8 @@ class VisionNode(Node):
         response.labels = [int(v) for v in probs.argmax(axis=1)]
         response.probabilities = probs.astype(np.float32).ravel().tolist()
         response.devices_written = int(res.devices_written)
+        response.devices_written_distinct = int(res.devices_written_distinct)
+        response.devices_total = int(chip.device_counts()["total"])
         response.adapt_time_s = float(res.timings.get("adapt", 0.0))
         response.total_time_s = time.perf_counter() - t0
         return response
