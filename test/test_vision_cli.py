@@ -23,13 +23,19 @@ def test_train_export_eval_roundtrip(tmp_path):
     run_dir, ckpt = tmp_path / "run", tmp_path / "cnn_5way.npz"
     args = _parse(train_cmd, ["--ways", "5", "--shots", "1", "--queries", "1", "--meta-batch", "1",
                               "--iterations", "2", "--monitor-every", "0", "--run-dir", str(run_dir),
-                              "--export", str(ckpt), "--data-dir", data, "--no-progress", "--seed", "4"])
+                              "--export", str(ckpt), "--data-dir", data, "--no-progress", "--seed", "4",
+                              "--outer-lr-steps", "1:5e-4", "--weight-noise", "0.03", "--note", "forked from x"])
     assert train_cmd.run(args) == 0
     params, cfg, meta = M.load_model(ckpt)
     assert meta["kind"] == "cnn_maml" and meta["seed"] == 4
     assert cfg.ways == 5 and cfg.inner_steps == 4 and cfg.inner_lr == 0.1 and cfg.input_convention == "ink1"
     assert cfg.readout_w_max and cfg.readout_w_max > 0
     assert meta["metrics"]["iterations"] == 2
+    # the sidecar says how the run was made: schedule, hardware-aware noise, the note
+    assert meta["config"]["outer_lr_steps"] == [[1, 5e-4]] and meta["config"]["weight_noise"] == 0.03
+    assert meta["config"]["note"] == "forked from x"
+    with (run_dir / "metrics.csv").open() as f:
+        assert [float(r["outer_lr"]) for r in csv.DictReader(f)] == [1e-3, 5e-4]
     assert params["conv2"].shape == (56, 56, 3, 3) and params["readout"].shape == (56, 5)
     assert (run_dir / "state.pt").is_file() and (run_dir / "training_curve.png").is_file()
 

@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--export", default=None, help="write the shipped checkpoint (npz + json) here at the end")
     p.add_argument("--export-only", action="store_true", help="with --resume: export without training")
+    p.add_argument("--note", default=None,
+                   help="with --export: free text for the sidecar's config.note, e.g. where a run was forked "
+                        "or which options changed across resumes (the sidecar's command is the export's)")
     p.add_argument("--init-from", default=None,
                    help="new run only: copy conv1..conv4 from a state.pt or cnn_maml npz (readout starts at 0)")
     p.add_argument("--data-dir", default=None, help="folder with images_background.(npz|zip)")
@@ -126,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.update(train_shots=list(s.shots), queries=s.queries, meta_batch=s.meta_batch,
                    outer_lr=s.outer_lr, outer_lr_steps=[list(v) for v in s.outer_lr_steps],
                    first_order=s.first_order, weight_noise=s.weight_noise, rotations=s.rotations,
-                   train_split="background", init_from=args.init_from)
+                   train_split="background", init_from=args.init_from, note=args.note)
         out = save_checkpoint(args.export, trainer.numpy_params(), kind=M.KIND, seed=s.seed, metrics=metrics,
                               config=cfg)
         log.info("exported %s (%s)", out, metrics)
