@@ -60,6 +60,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-plot", default=None, help="training-curve PNG (default: <run-dir>/training_curve.png)")
 
 
+def split_source(data_dir: str | None, split: str) -> Path | None:
+    """``images_<split>.npz|.zip`` or the extracted folder inside ``data_dir`` (None: the default location)."""
+    if not data_dir:
+        return None
+    data = Path(data_dir)
+    found = next((data / n for n in (f"images_{split}.npz", f"images_{split}.zip", f"images_{split}")
+                  if (data / n).exists()), None)
+    if found is None:
+        raise FileNotFoundError(f"--data-dir {data}: no images_{split}.npz, .zip or folder there")
+    return found
+
+
 def _deadline(hhmm: str | None) -> float | None:
     if not hhmm:
         return None
@@ -95,16 +107,8 @@ def run(args: argparse.Namespace) -> int:
                       first_order=args.first_order, weight_noise=args.weight_noise, rotations=not args.no_rotations,
                       seed=args.seed, channels=args.channels, inner_steps=args.inner_steps,
                       inner_lr=args.inner_lr, ckpt_every=args.ckpt_every, monitor_every=args.monitor_every)
-    data = Path(args.data_dir) if args.data_dir else None
-
-    def src(split: str):
-        if data is None:
-            return None
-        return next((data / n for n in (f"images_{split}.npz", f"images_{split}.zip", f"images_{split}")
-                     if (data / n).exists()), None)
-
-    bg = load_split("background", src("background"))
-    ev = load_split("evaluation", src("evaluation")) if args.monitor_every else None
+    bg = load_split("background", split_source(args.data_dir, "background"))
+    ev = load_split("evaluation", split_source(args.data_dir, "evaluation")) if args.monitor_every else None
     trainer = MetaTrainer(s, args.run_dir, bg.images, None if ev is None else ev.images, resume=args.resume,
                           read_only=args.export_only)
 
