@@ -10,8 +10,8 @@ output noise, the ADC and the drift-compensation factor, after ``program()`` and
 Reported: mean µs per call over blocks of consecutive calls (so amortised costs are included), median over
 blocks, variants interleaved; and ratios. aihwkit's tiles (``InferenceRPUConfig``: C++ tile; and
 ``TorchInferenceRPUConfig``; PCMLikeNoiseModel, global drift compensation, default IO) are timed the same way
-when aihwkit imports here or in the venv given by ``--aihwkit-python`` (spec §5; the 1.1.0 wheel's C++ tile
-fails with torch 2.13, its torch tile works). The spec's numbers measured on this machine (C++ tile 54-66 µs
+when aihwkit imports here or in the venv given by ``--aihwkit-python`` (how to build aihwkit 1.2.0 for it:
+bench/README.md). Without aihwkit, the timings of one reference run listed in bench/README.md (C++ tile 54-66 µs
 at batch 1, 677-811 µs at batch 64, 2 torch threads) are printed as labelled context only.
 """
 
@@ -31,7 +31,8 @@ def _parse() -> argparse.Namespace:
     ap.add_argument(
         "--aihwkit-python",
         default=None,
-        help="python of a separate venv with aihwkit (e.g. /work/benchenv-aihwkit/bin/python); its tile is "
+        help="python of a separate venv with aihwkit (e.g. .bench-venvs/aihwkit/bin/python, see bench/README.md); "
+        "its tile is "
         "timed there in a subprocess with the same weights, inputs and thread count",
     )
     return ap.parse_args()
@@ -47,10 +48,11 @@ import torch  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from pcm_l2l_ros.pcm import PCMArray, PCMConfig  # noqa: E402
 
-SPEC_AIHWKIT_US = {1: 66.0, 64: 811.0}  # spec pcm-anchor-aihwkit.md §5, C++ tile, default IO, upper ends
-SPEC_AIHWKIT_LOW_US = {1: 54.0, 64: 677.0}  # spec §5, lower ends of the same two runs
-SPEC_AIHWKIT_PCM_READ_US = {1: 186.0, 64: 7090.0}  # spec §5: StandardHWATrainingPreset (PCM_READ, C++)
-SPEC_PLAIN_US = {1: 6.8, 64: 77.0}  # spec §5, plain x @ W.T in those runs (upper ends)
+# aihwkit 1.2.0 timings of one reference run (bench/README.md, "Peer environments"), context when aihwkit is absent
+REF_AIHWKIT_US = {1: 66.0, 64: 811.0}  # C++ tile, default IO, upper ends
+REF_AIHWKIT_LOW_US = {1: 54.0, 64: 677.0}  # lower ends of the same two runs
+REF_AIHWKIT_PCM_READ_US = {1: 186.0, 64: 7090.0}  # StandardHWATrainingPreset (PCM_READ, C++)
+REF_PLAIN_US = {1: 6.8, 64: 77.0}  # plain x @ W.T in those runs (upper ends)
 
 
 HERMES_NAME = "ours hermes_like (per-MVM read noise, 8b DAC/ADC, out noise, per-column DC)"
@@ -201,26 +203,27 @@ def main() -> int:
         for name, us in res.items():
             line = f"  {us:9.1f} µs  {us / plain:5.2f}x plain"
             if name.startswith("ours"):
-                ref = aih_ref if aih_ref is not None else SPEC_AIHWKIT_US[batch]
-                tag = "aihwkit C++ tile here" if aih_ref is not None else "aihwkit spec figure"
+                ref = aih_ref if aih_ref is not None else REF_AIHWKIT_US[batch]
+                tag = "aihwkit C++ tile here" if aih_ref is not None else "aihwkit reference run"
                 line += f"  {ref / us:5.1f}x faster than {tag}"
             print(f"{line}  {name}")
         if aih_ref is None:
             # conservative: aihwkit's fastest run over plain's slowest run
-            spec_ratio = SPEC_AIHWKIT_LOW_US[batch] / SPEC_PLAIN_US[batch]
+            ref_ratio = REF_AIHWKIT_LOW_US[batch] / REF_PLAIN_US[batch]
             print(
-                f"  context only (not measured here): aihwkit C++ tile {SPEC_AIHWKIT_LOW_US[batch]:.0f}-"
-                f"{SPEC_AIHWKIT_US[batch]:.0f} µs per spec §5 (2 torch threads), >= {spec_ratio:.1f}x "
-                f"its plain x @ W.T (<= {SPEC_PLAIN_US[batch]:.1f} µs);"
+                f"  context only (not measured here): aihwkit C++ tile {REF_AIHWKIT_LOW_US[batch]:.0f}-"
+                f"{REF_AIHWKIT_US[batch]:.0f} µs in the reference run of bench/README.md (2 torch threads), "
+                f">= {ref_ratio:.1f}x "
+                f"its plain x @ W.T (<= {REF_PLAIN_US[batch]:.1f} µs);"
                 "\n  load-normalised speed-up vs aihwkit = that ratio / (ours / plain here):"
             )
             for name, us in res.items():
                 if name.startswith("ours"):
-                    print(f"    {spec_ratio / (us / plain):5.1f}x  {name}")
-        pr = SPEC_AIHWKIT_PCM_READ_US[batch]
+                    print(f"    {ref_ratio / (us / plain):5.1f}x  {name}")
+        pr = REF_AIHWKIT_PCM_READ_US[batch]
         print(
             f"  context: aihwkit's per-MVM read-noise tile (StandardHWATrainingPreset, PCM_READ w_noise, "
-            f"C++) takes >= {pr:.0f} µs per spec §5 = {pr / res[HERMES_NAME]:.0f}x ours hermes_like"
+            f"C++) took >= {pr:.0f} µs in the reference run = {pr / res[HERMES_NAME]:.0f}x ours hermes_like"
         )
     # error statistics of the aihwkit-compatible variant (sanity, not timing)
     x = rng.uniform(-1, 1, (256, n)).astype(np.float32)

@@ -32,16 +32,22 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(12
 
 def stats(ms: list[float]) -> str:
     a = np.asarray(ms)
-    return (f"p50 {np.percentile(a, 50):7.1f}  p90 {np.percentile(a, 90):7.1f}  p99 {np.percentile(a, 99):7.1f}  "
-            f"max {a.max():7.1f} ms  (n={a.size})")
+    return (
+        f"p50 {np.percentile(a, 50):7.1f}  p90 {np.percentile(a, 90):7.1f}  p99 {np.percentile(a, 99):7.1f}  "
+        f"max {a.max():7.1f} ms  (n={a.size})"
+    )
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--calls", type=int, default=200)
     p.add_argument("--learn-calls", type=int, default=None, help="default: --calls; 0 = classify only")
-    p.add_argument("--rounds", type=int, default=1, help="repeat the classify measurements (the spread between "
-                   "rounds shows how noisy the machine is)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat the classify measurements (the spread between rounds shows how noisy the machine is)",
+    )
     args = p.parse_args()
 
     import rclpy
@@ -82,8 +88,10 @@ def _run(args, node, learn_calls: int, wanted) -> int:
             raise TimeoutError(client.srv_name)
         return (time.perf_counter() - t) * 1e3, fut.result()
 
-    print(f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']} (localhost only); nodes as separate processes; "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start (other processes distort this)")
+    print(
+        f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']} (localhost only); nodes as separate processes; "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start (other processes distort this)"
+    )
     with SubprocessGraph(nodes, Path(default_graph_path()).parent, log_dir=REPO / "outputs" / "bench_logs"):
         classify = node.create_client(FewShotClassify, "/pcm_l2l/classify")
         learn = node.create_client(LearnTrajectory, "/controller/learn_trajectory")
@@ -95,9 +103,15 @@ def _run(args, node, learn_calls: int, wanted) -> int:
             pools[shots] = []
             for i in range(8):  # a pool of distinct tasks, cycled
                 sx, sy, qx, _ = sample_vision_task(1000 + i, 5, shots, 5)
-                pools[shots].append(FewShotClassify.Request(
-                    support_images=[to_image_msg(a) for a in sx], support_labels=[int(v) for v in sy],
-                    query_images=[to_image_msg(a) for a in qx], inner_steps=0, drift_time_s=3600.0))
+                pools[shots].append(
+                    FewShotClassify.Request(
+                        support_images=[to_image_msg(a) for a in sx],
+                        support_labels=[int(v) for v in sy],
+                        query_images=[to_image_msg(a) for a in qx],
+                        inner_steps=0,
+                        drift_time_s=3600.0,
+                    )
+                )
             for r in pools[shots][:3]:
                 call(classify, r)  # warm-up
         for rnd in range(args.rounds):

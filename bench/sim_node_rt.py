@@ -20,6 +20,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,11 +61,14 @@ def bench_step_cost(n_steps: int = 5000, rate_hz: float = 100.0) -> dict:
             ticks[k] = time.perf_counter() - t0
     return {
         "physics_dt_s": dt,
-        "step_us_mean": costs.mean() * 1e6, "step_us_p50": _pct(costs, 50) * 1e6, "step_us_p99": _pct(costs, 99) * 1e6,
+        "step_us_mean": costs.mean() * 1e6,
+        "step_us_p50": _pct(costs, 50) * 1e6,
+        "step_us_p99": _pct(costs, 99) * 1e6,
         "step_cpu_us_mean": cpu_step * 1e6,
         "real_time_factor": dt / costs.mean(),
         "tick_substeps": sub,
-        "tick_us_mean": ticks.mean() * 1e6, "tick_us_p99": _pct(ticks, 99) * 1e6,
+        "tick_us_mean": ticks.mean() * 1e6,
+        "tick_us_p99": _pct(ticks, 99) * 1e6,
         "tick_cpu_fraction_at_rate": ticks.mean() * rate_hz,
     }
 
@@ -80,10 +84,24 @@ def bench_node(rate_hz: float, duration_s: float, command_rate_hz: float) -> dic
     from std_msgs.msg import Float64MultiArray
 
     env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    log = open(f"/tmp/sim_node_rt_{os.getpid()}_{int(rate_hz)}.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "pcm_l2l_ros.nodes.sim_node", "--ros-args", "-p",
-                             f"rate_hz:={float(rate_hz)}", "-p", "command_timeout_s:=0.5"], cwd=REPO, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_pdeathsig)
+    log = open(os.path.join(tempfile.gettempdir(), f"sim_node_rt_{os.getpid()}_{int(rate_hz)}.log"), "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pcm_l2l_ros.nodes.sim_node",
+            "--ros-args",
+            "-p",
+            f"rate_hz:={float(rate_hz)}",
+            "-p",
+            "command_timeout_s:=0.5",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=_pdeathsig,
+    )
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     node = rclpy.create_node("sim_node_rt_probe", context=ctx)
@@ -92,8 +110,9 @@ def bench_node(rate_hz: float, duration_s: float, command_rate_hz: float) -> dic
     recv: list[tuple[float, float, np.ndarray]] = []
 
     def on_js(msg):
-        recv.append((time.monotonic(), msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec,
-                     np.array(msg.position[:2])))
+        recv.append(
+            (time.monotonic(), msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec, np.array(msg.position[:2]))
+        )
 
     node.create_subscription(JointState, "/joint_states", on_js, 100)
     pub = node.create_publisher(Float64MultiArray, "/forward_velocity_controller/commands", 10)
@@ -156,13 +175,15 @@ def bench_node(rate_hz: float, duration_s: float, command_rate_hz: float) -> dic
         "rate_hz_param": rate_hz,
         "messages": len(recv),
         "achieved_rate_hz": (len(rx) - 1) / (rx[-1] - rx[0]),
-        "recv_interval_ms_p50": _pct(d_rx, 50) * 1e3, "recv_interval_ms_p99": _pct(d_rx, 99) * 1e3,
+        "recv_interval_ms_p50": _pct(d_rx, 50) * 1e3,
+        "recv_interval_ms_p99": _pct(d_rx, 99) * 1e3,
         "recv_interval_ms_max": float(d_rx.max()) * 1e3,
         "recv_jitter_ms_p99": _pct(np.abs(d_rx - period), 99) * 1e3,
         "stamp_jitter_ms_p99": _pct(np.abs(d_st - period), 99) * 1e3,
         "stamp_interval_ms_max": float(d_st.max()) * 1e3,
         "commands_sent": len(cmd_log),
-        "tracking_rmse_rad_base": float(rmse[0]), "tracking_rmse_rad_shoulder": float(rmse[1]),
+        "tracking_rmse_rad_base": float(rmse[0]),
+        "tracking_rmse_rad_shoulder": float(rmse[1]),
         "node_exit_code": rc,
     }
 
@@ -176,26 +197,31 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
 
-    results = {"env": {"ROS_DOMAIN_ID": os.environ["ROS_DOMAIN_ID"], "cpus": os.cpu_count(),
-                       "loadavg": os.getloadavg()}}
+    results = {
+        "env": {"ROS_DOMAIN_ID": os.environ["ROS_DOMAIN_ID"], "cpus": os.cpu_count(), "loadavg": os.getloadavg()}
+    }
     results["step_cost"] = sc = bench_step_cost(args.steps)
-    print(f"ArmSim: physics step (dt {sc['physics_dt_s']} s) mean {sc['step_us_mean']:.1f} us, "
-          f"p50 {sc['step_us_p50']:.1f} us, p99 {sc['step_us_p99']:.1f} us "
-          f"(CPU time {sc['step_cpu_us_mean']:.1f} us) -> "
-          f"{sc['real_time_factor']:.0f}x real time; "
-          f"100 Hz tick ({sc['tick_substeps']} steps + state + EE) mean {sc['tick_us_mean']:.0f} us, "
-          f"p99 {sc['tick_us_p99']:.0f} us = {100 * sc['tick_cpu_fraction_at_rate']:.1f} % of one core")
+    print(
+        f"ArmSim: physics step (dt {sc['physics_dt_s']} s) mean {sc['step_us_mean']:.1f} us, "
+        f"p50 {sc['step_us_p50']:.1f} us, p99 {sc['step_us_p99']:.1f} us "
+        f"(CPU time {sc['step_cpu_us_mean']:.1f} us) -> "
+        f"{sc['real_time_factor']:.0f}x real time; "
+        f"100 Hz tick ({sc['tick_substeps']} steps + state + EE) mean {sc['tick_us_mean']:.0f} us, "
+        f"p99 {sc['tick_us_p99']:.0f} us = {100 * sc['tick_cpu_fraction_at_rate']:.1f} % of one core"
+    )
     results["node"] = []
     for r in args.rates:
         res = bench_node(r, args.duration, args.command_rate)
         results["node"].append(res)
-        print(f"sim node @ {r:g} Hz for {args.duration:g} s with {args.command_rate:g} Hz velocity commands: "
-              f"achieved {res['achieved_rate_hz']:.2f} Hz ({res['messages']} msgs); receive interval "
-              f"p50 {res['recv_interval_ms_p50']:.2f} p99 {res['recv_interval_ms_p99']:.2f} "
-              f"max {res['recv_interval_ms_max']:.2f} ms; p99 jitter |dt - T| "
-              f"receive {res['recv_jitter_ms_p99']:.2f} ms, "
-              f"stamps {res['stamp_jitter_ms_p99']:.2f} ms; tracking RMSE base {res['tracking_rmse_rad_base']:.4f} "
-              f"shoulder {res['tracking_rmse_rad_shoulder']:.4f} rad; node exit {res['node_exit_code']}")
+        print(
+            f"sim node @ {r:g} Hz for {args.duration:g} s with {args.command_rate:g} Hz velocity commands: "
+            f"achieved {res['achieved_rate_hz']:.2f} Hz ({res['messages']} msgs); receive interval "
+            f"p50 {res['recv_interval_ms_p50']:.2f} p99 {res['recv_interval_ms_p99']:.2f} "
+            f"max {res['recv_interval_ms_max']:.2f} ms; p99 jitter |dt - T| "
+            f"receive {res['recv_jitter_ms_p99']:.2f} ms, "
+            f"stamps {res['stamp_jitter_ms_p99']:.2f} ms; tracking RMSE base {res['tracking_rmse_rad_base']:.4f} "
+            f"shoulder {res['tracking_rmse_rad_shoulder']:.4f} rad; node exit {res['node_exit_code']}"
+        )
     print(f"load average during the run: {os.getloadavg()}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

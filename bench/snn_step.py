@@ -16,13 +16,11 @@ Episode: training run with e-prop traces + LSG (800 neurons) + the one update (G
 ``pcm_l2l_ros.snn.episode.one_shot``. Compile time: first call in a fresh process with an empty Numba cache
 (JIT compile of every kernel), and with the cache warm (cache load), both in subprocesses.
 
-Run (peers live in a separate venv, our package from the source tree)::
+Run (peers live in a separate venv, our package from the source tree; how to build that venv on a fresh
+machine: bench/README.md), from the repository root::
 
-    OMP_NUM_THREADS=1 PYTHONPATH=/work/main /work/benchenv-snn/bin/python bench/snn_step.py
+    OMP_NUM_THREADS=1 PYTHONPATH=$PWD .bench-venvs/snn/bin/python bench/snn_step.py
 
-The venv: ``python3 -m venv /work/benchenv-snn``; ``echo torch==2.13.0 > c.txt``;
-``pip install -c c.txt torch==2.13.0 numpy numba scipy snntorch h5py tqdm``;
-``pip install -c c.txt --no-deps norse nir nirtorch`` (norse pulls another torch otherwise).
 With only the project venv, the peers are skipped.
 """
 
@@ -114,11 +112,15 @@ def main(argv=None) -> int:
 
     import numba
 
-    print(f"trainee: N={N}, T={T} steps, batch 1, clock input; numpy {np.__version__}, numba {numba.__version__}, "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    print(
+        f"trainee: N={N}, T={T} steps, batch 1, clock input; numpy {np.__version__}, numba {numba.__version__}, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"
+    )
 
-    for name, cfg in (("ours (numba, n_ref=5, paper)", CFG), ("ours (numba, n_ref=1, no refractory)",
-                                                              CFG.replace(n_ref=1))):
+    for name, cfg in (
+        ("ours (numba, n_ref=5, paper)", CFG),
+        ("ours (numba, n_ref=1, no refractory)", CFG.replace(n_ref=1)),
+    ):
         med, wall, run = timeit(lambda cfg=cfg: run_trainee(x, W_in, W_rec, W_out, cfg), args.repeats)
         results[name], walls[name] = med, wall
         spikes[name] = int(run.z.sum())
@@ -144,8 +146,9 @@ def main(argv=None) -> int:
             import snntorch as snn
 
             fc = torch.nn.Linear(5, N, bias=False)
-            lif = snn.RLeaky(beta=alpha, threshold=CFG.v_th_trainee, linear_features=N, all_to_all=True,
-                             reset_mechanism="subtract")
+            lif = snn.RLeaky(
+                beta=alpha, threshold=CFG.v_th_trainee, linear_features=N, all_to_all=True, reset_mechanism="subtract"
+            )
             ro = torch.nn.Linear(N, 2, bias=False)
             with torch.no_grad():
                 fc.weight.copy_(Wi.T)
@@ -160,7 +163,7 @@ def main(argv=None) -> int:
                     y = torch.zeros(1, 2)
                     n = 0.0
                     for t in range(T):
-                        spk, mem = lif(fc(Xt[t:t + 1]), spk, mem)
+                        spk, mem = lif(fc(Xt[t : t + 1]), spk, mem)
                         y = kappa * y + ro(spk)
                         n += float(spk.sum())
                 return int(n)
@@ -174,8 +177,12 @@ def main(argv=None) -> int:
             import norse
             import norse.torch as nt
 
-            p_ = nt.LIFParameters(tau_mem_inv=torch.tensor(1000.0 / CFG.tau_m_ms), tau_syn_inv=torch.tensor(1000.0),
-                                  v_th=torch.tensor(CFG.v_th_trainee), v_reset=torch.tensor(0.0))
+            p_ = nt.LIFParameters(
+                tau_mem_inv=torch.tensor(1000.0 / CFG.tau_m_ms),
+                tau_syn_inv=torch.tensor(1000.0),
+                v_th=torch.tensor(CFG.v_th_trainee),
+                v_reset=torch.tensor(0.0),
+            )
             rec = nt.LIFRecurrent(5, N, p=p_, dt=1e-3, autapses=False)
             ro2 = torch.nn.Linear(N, 2, bias=False)
             with torch.no_grad():
@@ -198,25 +205,35 @@ def main(argv=None) -> int:
             print("norse not importable: skipped")
 
     ref = results["ours (numba, n_ref=5, paper)"]
-    print(f"\n{'implementation (CPU time; wall time in brackets)':58s} {'run (ms)':>9s} {'per step (us)':>14s} "
-          f"{'wall/step':>10s} {'spikes':>7s} {'x ours':>8s}")
+    print(
+        f"\n{'implementation (CPU time; wall time in brackets)':58s} {'run (ms)':>9s} {'per step (us)':>14s} "
+        f"{'wall/step':>10s} {'spikes':>7s} {'x ours':>8s}"
+    )
     for name, med in results.items():
-        print(f"{name:58s} {med * 1e3:9.3f} {med / T * 1e6:14.2f} {walls[name] / T * 1e6:10.2f} {spikes[name]:7d} "
-              f"{med / ref:8.1f}")
+        print(
+            f"{name:58s} {med * 1e3:9.3f} {med / T * 1e6:14.2f} {walls[name] / T * 1e6:10.2f} {spikes[name]:7d} "
+            f"{med / ref:8.1f}"
+        )
     snt = [k for k in results if k.startswith("snnTorch")]
     if snt:
-        print(f"\nratio snnTorch / ours per step: {results[snt[0]] / ref:.0f}x (target >= 50x); spike counts "
-              f"snnTorch {spikes[snt[0]]} vs ours without refractory period "
-              f"{spikes['ours (numba, n_ref=1, no refractory)']}")
+        print(
+            f"\nratio snnTorch / ours per step: {results[snt[0]] / ref:.0f}x (target >= 50x); spike counts "
+            f"snnTorch {spikes[snt[0]]} vs ours without refractory period "
+            f"{spikes['ours (numba, n_ref=1, no refractory)']}"
+        )
 
     # ------------------------------------------------------------------------------------------ episode
     tr = tasks.sample_trajectories(1, 0, CFG, tasks.default_kinematics(paper=True), mode="resample")
     train = episode.training_run(w, CFG)
-    for label, kw in (("one-shot episode (train run + LSG + update + test run)", {}),
-                      ("  same, update rounded to 1/16", {"quantum": 1 / 16})):
+    for label, kw in (
+        ("one-shot episode (train run + LSG + update + test run)", {}),
+        ("  same, update rounded to 1/16", {"quantum": 1 / 16}),
+    ):
         med, wall, _ = timeit(lambda kw=kw: episode.one_shot(w, tr, CFG, **kw), args.repeats)
-        print(f"{label:58s} CPU {med * 1e3:7.2f} ms  (min {LAST_MIN_CPU * 1e3:5.2f}; wall {wall * 1e3:7.2f} ms)  "
-              "target <= 5 ms")
+        print(
+            f"{label:58s} CPU {med * 1e3:7.2f} ms  (min {LAST_MIN_CPU * 1e3:5.2f}; wall {wall * 1e3:7.2f} ms)  "
+            "target <= 5 ms"
+        )
     parts = {
         "training run + traces": lambda: episode.training_run(w, CFG),
         "LSG run (800 neurons)": lambda: episode.learning_signals("natural", w, tr, train, CFG),
@@ -228,8 +245,10 @@ def main(argv=None) -> int:
 
     if not args.no_compile:
         ct = compile_times()
-        print(f"\nfirst episode in a fresh process: {ct['cold']:.2f} s with an empty Numba cache (JIT compile), "
-              f"{ct['warm']:.2f} s with the cache warm; package import {ct['import_cold']:.2f} s")
+        print(
+            f"\nfirst episode in a fresh process: {ct['cold']:.2f} s with an empty Numba cache (JIT compile), "
+            f"{ct['warm']:.2f} s with the cache warm; package import {ct['import_cold']:.2f} s"
+        )
     return 0
 
 
