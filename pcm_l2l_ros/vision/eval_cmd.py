@@ -75,8 +75,9 @@ def _model_for(ways: int, args):
         return p, cfg, "released ortner2025 omniglot_weights.npz"
     path = getattr(args, f"model{ways}", None) or M.shipped_model_path(ways)
     p, cfg, _ = M.load_model(path)
-    if cfg.ways != ways:
+    if cfg.ways < ways:
         raise ValueError(f"{path} is a {cfg.ways}-way model, setting needs {ways}")
+    p, cfg = M.restrict_ways(p, cfg, ways)  # a larger model serves N ways with its first N readout columns
     return p, cfg, str(path)
 
 

@@ -1,4 +1,4 @@
-"""MAML meta-training with a readout-only inner loop (paper-notes §4.3, §7).
+"""MAML meta-training with a readout-only inner loop (Finn et al. 2017; docs/architecture.md §3.1).
 
 Inner loop: ``inner_steps`` SGD steps (lr ``inner_lr``) on the dense readout only, i.e. the delta rule
 on the frozen conv features. Outer loop: Adam on the 4 conv kernels and the readout initialisation,
@@ -7,7 +7,7 @@ learning rate is ``outer_lr`` until the first of the optional ``outer_lr_steps``
 iteration, e.g. a late decay of a long run), set before every step so that resuming reproduces it.
 
 Hardware-aware option (``weight_noise`` > 0; off by default, as for the paper's published models,
-paper-notes §4.3): every meta-batch reads the conv kernels as W + weight_noise * max|W_o| * xi, one
+Ortner et al. 2025): every meta-batch reads the conv kernels as W + weight_noise * max|W_o| * xi, one
 draw xi ~ N(0, 1) per meta-batch (one simulated chip instance for all its tasks, support and query),
 with max|W_o| per output channel (= per crossbar column, the deployment's per-column w_max). The noise
 is a constant of the step (gradients pass through unchanged). Our PCM model's weight error at 1 h is
@@ -62,7 +62,7 @@ def evaluate_software(params: dict[str, np.ndarray], cfg: M.CNNConfig, sampler: 
                       quantize_bits: int | None = None, readout_scale: float | None = None) -> np.ndarray:
     """Per-task query accuracy after each inner step, shape (n_tasks, inner_steps + 1), fp32 software.
 
-    quantize_bits: if set, 4-bit-style software quantisation (paper §3.4.5, stochastic rounding):
+    quantize_bits: if set, 4-bit-style software quantisation (the official code's nb-bit stochastic quantiser):
     q(w) = s * clip(round(L w / s + U(-1/2, 1/2)), -L, L - 1) / L with L = 2^(bits-1) and a per-tensor scale
     s = max|W| (our model is not quantisation-aware trained, so an absolute grid would zero conv2-4);
     the readout uses ``readout_scale`` (default 2 max|W_init|, as the chip's readout w_max) and is
@@ -242,18 +242,35 @@ class MetaTrainer:
                 w.writerows(rows)
         log.info("resumed %s at iteration %d", self.run_dir, self.iteration)
 
-    def init_convs_from(self, path: str | Path) -> None:
-        """Copy the conv kernels from a run's state.pt or a cnn_maml checkpoint (curriculum, e.g. 5 -> 20 way)."""
+    def init_from(self, path: str | Path) -> list[str]:
+        """Start a new run from a checkpoint: a shipped/exported ``cnn_maml`` npz (e.g. a pre-trained backbone
+        or a shipped model to continue on a fresh machine) or another run's ``state.pt``.
+
+        The conv kernels are copied; the readout initialisation too when it has this run's shape (else it
+        stays zero, e.g. a 5-way model continued as 20-way); with a ``state.pt`` of the same shapes the Adam
+        state is restored as well. Returns the names of what was restored.
+        """
         path = Path(path)
+        opt_state = None
         if path.suffix == ".pt":
-            src = torch.load(path, weights_only=False)["params"]
+            st = torch.load(path, weights_only=False)
+            src, opt_state = st["params"], st.get("opt")
         else:
-            src, _, _ = M.load_model(path)
+            src, cfg, _ = M.load_model(path)
+            if cfg.channels != self.cfg.channels:
+                raise ValueError(f"{path} has {cfg.channels} channels, this run {self.cfg.channels}")
+        restored = []
         with torch.no_grad():
-            for k in M.CONV_NAMES:
-                self.params[k].copy_(torch.as_tensor(src[k]))
+            for k, v in self.params.items():
+                if k in src and tuple(np.shape(src[k])) == tuple(v.shape):
+                    v.copy_(torch.as_tensor(src[k]))
+                    restored.append(k)
+        if opt_state is not None and len(restored) == len(self.params):
+            self.opt.load_state_dict(opt_state)
+            restored.append("adam_state")
         self.s.extra["init_from"] = str(path)
-        log.info("conv kernels initialised from %s", path)
+        log.info("initialised from %s: %s", path, ", ".join(restored))
+        return restored
 
     def numpy_params(self) -> dict[str, np.ndarray]:
         return M.to_numpy(self.params)

@@ -1,11 +1,11 @@
-"""The paper's few-shot CNN (paper-notes §4.2), functional PyTorch.
+"""The paper's few-shot CNN (Ortner et al. 2025; docs/architecture.md §3.1), functional PyTorch.
 
 4 x [conv 3x3 stride 2 (56 channels, no bias) -> ReLU -> BatchNorm without affine] -> global max-pool
 -> dense readout without bias (logits = h @ W, W of shape (channels, ways)).
 
 BatchNorm uses **per-task batch statistics**: statistics over (images, H, W) of one group of images,
-where a group is one task's support set or one task's query set (the transductive MAML convention; spec
-§9.3 fixes the official code's train/eval BN mismatch). With ``bn_stats='support'`` the query set is
+where a group is one task's support set or one task's query set (the transductive MAML convention; this
+fixes the official code's train/eval BN mismatch). With ``bn_stats='support'`` the query set is
 normalised with the support set's statistics instead (non-transductive; for classifying single images).
 
 Input convention is per checkpoint: our loader gives ink = 1; ``input_convention='background1'``
@@ -174,6 +174,18 @@ def adapt_readout(h: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, steps: int
         w = w - lr * g
         ws.append(w)
     return ws
+
+
+def restrict_ways(params: dict[str, np.ndarray], cfg: CNNConfig, ways: int
+                  ) -> tuple[dict[str, np.ndarray], CNNConfig]:
+    """The same model for ``ways`` <= cfg.ways classes: the first ``ways`` readout columns (one chip, one model)."""
+    if not 2 <= ways <= cfg.ways:
+        raise ValueError(f"a {cfg.ways}-way model serves 2..{cfg.ways} ways, not {ways}")
+    if ways == cfg.ways:
+        return params, cfg
+    p = dict(params)
+    p["readout"] = np.ascontiguousarray(params["readout"][:, :ways])
+    return p, CNNConfig.from_dict({**cfg.to_dict(), "ways": ways})
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints

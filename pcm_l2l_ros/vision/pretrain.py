@@ -149,7 +149,7 @@ class Pretrainer:
 
     # ------------------------------------------------------------------ state
     def _save(self) -> None:
-        st = {"params": M.to_numpy(self.params), "head": self.head.detach().numpy().copy(),
+        st = {"params": {k: v.detach().clone() for k, v in self.params.items()}, "head": self.head.detach().clone(),
               "scale": float(self.scale.detach()), "opt": self.opt.state_dict(), "step": self.step_count,
               "wall_s": self.wall_s, "settings": asdict(self.s)}
         tmp = self.state_path.with_suffix(".tmp")

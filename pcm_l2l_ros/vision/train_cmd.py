@@ -53,8 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--note", default=None,
                    help="with --export: free text for the sidecar's config.note, e.g. where a run was forked "
                         "or which options changed across resumes (the sidecar's command is the export's)")
-    p.add_argument("--init-from", default=None,
-                   help="new run only: copy conv1..conv4 from a state.pt or cnn_maml npz (readout starts at 0)")
+    p.add_argument("--init", "--init-from", dest="init_from", default=None,
+                   help="new run only: start from a cnn_maml checkpoint (e.g. a pretrain-cnn backbone or a shipped "
+                        "model) or a run's state.pt: conv kernels, the readout init if its shape fits, and with "
+                        "a state.pt of the same shapes the Adam state")
     p.add_argument("--data-dir", default=None, help="folder with images_background.(npz|zip)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out-plot", default=None, help="training-curve PNG (default: <run-dir>/training_curve.png)")
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
                           read_only=args.export_only)
 
     if args.init_from and not (args.resume and trainer.iteration > 0):
-        trainer.init_convs_from(args.init_from)
+        trainer.init_from(args.init_from)
 
     def _term(signum, frame):  # noqa: ARG001 - turn SIGTERM into a clean, checkpointed stop
         raise KeyboardInterrupt
