@@ -1,6 +1,6 @@
 """Shared pytest fixtures.
 
-ROS rules enforced here for every test (DESIGN.md §2):
+ROS rules enforced here for every test (docs/conventions.md §8):
 * ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` is set before anything can import rclpy, so DDS discovery
   never leaves loopback;
 * every test that uses ROS gets its own ``ROS_DOMAIN_ID`` (``ros_domain``);

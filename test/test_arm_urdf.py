@@ -1,4 +1,4 @@
-"""The arm model urdf/edscorbot.urdf: well-formed, physically plausible, matches arm.md, loads in PyBullet."""
+"""The arm model urdf/edscorbot.urdf: well-formed, physically plausible, matches ED-Scorbot, loads in PyBullet."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from pcm_l2l_ros.arm.kinematics import URDFError, default_urdf_path, load_chain
 
-# public kinematic facts (../shared/specs/arm.md): origin xyz, rpy, axis, limit (rad)
+# public kinematic facts of the ED-Scorbot model (docs/conventions.md §4): origin xyz, rpy, axis, limit (rad)
 ARM_MD = {
     "base_joint": ((0, 0, 0.17), (0, 0, 0.4119), (0, 0, 1), 2.1817),
     "shoulder": ((0.05, -0.096, 0.1885), (0, -0.3840, 0), (0, 1, 0), 1.4835),

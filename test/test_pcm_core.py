@@ -1,8 +1,8 @@
 """PCMArray: exact noise-free MVM, tiling, periphery, per-MVM read noise, drift compensation and the
-weight-level golden numbers of spec pcm-anchor-aihwkit.md §2.9 (T7, T8, T9).
+weight-level golden numbers measured with aihwkit (docs/device_model.md §9: T7, T8, T9).
 
-Tolerances: Z = 5 standard errors of the Monte Carlo estimate (ours combined with the spec's, which comes from
-one aihwkit sample of the same size), plus half the last digit the spec prints. SEs: mean s/sqrt(n); std
+Tolerances: Z = 5 standard errors of the Monte Carlo estimate (ours combined with the reference's, which comes from
+one aihwkit sample of the same size), plus half the last digit the reference prints. SEs: mean s/sqrt(n); std
 s sqrt((kurtosis - 1)/(4n)); ratios of means by the delta method over the i.i.d. weights.
 """
 
@@ -216,7 +216,7 @@ def test_t7_weight_level_programming_error(w: float, mean_err: float, std_err: f
         W, PCMConfig.aihwkit_compat(**IDEAL_IO, drift=False, read_noise="off"), rng=int(100 * w) + 200
     )
     e = (arr.weights() - W).ravel()[1:]
-    f = math.sqrt(1 + n / 200_000)  # spec's MC N = 2e5
+    f = math.sqrt(1 + n / 200_000)  # the reference's MC N = 2e5
     assert abs(e.mean() - mean_err) <= Z * f * e.std() / math.sqrt(e.size) + 0.00005
     assert abs(e.std() - std_err) <= Z * f * se_std(e) + 0.00005
 
@@ -232,7 +232,7 @@ T8 = {
 def test_t8_global_drift_compensation() -> None:
     """T8: 256 x 256 U(-1,1), aihwkit mapping, global drift compensation with an ideal readout: alpha and
     ||alpha W(t) - W|| / ||W|| with and without compensation, vs aihwkit. SEs from the delta method over the
-    65536 i.i.d. weights; the spec's single aihwkit sample has the same SE (factor sqrt(2))."""
+    65536 i.i.d. weights; the reference's single aihwkit sample has the same SE (factor sqrt(2))."""
     W = np.random.default_rng(9).uniform(-1, 1, (256, 256))
     arr = PCMArray(W, PCMConfig.aihwkit_compat(**IDEAL_IO), rng=9)
     w_prog = arr.weights()
@@ -260,9 +260,9 @@ def _bits(sigma: float) -> float:
 def test_t9_effective_bits() -> None:
     """T9: effective weight bits log2(2 / (sigma sqrt 12) + 1) on 512 x 512 U(-1,1) in one 512 core.
     Programming only: 4.08 bits, tolerance from the SE of sigma. After drift and read noise (t = 0, 1 h, 1 d,
-    1 y) the spec's +-0.05 bit: these entries depend on the re-encoding scale max|W_prog| that all weights
+    1 y) the reference's +-0.05 bit: these entries depend on the re-encoding scale max|W_prog| that all weights
     share (``drift_reencode``), so the i.i.d. SE does not apply; over 6 seeds ours gave
-    3.716 / 3.499 / 3.297 / 2.929 bits with a seed-to-seed sd of 0.005 bit (spec 3.71 / 3.50 / 3.30 / 2.93),
+    3.716 / 3.499 / 3.297 / 2.929 bits with a seed-to-seed sd of 0.005 bit (reference 3.71 / 3.50 / 3.30 / 2.93),
     and Z * sqrt(2) * 0.005 + 0.005 (rounding) = 0.04 bit, so +-0.05 bit is a 5-sigma band."""
     W = np.random.default_rng(10).uniform(-1, 1, (512, 512))
     arr = PCMArray(W, PCMConfig.aihwkit_compat(**IDEAL_IO, core_size=512), rng=10)

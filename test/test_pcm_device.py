@@ -1,8 +1,8 @@
-"""Device-level golden numbers of aihwkit's PCMLikeNoiseModel (spec pcm-anchor-aihwkit.md §2.9, §7.3).
+"""Device-level golden numbers of aihwkit's PCMLikeNoiseModel (docs/device_model.md §9).
 
-Tolerances are derived from Monte Carlo standard errors (SE): the spec's numbers are themselves Monte Carlo
+Tolerances are derived from Monte Carlo standard errors (SE): the reference numbers are themselves Monte Carlo
 estimates from aihwkit with N_SPEC = 2e5 samples per point, printed to a finite number of decimals, and ours
-use N samples. A check passes when |ours - spec| <= Z * sqrt(SE_ours^2 + SE_spec^2) + half the last printed
+use N samples. A check passes when |ours - reference| <= Z * sqrt(SE_ours^2 + SE_ref^2) + half the last printed
 digit, with Z = 5 (a false failure has probability ~6e-7 per check). SE of a mean: s / sqrt(N); SE of a
 standard deviation: s * sqrt((kurtosis - 1) / (4 N)) with the sample kurtosis (exact to first order for any
 distribution).
@@ -24,7 +24,7 @@ N_SPEC = 200_000
 M = AIHWKIT_PCM
 YEAR_S = 365 * 86400.0
 
-# spec §2.9: g_T -> (sigma formula, MC std(g_prog - g_T), MC mean(g_prog - g_T), MC mean nu, MC std nu)
+# docs/device_model.md §9, T1-T3: g_T -> (sigma, MC std(g_prog - g_T), MC mean(g_prog - g_T), MC mean nu, MC std nu)
 PROG_NU_TABLE = {
     0.0: (0.2635, 0.1535, 0.1047, 0.1003, 0.0441),
     1.0: (0.3402, 0.3401, -0.0009, 0.0746, 0.0335),
@@ -36,7 +36,7 @@ PROG_NU_TABLE = {
     25.0: (1.0554, 1.0555, 0.0006, 0.0490, 0.0080),
 }
 
-# spec §2.9 full chain: g_T -> {t_inf: (mean g/g_T, std g/g_T)}
+# docs/device_model.md §9 (T4, T5) full chain: g_T -> {t_inf: (mean g/g_T, std g/g_T)}
 CHAIN_TABLE = {
     2.5: {1.0: (0.998, 0.243), 3600.0: (0.737, 0.212), 86400.0: (0.616, 0.205), YEAR_S: (0.447, 0.199)},
     10.0: {1.0: (0.998, 0.109), 3600.0: (0.776, 0.095), 86400.0: (0.665, 0.090), YEAR_S: (0.501, 0.085)},
@@ -137,7 +137,7 @@ def test_t4_t5_full_chain(g_t: float) -> None:
 
 def test_t6_read_noise_factors() -> None:
     """T6: deterministic read-noise factor sqrt(ln((t + t0 + t_read) / (2 t_read))) and Q_s."""
-    t = np.array([0.0, 1.0, 3600.0, 86400.0, YEAR_S])  # the spec's "3.15e7" is 1 y = 365 d
+    t = np.array([0.0, 1.0, 3600.0, 86400.0, YEAR_S])  # the reference's "3.15e7" is 1 y = 365 d
     np.testing.assert_allclose(M.read_noise_factor(t), [4.1838, 4.1897, 4.7648, 5.0868, 5.6370], atol=1e-4)
     g = np.array([25.0, 20.0, 10.0, 2.5, 1.0])
     np.testing.assert_allclose(M.q_s(g), [0.00880, 0.01017, 0.01596, 0.03931, 0.07131], atol=1e-4 * 0.5)
@@ -154,7 +154,7 @@ def test_drift_law_and_no_drift_at_t0() -> None:
 
 
 def test_hermes_presets_match_spec_coefficients() -> None:
-    """HERMES presets (spec §2.8): g_max, t0, t_read and hand-evaluated branch fits."""
+    """HERMES presets (docs/device_model.md §2-§4): g_max, t0, t_read and hand-evaluated branch fits."""
     assert (HERMES_TDP.g_max_uS, HERMES_TDP.t0_s, HERMES_TDP.t_read_s) == (20.7, 300.0, 512e-9)
     assert (HERMES_ODP.g_max_uS, HERMES_ODP.t0_s, HERMES_ODP.t_read_s) == (10.35, 200.0, 512e-9)
     # sigma_prog at g_max: sum of the cubic coefficients

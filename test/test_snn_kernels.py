@@ -1,4 +1,4 @@
-"""Numba kernels (trainee LIF, LSG LIF+ALIF, e-prop update) against a dense NumPy transcription of spec §1.2."""
+"""Numba kernels (trainee LIF, LSG LIF+ALIF, e-prop update) against a dense NumPy transcription of the equations."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ CFG = SNNConfig(n_trainee=12, n_lsg=10, frac_alif=0.3, T=80)
 
 
 def ref_trainee(x, W_in, W_rec, W_out, cfg):
-    """Dense transcription of spec §1.2 (trainee), float64, one trial."""
+    """Dense transcription of the trainee's equations (snn/lif.py), float64, one trial."""
     T, N = x.shape[0], W_rec.shape[0]
     a, k, th = cfg.alpha, cfg.kappa, cfg.v_th_trainee
     Wm = W_rec * (1 - np.eye(N))

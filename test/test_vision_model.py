@@ -37,7 +37,7 @@ def _rand_params(ways=5, seed=0):
 def test_shapes_and_param_count():
     p, cfg = _rand_params()
     assert p["conv1"].shape == (56, 1, 3, 3) and p["conv4"].shape == (56, 56, 3, 3)
-    assert sum(v.numel() for v in p.values()) == 9 * 56 + 3 * 504 * 56 + 56 * 5  # 85,456 (paper §3.5)
+    assert sum(v.numel() for v in p.values()) == 9 * 56 + 3 * 504 * 56 + 56 * 5  # 85,456 (docs/architecture.md §3.3)
     x = torch.rand(3, 7, 28, 28)
     h = M.features(p, x, cfg)
     assert h.shape == (3, 7, 56)

@@ -7,7 +7,7 @@ Units: m for positions, rad for joint angles.
   URDF chain; ``ee_position(chain, q)`` the end-effector point. This is the only geometry of the arm in
   the package: everything else is derived from the URDF.
 * :class:`TaskKinematics` is the task FK of the SNN: only the base (``q1``) and the shoulder (``q2``)
-  move; elbow, pitch and roll stay at 0. Two conventions exist (arm.md):
+  move; elbow, pitch and roll stay at 0. Two conventions exist (docs/conventions.md §4):
 
   - ``TaskKinematics.from_urdf()``: constants extracted from our URDF chain (``urdf/edscorbot.urdf``);
     agrees with ``fk`` to < 1e-9 m. ``q1``, ``q2`` are the URDF joint angles of ``base_joint`` and

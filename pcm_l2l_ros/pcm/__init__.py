@@ -1,6 +1,6 @@
 """pcm_l2l_ros.pcm: simulated phase-change-memory (PCM) in-memory-computing cores (ROS-free).
 
-Public API (see notes/TEAM.md, "PCM API contract")::
+Public API (the model: docs/device_model.md)::
 
     from pcm_l2l_ros.pcm import PCMConfig, PCMArray
     arr = PCMArray(W, PCMConfig.hermes_like(), rng=0)   # W (n_in, n_out), y = x @ W; programs the devices

@@ -21,7 +21,7 @@ Analog MVM of one core, in normalised units (a full-scale input on a weight at w
 The effective matrices (Wn, V, the column factors) are precomputed at program/drift/reprogram time, so an
 MVM costs one float32 matmul (two with per-MVM read noise) plus two fused Numba passes.
 
-Drift compensation (aihwkit ``GlobalDriftCompensation`` semantics, spec §2.6): right after programming a
+Drift compensation (aihwkit ``GlobalDriftCompensation`` semantics, docs/device_model.md §6): right after programming a
 one-hot readout (eye) is sent through the same noisy periphery and mean|Y_ref| stored per core
 (``"global"``) or per column (``"per_column"``); at every ``drift(t)`` the readout is repeated and
 alpha = mean|Y_ref| / mean|Y(t)| is applied digitally to the outputs. ``drift_reference="exact"`` uses
@@ -86,7 +86,7 @@ class PCMConfig:
         drift_reencode: aihwkit quirk (``BaseNoiseModel.apply_drift_noise``): drift and read noise act on
             the *programmed weights re-encoded* as a fresh conductance pair (one device at 0, per-core
             scale from max|W_prog|), not on the programmed conductances; nu stays per device slice.
-            Needed to reproduce aihwkit's weight-level drift numbers (spec §2.9, T8/T9).
+            Needed to reproduce aihwkit's weight-level drift numbers (docs/device_model.md §9, T8/T9).
         pcm_read_noise: extra per-MVM output noise c * sqrt(sum |Wn| xn^2) (aihwkit PCM_READ w_noise;
             0.0175 in StandardHWATrainingPreset), normalised units.
         dac_bits: signed DAC bits (None = ideal inputs); 8 bits = 127 levels per sign.

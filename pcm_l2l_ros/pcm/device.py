@@ -14,7 +14,7 @@ Two calibrated parameter sets sit behind the same functions:
   t_read = 512 ns, cubic sigma_prog, branch fits for mu_nu, sigma_nu and Q_s.
 
 Units: conductances in µS, times in s. Every stochastic function takes a ``numpy.random.Generator``.
-Spec: ../shared/specs/pcm-anchor-aihwkit.md §2.2-2.5 and §2.8.
+Equations, coefficients and sources: docs/device_model.md §2-§4.
 """
 
 from __future__ import annotations

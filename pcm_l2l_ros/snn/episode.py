@@ -1,6 +1,6 @@
 """One natural e-prop episode in software: training run, learning signals, one update, test run; and its metrics.
 
-Episode (spec §3.2, §6.1), for every target trajectory of a batch:
+Episode (docs/architecture.md §2), for every target trajectory of a batch:
 
 1. training run of the trainee on the clock with the initial weights (identical for every trajectory, so it is
    run once and shared), recording psi, xbar, zbar;

@@ -1,8 +1,8 @@
 """The one e-prop update of the trainee's input and recurrent weights, and the e-prop baselines' learning signals.
 
-Natural e-prop (spec §3, §6.1): with the training run's pseudo-derivative psi^t and eligibility traces
-xbar^t (inputs) and zbar^t (recurrent), and learning signals L^t (from the LSG, or from the output error for the
-baselines)
+Natural e-prop (Scherr et al. 2020; e-prop: Bellec et al. 2020): with the training run's pseudo-derivative psi^t
+and eligibility traces xbar^t (inputs) and zbar^t (recurrent), and learning signals L^t (from the LSG, or from the
+output error for the baselines)
 
     ΔW_in  = -eta Σ_t xbar^tᵀ (psi^t ⊙ L^t)          (n_in, N)
     ΔW_rec = -eta Σ_t zbar^tᵀ (psi^t ⊙ L^t)          (N, N), diagonal zeroed (no autapses)

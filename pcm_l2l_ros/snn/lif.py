@@ -1,4 +1,4 @@
-"""The trainee: a recurrent LIF network, Numba kernel in the Ortner convention (spec §1.2).
+"""The trainee: a recurrent LIF network, Numba kernel in the update order of Ortner et al. 2025's code.
 
 Per step t (state v, z, r, y = 0 at t = 0; dt = 1 ms):
 

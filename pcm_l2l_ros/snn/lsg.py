@@ -1,4 +1,4 @@
-"""The learning-signal generator (LSG): recurrent LIF + ALIF network (LSNN), Numba kernel (spec §1.2).
+"""The learning-signal generator (LSG): recurrent LIF + ALIF network (LSNN, Bellec et al. 2020), Numba kernel.
 
 The first ``n_lsg_lif`` neurons are LIF (beta = 0), the last ``n_lsg_alif`` ALIF. Per step t (all state 0 at t=0):
 

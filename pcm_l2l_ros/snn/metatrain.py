@@ -1,7 +1,7 @@
 """Meta-training of natural e-prop (trainee + learning-signal generator) in PyTorch.
 
-One *episode* per target trajectory, exactly the inner loop of the Numba kernels (spec
-``snn-natural-eprop.md`` §1.2, §4, §6.1), written with torch tensors so that the outer loss can be
+One *episode* per target trajectory, exactly the inner loop of the Numba kernels (Ortner et al.
+2025; docs/architecture.md §2.2), written with torch tensors so that the outer loss can be
 differentiated:
 
 1. **training run** of the trainee (250 LIF, clock input only, Ortner update order: refractory gate on

@@ -1,6 +1,6 @@
 """The trainee on a simulated PCM chip: [W_in; W_rec] (5 + 250 = 255 rows x 250 columns) on one 256x256 core.
 
-Deployment (paper: spec §4.3, paper-notes §5.6):
+Deployment (as in Ortner et al. 2025; docs/architecture.md §2.4):
 
 * the plastic matrices are stacked into M = [W_in; W_rec ⊙ (1 - I)] (the diagonal is programmed to 0: no
   autapses) and programmed once on one core of a :class:`pcm_l2l_ros.pcm.PCMArray` (t = 0 s);

@@ -1,6 +1,6 @@
 """Parameters and weights of the natural e-prop robot-arm controller (trainee + learning-signal generator).
 
-Conventions (Ortner et al. 2025 code, spec ``snn-natural-eprop.md`` §1.2, §6.1):
+Conventions (the official code of Ortner et al. 2025; docs/conventions.md §2, §3):
 
 * one network step is ``dt_ms`` = 1 ms of network time; a trial has ``T`` = 249 steps;
 * membrane decay ``alpha = exp(-dt/tau_m)``, readout decay ``kappa = exp(-dt/tau_out)``, threshold
@@ -58,7 +58,7 @@ class SNNConfig:
     # clock: neuron k spikes every clock_isi_ms during [k*clock_window_ms, (k+1)*clock_window_ms)
     clock_window_ms: int = 50
     clock_isi_ms: int = 10
-    # Brownian trajectory family (spec §4.1): velocity random walk, Hann smoothing, clipping
+    # Brownian trajectory family (docs/conventions.md §4): velocity random walk, Hann smoothing, clipping
     traj_delta: float = 0.65        # Brownian scale; step std = traj_delta * sqrt(traj_dt)
     traj_dt: float = 0.01
     traj_hann_len: int = 120

@@ -4,7 +4,7 @@ binary coordinate code for the LSG, forward kinematics and the loss.
 Units: omega in rad/s of arm time, angles q in rad, Cartesian coordinates in m. One network step commands
 ``cfg.arm_time_per_step_s`` (0.01 s) of arm motion, so ``q_t = q_0 + 0.01 * sum_{s<=t} omega_s``.
 
-Trajectory family (spec ``snn-natural-eprop.md`` §4.1, §6.1): per joint (base, shoulder) a Brownian walk of the
+Trajectory family (Ortner et al. 2025; docs/conventions.md §4): per joint (base, shoulder) a Brownian walk of the
 angular velocity (step std ``0.65 * sqrt(0.01)``), smoothed with a normalised periodic Hann window of length 120
 (front zero-padded, end padded with the reversed last 119 samples, centred slice kept), clipped to ±π rad/s,
 integrated from q = 0. Two ways to respect the joint limits:

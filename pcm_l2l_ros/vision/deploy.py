@@ -1,4 +1,4 @@
-"""The few-shot CNN on simulated PCM cores, with on-chip readout adaptation (paper-notes §3.3, §3.5, §4.4).
+"""The few-shot CNN on simulated PCM cores, with on-chip readout adaptation (docs/architecture.md §3).
 
 Mapping (ours). Every layer is one :class:`pcm_l2l_ros.pcm.PCMArray` holding its im2col matrix
 W (n_in, n_out), y = x @ W (rows ordered kernel row, kernel column, input channel):

@@ -1,6 +1,6 @@
 """N-way K-shot task sampler for Omniglot.
 
-Fixes the official code's sampling bugs (paper-notes §9): classes are drawn **without replacement**
+Fixes the official code's sampling bugs: classes are drawn **without replacement**
 and every query image is a distinct drawing (no duplicated query slots, no overlap with the support set).
 Optionally each character in each of 4 rotations (0, 90, 180, 270 degrees) is its own class (meta-training
 augmentation). Support and query sets are shuffled so labels are interleaved. All randomness comes from

@@ -3,9 +3,9 @@
 Example (1 thread, background)::
 
     OMP_NUM_THREADS=1 nohup pcm-l2l train-cnn --ways 5 --shots 1,5 --meta-batch 8 --iterations 3000 \\
-        --run-dir /work/runs/cnn/w5 --export pcm_l2l_ros/models/cnn_5way.npz > w5.log 2>&1 &
-    pcm-l2l train-cnn --run-dir /work/runs/cnn/w5 --resume ...       # continue after a stop
-    pcm-l2l train-cnn --run-dir /work/runs/cnn/w5 --resume --export-only --export ...  # just export
+        --run-dir runs/cnn/w5 --export pcm_l2l_ros/models/cnn_5way.npz > w5.log 2>&1 &
+    pcm-l2l train-cnn --run-dir runs/cnn/w5 --resume ...       # continue after a stop
+    pcm-l2l train-cnn --run-dir runs/cnn/w5 --resume --export-only --export ...  # just export
 
 The exported checkpoint (kind ``cnn_maml``) holds conv1..conv4 (OIHW) and readout (channels, ways),
 with the config (ways, channels, inner steps, inner lr, input convention, padding, BN eps) and metrics.
