@@ -1,6 +1,7 @@
 # pcm_l2l_ros — one command to set up and run the demo, one to run the tests.
 #   make demo   creates .venv, installs pinned requirements, builds the interfaces, runs the demo
 #   make test   same set-up if needed, then the test suite
+#   make lint   ruff (rules, formatting of the listed files) and mypy with its baseline; CI runs it before the tests
 # Every ROS process started from here runs with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (tools/env.sh).
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -39,8 +40,12 @@ demo: setup
 test: setup
 	tools/env.sh python -m pytest $(PYTEST_ARGS)
 
+# lint: ruff's rules on every file, ruff's formatting on the files listed in tools/format_checked.txt, and mypy on
+# the core packages against tools/mypy_baseline.txt (no new type errors; the baseline only shrinks)
 lint: setup
 	tools/env.sh ruff check .
+	tools/env.sh ruff format --check $$(grep -v '^#' tools/format_checked.txt | while read -r f; do test -f "$$f" && echo "$$f"; done)
+	tools/env.sh python tools/typecheck.py
 
 bench: setup
 	tools/env.sh python bench/run_all.py

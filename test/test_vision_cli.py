@@ -57,7 +57,7 @@ def test_train_export_eval_roundtrip(tmp_path):
 
 def test_shipped_checkpoints_load():
     """The shipped cnn_5way / cnn_20way checkpoints: kind, shapes, config the chip needs."""
-    import pytest  # noqa: PLC0415
+    import pytest
 
     found = 0
     for ways in (5, 20):
