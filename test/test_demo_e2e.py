@@ -28,6 +28,8 @@ def test_demo_quick_runs_the_whole_scenario(ros_domain, tmp_path, no_shm_leak):
         assert math.isfinite(arm[k]), k
     assert arm["loss_after"] < arm["loss_before"] and arm["devices_written"] > 0
     assert arm["ee_error_cm_median"] < arm["path_length_cm"]       # the arm followed the learned path
-    assert 0.0 <= vision["accuracy"] <= 1.0 and vision["queries"] == 10 and vision["devices_written"] > 0
+    # 5-way 5-shot with the shipped model (about 0.99 on 1,000 tasks): far above chance (0.2); with 10 queries a
+    # result below 0.6 has probability < 1e-6
+    assert 0.6 <= vision["accuracy"] <= 1.0 and vision["queries"] == 10 and vision["devices_written"] > 0
     assert (out / "arm_path.png").stat().st_size > 10_000 and (out / "vision_queries.png").stat().st_size > 10_000
     assert "pcm_l2l_ros demo summary" in r.stdout and "accuracy" in r.stdout
