@@ -13,6 +13,13 @@ with max|W_o| per output channel (= per crossbar column, the deployment's per-co
 is a constant of the step (gradients pass through unchanged). Our PCM model's weight error at 1 h is
 about 0.035 (conv2-4) to 0.058 (conv1) of the column's w_max.
 
+Data-parallel (``torch.distributed``, launched with ``torchrun``; gloo on CPUs, NCCL on GPUs): every rank
+draws the same meta-batch from the same Generator, computes the outer loss of its own contiguous share of
+the tasks, and the gradients are all-reduced (averaged) before the identical Adam step on every rank, as
+``DistributedDataParallel`` does for a module. With equal shares the averaged gradient is the gradient of
+the whole meta-batch, so N ranks take the same step as one process (to float tolerance). Rank 0 alone
+writes ``state.pt``, ``metrics.csv`` and the monitor.
+
 Resumable: ``state.pt`` in the run folder holds the parameters, the Adam state, the numpy Generator
 state, the iteration and the run's arguments; ``metrics.csv`` gets one row per iteration.
 """
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +49,11 @@ def task_losses(params: dict[str, torch.Tensor], batch: TaskBatch, cfg: M.CNNCon
                 ) -> tuple[torch.Tensor, np.ndarray]:
     """Outer loss (mean query CE after the last inner step) and query accuracy after each step (steps+1,)."""
     steps = cfg.inner_steps if steps is None else steps
-    xs = M.prepare_input(batch.support_x, cfg)
-    xq = M.prepare_input(batch.query_x, cfg)
-    ys = torch.as_tensor(batch.support_y, dtype=torch.long)
-    yq = torch.as_tensor(batch.query_y, dtype=torch.long)
+    dev = params["conv1"].device  # the batch goes where the parameters are (CPU or a GPU)
+    xs = M.prepare_input(batch.support_x, cfg).to(dev)
+    xq = M.prepare_input(batch.query_x, cfg).to(dev)
+    ys = torch.as_tensor(batch.support_y, dtype=torch.long, device=dev)
+    yq = torch.as_tensor(batch.query_y, dtype=torch.long, device=dev)
     hs = M.features(params, xs, cfg)
     hq = M.features(params, xq, cfg)
     w0 = params["readout"].unsqueeze(0).expand(hs.shape[0], -1, -1)
@@ -182,6 +191,15 @@ def outer_lr_at(s: TrainSettings, iteration: int) -> float:
     return lr
 
 
+def _dist_rank_world() -> tuple[int, int]:
+    """(rank, world size) of an initialised ``torch.distributed`` process group, else (0, 1)."""
+    import torch.distributed as dist  # noqa: PLC0415
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class MetaTrainer:
     """Owns params, optimiser and RNG; ``run_dir`` holds state.pt and metrics.csv.
 
@@ -190,8 +208,14 @@ class MetaTrainer:
     """
 
     def __init__(self, settings: TrainSettings, run_dir: str | Path, train_images: np.ndarray,
-                 monitor_images: np.ndarray | None = None, resume: bool = False, read_only: bool = False):
+                 monitor_images: np.ndarray | None = None, resume: bool = False, read_only: bool = False,
+                 device: str = "cpu"):
         self.s = settings
+        self.device = torch.device(device)
+        self.rank, self.world = _dist_rank_world()
+        if settings.meta_batch % self.world:
+            raise ValueError(f"meta-batch {settings.meta_batch} is not divisible by {self.world} ranks")
+        read_only = read_only or self.rank != 0  # only rank 0 writes the run folder
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.cfg = M.CNNConfig(ways=settings.ways, channels=settings.channels, inner_steps=settings.inner_steps,
@@ -203,18 +227,21 @@ class MetaTrainer:
         self.iteration = 0
         self.wall_s = 0.0
         self.rng = np.random.default_rng(settings.seed)
-        self.params = M.to_torch(M.init_params(self.cfg, self.rng), requires_grad=True)
+        self.params = {k: v.to(self.device).requires_grad_(True)
+                       for k, v in M.to_torch(M.init_params(self.cfg, self.rng)).items()}
         self.opt = torch.optim.Adam(list(self.params.values()), lr=settings.outer_lr)
         self.state_path = self.run_dir / "state.pt"
         self.csv_path = self.run_dir / "metrics.csv"
         self.read_only = read_only  # e.g. exporting while another process trains: never touch the files
         if resume and self.state_path.is_file():
             self._load()
-        elif not resume and self.csv_path.exists():
+        elif not resume and self.csv_path.exists() and self.rank == 0:
             raise FileExistsError(f"{self.run_dir} already has a run; use --resume or a new --run-dir")
 
     # ------------------------------------------------------------------ state
     def _save(self) -> None:
+        if self.read_only:
+            return
         st = {"params": M.to_numpy(self.params), "opt": self.opt.state_dict(),
               "rng": self.rng.bit_generator.state, "iteration": self.iteration, "wall_s": self.wall_s,
               "settings": self.s.__dict__, "torch_rng": torch.get_rng_state()}
@@ -223,7 +250,7 @@ class MetaTrainer:
         tmp.replace(self.state_path)
 
     def _load(self) -> None:
-        st = torch.load(self.state_path, weights_only=False)
+        st = torch.load(self.state_path, weights_only=False, map_location=self.device)
         with torch.no_grad():
             for k, v in st["params"].items():
                 self.params[k].copy_(torch.as_tensor(v))
@@ -283,11 +310,35 @@ class MetaTrainer:
         for g in self.opt.param_groups:  # the schedule, not a resumed optimiser state, sets the rate
             g["lr"] = lr
         self.opt.zero_grad()
-        loss, accs = task_losses(self._noisy_params(), batch, self.cfg, first_order=self.s.first_order)
+        params = self._noisy_params()  # every rank draws the same noise (same Generator state)
+        if self.world > 1:
+            share = self.s.meta_batch // self.world
+            sl = slice(self.rank * share, (self.rank + 1) * share)
+            batch = TaskBatch(batch.support_x[sl], batch.support_y[sl], batch.query_x[sl], batch.query_y[sl])
+        loss, accs = task_losses(params, batch, self.cfg, first_order=self.s.first_order)
         loss.backward()
+        loss_v = float(loss.item())
+        if self.world > 1:
+            loss_v, accs = self._all_reduce_grads(loss_v, accs)
         self.opt.step()
         self.iteration += 1
-        return {"shots": shots, "loss": float(loss.item()), "accs": accs, "outer_lr": lr}
+        return {"shots": shots, "loss": loss_v, "accs": accs, "outer_lr": lr}
+
+    def _all_reduce_grads(self, loss: float, accs: np.ndarray) -> tuple[float, np.ndarray]:
+        """Average the gradients (one flat all-reduce) and the logged loss/accuracies over the ranks."""
+        import torch.distributed as dist  # noqa: PLC0415
+
+        ps = list(self.params.values())
+        flat = torch.cat([p.grad.reshape(-1) for p in ps]
+                         + [torch.tensor([loss, *accs], dtype=ps[0].grad.dtype, device=self.device)])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= self.world
+        i = 0
+        for p in ps:
+            p.grad.copy_(flat[i:i + p.numel()].view_as(p))
+            i += p.numel()
+        rest = flat[i:].cpu().numpy()
+        return float(rest[0]), rest[1:].astype(accs.dtype)
 
     def _noisy_params(self) -> dict[str, torch.Tensor]:
         """The parameters this step reads: with ``weight_noise`` the conv kernels of one simulated chip."""
@@ -296,7 +347,7 @@ class MetaTrainer:
         p = dict(self.params)
         for k in M.CONV_NAMES:
             w = self.params[k]
-            xi = torch.as_tensor(self.rng.standard_normal(tuple(w.shape), dtype=np.float32))
+            xi = torch.as_tensor(self.rng.standard_normal(tuple(w.shape), dtype=np.float32), device=self.device)
             col_max = w.detach().abs().amax(dim=(1, 2, 3), keepdim=True)  # per output channel (OIHW)
             p[k] = w + self.s.weight_noise * col_max * xi
         return p
@@ -316,11 +367,11 @@ class MetaTrainer:
 
         total = iterations if iterations is not None else self.s.iterations
         new = not self.csv_path.exists()
-        f = self.csv_path.open("a", newline="")
+        f = open(os.devnull, "w") if self.read_only else self.csv_path.open("a", newline="")  # noqa: SIM115
         writer = csv.DictWriter(f, CSV_FIELDS)
         if new:
             writer.writeheader()
-        bar = tqdm(total=total, initial=self.iteration, disable=not progress, mininterval=5.0)
+        bar = tqdm(total=total, initial=self.iteration, disable=not progress or self.rank != 0, mininterval=5.0)
         try:
             while self.iteration < total:
                 if deadline_unix is not None and time.time() > deadline_unix:
@@ -332,7 +383,7 @@ class MetaTrainer:
                 row = {"iteration": self.iteration, "wall_s": round(self.wall_s, 2), "shots": r["shots"],
                        "loss": round(r["loss"], 5), "outer_lr": r["outer_lr"]}
                 row.update({f"acc_step{k}": round(float(a), 4) for k, a in enumerate(r["accs"])})
-                if self.s.monitor_every and self.iteration % self.s.monitor_every == 0:
+                if self.s.monitor_every and self.iteration % self.s.monitor_every == 0 and self.rank == 0:
                     row["monitor_acc_final"] = round(self.monitor_accuracy(), 4)
                 writer.writerow(row)
                 bar.update(1)

@@ -1,5 +1,12 @@
 """``pcm-l2l train-cnn``: MAML meta-training of the few-shot CNN on Omniglot background (resumable).
 
+Data-parallel on several cores or GPUs (one process per rank; each takes a share of the meta-batch)::
+
+    torchrun --standalone --nproc-per-node 2 -m pcm_l2l_ros.vision.train_cmd --meta-batch 8 ...   # gloo, CPU
+    torchrun --standalone --nproc-per-node 4 -m pcm_l2l_ros.vision.train_cmd --device cuda ...   # NCCL, GPUs
+
+On CPUs the ranks talk over the loopback interface (``GLOO_SOCKET_IFNAME=lo`` unless set).
+
 Example (1 thread, background)::
 
     OMP_NUM_THREADS=1 nohup pcm-l2l train-cnn --ways 5 --shots 1,5 --meta-batch 8 --iterations 3000 \\
@@ -47,7 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--monitor-every", type=int, default=250,
                    help="evaluation-split monitor accuracy every N iterations (0: off; no model selection)")
     p.add_argument("--until-utc", default=None, help="stop cleanly at this UTC time HH:MM")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="compute threads per process (per rank)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (with torchrun: rank r uses cuda:r)")
     p.add_argument("--export", default=None, help="write the shipped checkpoint (npz + json) here at the end")
     p.add_argument("--export-only", action="store_true", help="with --resume: export without training")
     p.add_argument("--note", default=None,
@@ -60,6 +68,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="folder with images_background.(npz|zip)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out-plot", default=None, help="training-curve PNG (default: <run-dir>/training_curve.png)")
+
+
+def init_distributed(device: str) -> str:
+    """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1); returns this rank's device.
+
+    Backend gloo on CPUs (over loopback unless ``GLOO_SOCKET_IFNAME`` says otherwise), NCCL on GPUs.
+    """
+    import os  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+    import torch.distributed as dist  # noqa: PLC0415
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("pcm-l2l train-cnn: --device cuda but no CUDA device is available")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return device
+    if device.startswith("cuda"):
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        dist.init_process_group("nccl")
+        return f"cuda:{local}"
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    dist.init_process_group("gloo")
+    return device
 
 
 def split_source(data_dir: str | None, split: str) -> Path | None:
@@ -103,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from pcm_l2l_ros.compute_threads import limit_compute_threads  # noqa: PLC0415
 
     limit_compute_threads(args.threads)
+    device = init_distributed(args.device)
     s = TrainSettings(ways=args.ways, shots=tuple(int(v) for v in str(args.shots).split(",")),
                       queries=args.queries, meta_batch=args.meta_batch, iterations=args.iterations,
                       outer_lr=args.outer_lr, outer_lr_steps=parse_lr_steps(args.outer_lr_steps),
@@ -112,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     bg = load_split("background", split_source(args.data_dir, "background"))
     ev = load_split("evaluation", split_source(args.data_dir, "evaluation")) if args.monitor_every else None
     trainer = MetaTrainer(s, args.run_dir, bg.images, None if ev is None else ev.images, resume=args.resume,
-                          read_only=args.export_only)
+                          read_only=args.export_only, device=device)
 
     if args.init_from and not (args.resume and trainer.iteration > 0):
         trainer.init_from(args.init_from)
@@ -126,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
             trainer.train(deadline_unix=_deadline(args.until_utc), progress=not args.no_progress)
     finally:
         signal.signal(signal.SIGTERM, old_handler)
+    if trainer.rank != 0:
+        return 0
     if args.export:
         metrics = trainer.recent_metrics()
         cal = TaskSampler(bg.images, s.ways, max(s.shots), s.queries)
