@@ -55,7 +55,7 @@ from .programming import (
     program_and_verify,
 )
 
-__all__ = ["PCMConfig", "PCMArray"]
+__all__ = ["PCMConfig", "PCMArray", "FusedMVM"]
 
 log = logging.getLogger(__name__)
 
@@ -310,6 +310,17 @@ class _NormalStream:
         self._pos += n
         return self._np, start
 
+    def window(self) -> tuple[np.ndarray, int, int]:
+        """(chunk buffer, position, end): buffer[position:end] are the next draws of the stream, for a
+        compiled loop that consumes them in order and then calls ``commit`` (``reserve`` for a request
+        that does not fit)."""
+        self._settle()
+        return self._np, self._pos, self._chunk
+
+    def commit(self, pos: int) -> None:
+        """The draws of the current chunk before ``pos`` (from ``window``) have been used."""
+        self._pos = pos
+
     def take(self, shape: tuple[int, int]) -> np.ndarray:
         """The next shape[0] * shape[1] draws as an array of ``shape`` (a view: use it before next call)."""
         n = shape[0] * shape[1]
@@ -334,6 +345,25 @@ class _NormalStream:
         return wait
 
 
+class FusedMVM(NamedTuple):
+    """What :func:`pcm_l2l_ros.pcm._kernels.fused_mvm` needs to compute ``PCMArray.mvm`` of a small batch
+    in a compiled loop (``PCMArray.fused_operands``): the normalised matrix, the per-MVM read-noise
+    variances (or a (0, 0) array), the periphery constants, the per-column digital factors and the noise
+    stream (``noise``: whether draws are used; ``stream.window()`` / ``commit`` / ``reserve``)."""
+
+    mat: np.ndarray
+    var_mat: np.ndarray
+    dac_nlev: int
+    dac_range: float
+    normalise: bool
+    out_noise: np.float32
+    adc_nlev: int
+    adc_range: np.float32
+    colf: np.ndarray
+    noise: bool
+    stream: _NormalStream
+
+
 class PCMArray:
     """A weight matrix W (n_in, n_out) held as PCM conductances on one or more crossbar cores.
 
@@ -352,6 +382,10 @@ class PCMArray:
         pulses_total, energy_total_J: all write pulses (incl. ``program``) and their energy, J.
         t_s: the array clock, s since the last full ``program()``.
     """
+
+    #: ``reprogram`` rebuilds only the written weights (False: the whole array, the reference the tests
+    #: compare the incremental update with)
+    _incremental = True
 
     def __init__(
         self,
@@ -410,6 +444,8 @@ class PCMArray:
         self._t_prog = np.zeros(shape)
         self._xi = np.zeros(shape, np.float32)  # frozen read-noise draws
         self.write_counts = np.zeros((2, c.devices_per_polarity, self.n_in, self.n_out), np.int64)
+        self._n_over_endurance = 0  # devices of write_counts beyond endurance_writes
+        self._abs_colmean = np.zeros((R, self.n_out))  # mean |W_target / w_max| per core and column
         self.devices_written_total = 0
         self.pulses_total = 0
         self.energy_total_J = 0.0
@@ -490,37 +526,51 @@ class PCMArray:
 
     def _unit_targets(self, W: np.ndarray) -> np.ndarray:
         """Target conductance of every unit, µS, shape (2, units, n_in, n_out)."""
-        wn = W / self._wmax_full
+        return self._unit_targets_of(W, self._wmax_full)
+
+    def _unit_targets_of(self, w: np.ndarray, wmax: np.ndarray) -> np.ndarray:
+        """Target conductances (2, units, *w.shape), µS, of weights ``w`` whose w_max is ``wmax`` (elementwise)."""
+        wn = w / wmax
         g_unit = self.model.g_max_uS
         gp = np.clip(wn, 0.0, 1.0) * g_unit
         gm = np.clip(-wn, 0.0, 1.0) * g_unit
-        return np.broadcast_to(np.stack([gp, gm])[:, None], (2, self.units, self.n_in, self.n_out)).copy()
+        return np.broadcast_to(np.stack([gp, gm])[:, None], (2, self.units, *w.shape)).copy()
 
     def _age(self) -> np.ndarray:
         return np.maximum(self.t_s - self._t_prog, 0.0)
 
-    def _counts_for(self, pulses_units: np.ndarray) -> np.ndarray:
-        """Expand pulses per unit (2, units, ...) to pulses per physical device (2, dpp, ...)."""
-        return np.repeat(pulses_units, self.phys_per_unit, axis=1)
-
-    def _commit_writes(self, pulses_units: np.ndarray) -> tuple[int, int, int]:
-        """Add pulses to the device counters; returns (devices written, pulses, endurance exceeded)."""
+    def _commit_writes(self, pulses: np.ndarray, units_idx: np.ndarray | None = None) -> tuple[int, int, int]:
+        """Add write pulses to the device counters; returns (devices written, pulses, devices beyond the
+        endurance limit). ``pulses``: per unit, (2, units, n_in, n_out) (``units_idx`` None), or of the units
+        with flat indices ``units_idx`` into (2, units, n_in * n_out) (only those counters are touched).
+        Raises ``EnduranceError`` before any change with ``endurance_action="raise"``."""
         c = self.cfg
-        dev_pulses = self._counts_for(pulses_units).astype(np.int64)
-        new_counts = self.write_counts + dev_pulses
+        ppu = self.phys_per_unit
+        flat = self.write_counts.reshape(-1)
+        if units_idx is None:
+            dev_idx = slice(None)
+            dev_pulses = np.repeat(pulses, ppu, axis=1).astype(np.int64).reshape(-1)
+        else:
+            nw = self.n_in * self.n_out
+            side, rest = np.divmod(units_idx, self.units * nw)
+            unit, k = np.divmod(rest, nw)
+            first = side * c.devices_per_polarity + unit * ppu  # first physical device of each unit
+            dev_idx = ((first[:, None] + np.arange(ppu)) * nw + k[:, None]).reshape(-1)
+            dev_pulses = np.repeat(pulses.astype(np.int64), ppu)
+        old = flat[dev_idx]
+        new = old + dev_pulses
         exceeded = 0
         if c.endurance_writes is not None:
-            over = new_counts > c.endurance_writes
-            exceeded = int(over.sum())
+            lim = c.endurance_writes
+            exceeded = self._n_over_endurance + int(np.count_nonzero(new > lim)) - int(np.count_nonzero(old > lim))
             if exceeded and c.endurance_action == "raise":
-                raise EnduranceError(
-                    f"{exceeded} PCM devices would exceed the endurance limit of {c.endurance_writes} writes"
-                )
-        self.write_counts = new_counts
-        pulses = int(dev_pulses.sum())
-        self.pulses_total += pulses
-        self.energy_total_J += pulses * c.energy_per_pulse_J
-        return int(np.count_nonzero(dev_pulses)), pulses, exceeded
+                raise EnduranceError(f"{exceeded} PCM devices would exceed the endurance limit of {lim} writes")
+        flat[dev_idx] = new
+        self._n_over_endurance = exceeded
+        n_pulses = int(dev_pulses.sum())
+        self.pulses_total += n_pulses
+        self.energy_total_J += n_pulses * c.energy_per_pulse_J
+        return int(np.count_nonzero(dev_pulses)), n_pulses, exceeded
 
     # ------------------------------------------------------------------ programming
     def program(self) -> ProgramReport:
@@ -534,10 +584,11 @@ class PCMArray:
         self._nu = self._sample_nu(gT)
         self._t_prog[...] = 0.0
         self.t_s = 0.0
-        self._draw_xi(None)
+        self._draw_xi()
         self._programmed = True
         self._frozen_active = False  # as aihwkit: no read-noise snapshot until the first drift() call
         self._alpha = np.ones((len(self._row_blocks), self.n_out))
+        self._abs_colmean = self._column_means(np.abs(self._W_target / self._wmax_full))
         self._rebuild()
         self._set_reference()
         self._refresh_colf()
@@ -567,13 +618,10 @@ class PCMArray:
             return np.zeros_like(gT)
         return self.model.sample_nu(gT, self._rng, self.cfg.drift_scale)
 
-    def _draw_xi(self, mask: np.ndarray | None) -> None:
-        if self.cfg.read_noise != "frozen":
-            return
-        if mask is None:
+    def _draw_xi(self) -> None:
+        """A new frozen read-noise snapshot for every unit (``read_noise="frozen"``)."""
+        if self.cfg.read_noise == "frozen":
             self._xi = self._rng.standard_normal(self._xi.shape, dtype=np.float32)
-        else:
-            self._xi[mask] = self._rng.standard_normal(int(mask.sum()), dtype=np.float32)
 
     def drift(self, t_s: float) -> None:
         """Set the clock to ``t_s`` seconds after the last full ``program()``: drift every device from
@@ -584,7 +632,7 @@ class PCMArray:
         if t_s < 0:
             raise ValueError("t_s must be >= 0")
         self.t_s = float(t_s)
-        self._draw_xi(None)
+        self._draw_xi()
         self._frozen_active = True
         self._rebuild()
         self._update_alpha()
@@ -596,6 +644,12 @@ class PCMArray:
         digital target and clipped to +-w_max; only the units whose target conductance changed are
         program-and-verified (new programming noise, new nu, drift clock restarted for them). The other
         devices are not touched.
+
+        Cost: the rounding reads ``delta_w`` once; the device state, the normalised matrices and the
+        per-MVM read-noise variances are updated for the written weights only (``_rebuild_at``; with
+        ``drift_reencode`` every weight of a group depends on the group's max, so the whole array is
+        rebuilt), with exactly the numbers a full rebuild gives. The drift-compensation readout is then
+        repeated as after ``drift()`` (one elementwise pass, fresh noise draws).
         """
         if not self._programmed:
             raise RuntimeError("program() the array before reprogram()")
@@ -606,31 +660,46 @@ class PCMArray:
         q = self._wmax_full / 16.0 if c.update_quantum is None else float(c.update_quantum)
         v = d / q
         steps = np.rint(v) if c.update_rounding == "nearest" else np.floor(v + self._rng.random(v.shape))
-        W_new = np.clip(self._W_target + steps * q, -self._wmax_full, self._wmax_full)
-        weights_changed = int(np.count_nonzero(W_new != self._W_target))
-        gT_new = self._unit_targets(W_new)
-        mask = gT_new != self._g_target
+        # only weights with a non-zero step can change: everything below works on those (flat indices)
+        widx = np.flatnonzero(steps)
+        w_old = self._W_target.reshape(-1)[widx]
+        wmax = self._wmax_full.reshape(-1)[widx]
+        q_w = q if np.ndim(q) == 0 else q.reshape(-1)[widx]
+        w_new = np.clip(w_old + steps.reshape(-1)[widx] * q_w, -wmax, wmax)
+        weights_changed = int(np.count_nonzero(w_new != w_old))
+        gT_new = self._unit_targets_of(w_new, wmax)  # (2, units, K)
+        units_flat = self._g_target.reshape(2, self.units, -1)
+        mask = gT_new != units_flat[:, :, widx]  # C order of (side, unit, weight) = order of the full mask
         n_units = int(mask.sum())
         if n_units == 0:
-            self._W_target = W_new
+            self._W_target.reshape(-1)[widx] = w_new
             return UpdateReport(0, 0, 0, 0.0, 0, 0, self.devices_written_total)
         g_sub, p_sub, nconv = self._program_units(gT_new[mask])
-        pulses_units = np.zeros(mask.shape, np.int32)
-        pulses_units[mask] = p_sub
-        written, npulses, exceeded = self._commit_writes(pulses_units)  # raises before any state change
-        self._g_target = gT_new
-        self._g_prog[mask] = g_sub
-        self._nu[mask] = self._sample_nu(gT_new[mask])
-        self._t_prog[mask] = self.t_s
-        self._draw_xi(mask)
+        nw = self.n_in * self.n_out
+        side, unit, k = np.nonzero(mask)
+        units_idx = (side * self.units + unit) * nw + widx[k]  # flat indices into (2, units, n_in * n_out)
+        written, npulses, exceeded = self._commit_writes(p_sub, units_idx)  # raises before any state change
+        units_flat[:, :, widx] = gT_new
+        self._g_prog.reshape(-1)[units_idx] = g_sub
+        self._nu.reshape(-1)[units_idx] = self._sample_nu(gT_new[mask])
+        self._t_prog.reshape(-1)[units_idx] = self.t_s
+        if c.read_noise == "frozen":
+            self._xi.reshape(-1)[units_idx] = self._rng.standard_normal(n_units, dtype=np.float32)
+        self._W_target.reshape(-1)[widx] = w_new
         if c.drift_compensation != "none" and c.drift_reference == "noisy":
-            old = self._group_mean(np.abs(self._W_target / self._wmax_full))
-            new = self._group_mean(np.abs(W_new / self._wmax_full))
+            # the noisy reference follows the change of mean|target| of each group (columns re-averaged
+            # only where a weight changed)
+            old = self._group_of(self._abs_colmean)
+            cols = np.unique(widx % self.n_out)
+            self._abs_colmean[:, cols] = self._column_means(np.abs(self._W_target[:, cols] / self._wmax_full[:, cols]))
+            new = self._group_of(self._abs_colmean)
             self._baseline = self._baseline * np.where(old > 0, new / np.maximum(old, 1e-12), 1.0)
-        self._W_target = W_new
         if c.drift_reference == "exact":
             self._set_reference()
-        self._rebuild()
+        if self._incremental and not c.drift_reencode:
+            self._rebuild_at(np.unique(widx[k]))
+        else:
+            self._rebuild()
         self._update_alpha()
         self.devices_written_total += written
         return UpdateReport(
@@ -670,38 +739,75 @@ class PCMArray:
         g = np.broadcast_to(np.stack([gp, gm])[:, None], self._g_prog.shape).copy()
         return g, m
 
-    def _conductances(self) -> tuple[np.ndarray, np.ndarray]:
+    def _device_state(
+        self, widx: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(conductances µS, normalised weights, per-MVM read-noise variances or None) of every weight
+        (``widx`` None: arrays of shape (2, units, n_in, n_out) / (n_in, n_out)) or of the weights with flat
+        indices ``widx`` ((2, units, K) / (K,)). Purely elementwise per weight, so a subset gives exactly
+        the numbers of the full computation (``reprogram`` recomputes only the weights it wrote)."""
         c = self.cfg
-        age = self._age()
         md = self.model
         g_prog, factor = self._prog_state()
-        g_d = g_prog * md.drift_factor(age, self._nu) if c.drift else g_prog.copy()
+        t_prog, nu, g_target, xi = self._t_prog, self._nu, self._g_target, self._xi
+        if widx is not None:
+            if c.drift_reencode:
+                raise ValueError("drift_reencode couples every weight of a group: no per-weight state")
+            pick = lambda a: a.reshape(2, self.units, -1)[:, :, widx]  # noqa: E731
+            g_prog, t_prog, nu, g_target, xi = (pick(a) for a in (g_prog, t_prog, nu, g_target, xi))
+            factor = factor.reshape(-1)[widx]
+        age = np.maximum(self.t_s - t_prog, 0.0)
+        g_d = g_prog * md.drift_factor(age, nu) if c.drift else g_prog.copy()
+        g_q = g_prog if c.q_s_from == "g_prog" else g_target
         if c.read_noise == "frozen" and c.read_noise_scale != 0 and self._frozen_active:
-            g_q = g_prog if c.q_s_from == "g_prog" else self._g_target
             sig = md.read_sigma_rel(g_q, age) * c.read_noise_scale
-            g_d = np.maximum(g_d + np.abs(g_d) * sig * self._xi, 0.0)
-        return g_d, factor
-
-    def _rebuild(self) -> None:
-        """Recompute the normalised matrices (and per-MVM read-noise variances) from the device state."""
-        c = self.cfg
-        g, factor = self._conductances()
-        wn = factor * (g[0].sum(axis=0) - g[1].sum(axis=0)) / self.g_tot_uS
-        self._wn = wn
-        self._mats = [np.ascontiguousarray(wn[rs], dtype=np.float32) for rs in self._row_blocks]
+            g_d = np.maximum(g_d + np.abs(g_d) * sig * xi, 0.0)
+        wn = factor * (g_d[0].sum(axis=0) - g_d[1].sum(axis=0)) / self.g_tot_uS
+        var = None
         if c.read_noise == "per_mvm" or c.pcm_read_noise > 0:
             var = np.zeros_like(wn)
             if c.read_noise == "per_mvm" and c.read_noise_scale != 0:
-                g_q = self._prog_state()[0] if c.q_s_from == "g_prog" else self._g_target
-                sd = self.model.read_sigma_rel(g_q, self._age()) * c.read_noise_scale * g
+                sd = md.read_sigma_rel(g_q, age) * c.read_noise_scale * g_d
                 var += factor**2 * (sd**2).sum(axis=(0, 1)) / self.g_tot_uS**2
             if c.pcm_read_noise > 0:
                 var += c.pcm_read_noise**2 * np.abs(wn)
+        return g_d, wn, var
+
+    def _conductances(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._device_state()[0], self._prog_state()[1]
+
+    def _rebuild(self) -> None:
+        """Recompute the normalised matrices (and per-MVM read-noise variances) from the device state."""
+        _, wn, var = self._device_state()
+        self._wn = wn
+        self._mats = [np.ascontiguousarray(wn[rs], dtype=np.float32) for rs in self._row_blocks]
+        if var is not None:
             self._vars = [np.ascontiguousarray(var[rs], dtype=np.float32) for rs in self._row_blocks]
             self._vars_t = [torch.from_numpy(v) for v in self._vars]
         else:
             self._vars = None
         self._mats_t = [torch.from_numpy(m) for m in self._mats]
+        self._refresh_colf()
+
+    def _rebuild_at(self, widx: np.ndarray) -> None:
+        """``_rebuild`` for the weights with flat indices ``widx`` only (the others are unchanged): the same
+        numbers, at a cost proportional to len(widx). The per-core matrices are copied before the write
+        (forks share them)."""
+        _, wn, var = self._device_state(widx)
+        self._wn.reshape(-1)[widx] = wn
+        rows, cols = np.divmod(widx, self.n_out)
+        mats = [m.copy() for m in self._mats]
+        vars_ = None if var is None else [v.copy() for v in self._vars]
+        for r, rs in enumerate(self._row_blocks):
+            sel = (rows >= rs.start) & (rows < rs.stop) if not self._single_block else slice(None)
+            mats[r][rows[sel] - rs.start, cols[sel]] = wn[sel]
+            if vars_ is not None:
+                vars_[r][rows[sel] - rs.start, cols[sel]] = var[sel]
+        self._mats = mats
+        self._mats_t = [torch.from_numpy(m) for m in mats]
+        if vars_ is not None:
+            self._vars = vars_
+            self._vars_t = [torch.from_numpy(v) for v in vars_]
         self._refresh_colf()
 
     def _refresh_colf(self) -> None:
@@ -734,19 +840,29 @@ class PCMArray:
             self._weff = None
 
     # ------------------------------------------------------------------ drift compensation
-    def _group_mean(self, a: np.ndarray) -> np.ndarray:
-        """Mean of a (rows, n_out) array per core ("global") or per core column ("per_column"),
-        returned as (row blocks, n_out)."""
-        out = np.empty((len(self._row_blocks), self.n_out))
+    def _column_means(self, a: np.ndarray) -> np.ndarray:
+        """Mean over the rows of each core, per column, of a (n_in, k) array (all or some columns):
+        (row blocks, k). C order, so every column is summed row after row whatever k is."""
+        out = np.empty((len(self._row_blocks), a.shape[1]))
         for r, rs in enumerate(self._row_blocks):
-            blk = a[rs] if a.shape[0] == self.n_in else a[r]
-            colmean = blk.mean(axis=0)
-            if self.cfg.drift_compensation == "per_column":
-                out[r] = colmean
-            else:
-                for cb in self._col_blocks:
-                    out[r, cb] = colmean[cb].mean()
+            out[r] = np.ascontiguousarray(a[rs]).mean(axis=0)
         return out
+
+    def _group_of(self, colmean: np.ndarray) -> np.ndarray:
+        """Per-column means (row blocks, n_out) -> the drift-compensation groups' means: the same array
+        (``"per_column"``) or the mean over each core's columns (``"global"``)."""
+        if self.cfg.drift_compensation == "per_column":
+            return colmean.copy()
+        out = np.empty_like(colmean)
+        for r in range(len(self._row_blocks)):
+            for cb in self._col_blocks:
+                out[r, cb] = colmean[r, cb].mean()
+        return out
+
+    def _group_mean(self, a: np.ndarray) -> np.ndarray:
+        """Mean of a (n_in, n_out) array per core ("global") or per core column ("per_column"),
+        returned as (row blocks, n_out)."""
+        return self._group_of(self._column_means(a))
 
     def _group_max(self, a: np.ndarray) -> np.ndarray:
         """Max of a (n_in, n_out) array per core, or per core column with ``scale="per_column"``."""
@@ -761,12 +877,31 @@ class PCMArray:
         return out
 
     def _readout(self) -> np.ndarray:
-        """One-hot (eye) readout of every core through the periphery, normalised units, (n_in, n_out)."""
+        """One-hot (eye) readout of every core through the periphery, normalised units, (n_in, n_out).
+
+        Row i of the eye drives one input at the DAC level v of the input 1 (full scale s), so the
+        crossbar gives v * Wn[i] and the read-noise variance v^2 * V[i] exactly (one non-zero term per
+        output): the readout is computed elementwise, with the same noise draws and the same float32
+        numbers as the MVM of the eye, at a cost of one pass over the matrices instead of a matmul."""
+        p = self._periph
         y = np.empty((self.n_in, self.n_out))
         ones = np.ones(self.n_out, np.float32)
+        one_hot = np.zeros((1, self._row_blocks[0].stop), np.float32)
+        one_hot[0, 0] = 1.0
+        xn, xs = np.empty_like(one_hot), np.empty(1, np.float32)
+        dac_quantize(one_hot, 0, p.dac_nlev, p.dac_range, p.normalise, xn, xs, _EMPTY)
+        v, s = xn[0, 0], xs[0]
         for r, rs in enumerate(self._row_blocks):
             n = rs.stop - rs.start
-            y[rs] = self._forward_block(r, np.eye(n, dtype=np.float32), 0, ones, None)
+            mat, var = self._mats[r], _EMPTY if self._vars is None else self._vars[r]
+            if v != 1.0:
+                mat = v * mat
+                var = var if self._vars is None else np.float32(v * v) * var
+            noise = self._normals.take((n, self.n_out)) if p.noise else _EMPTY
+            out = np.empty((n, self.n_out), np.float32)
+            xs = np.full(n, s, np.float32)
+            adc_epilogue(mat, noise, var, p.out_noise, p.adc_nlev, p.adc_range, xs, ones, out, False)
+            y[rs] = out
         return y
 
     def _set_reference(self) -> None:
@@ -869,6 +1004,18 @@ class PCMArray:
         return y[0] if squeeze else y
 
     __call__ = mvm
+
+    def fused_operands(self, batch: int) -> FusedMVM | None:
+        """The operands with which ``fused_mvm(x, ...)`` equals ``mvm(x)`` bit for bit (same noise draws) for
+        every batch of at most ``batch`` rows, or None where ``mvm`` takes another path (several row
+        blocks, batches from ``_TORCH_MATMUL_MIN_BATCH`` on, every non-ideality off)."""
+        if not self._programmed:
+            raise RuntimeError("program() the array before mvm()")
+        if self._weff is not None or not self._single_block or batch >= _TORCH_MATMUL_MIN_BATCH:
+            return None
+        p = self._periph
+        return FusedMVM(self._mats[0], _EMPTY if self._vars is None else self._vars[0], p.dac_nlev, p.dac_range,
+                        p.normalise, p.out_noise, p.adc_nlev, p.adc_range, self._colf[0], p.noise, self._normals)
 
     def weights(self) -> np.ndarray:
         """Weights the array currently represents (n_in, n_out): drifted conductances incl. the frozen

@@ -25,7 +25,7 @@ from pcm_l2l_ros.snn import tasks
 from pcm_l2l_ros.snn.episode import learning_signals
 from pcm_l2l_ros.snn.eprop import eprop_update
 from pcm_l2l_ros.snn.lif import run_trainee
-from pcm_l2l_ros.snn.onchip import default_pcm_config, plastic_matrix, run_trainee_mvm
+from pcm_l2l_ros.snn.onchip import default_pcm_config, plastic_matrix, run_trainee_chip
 from pcm_l2l_ros.snn.params import SNNConfig, SNNWeights, default_checkpoint_path
 
 log = logging.getLogger(__name__)
@@ -158,8 +158,8 @@ class OneShotController:
     # ---------------------------------------------------------------------------------------------- learning
     def _run(self, batch: int, *, record: bool):
         if self.chip is not None:
-            return run_trainee_mvm(self.chip.mvm, self.clock, self.w.W_out_trainee, batch, self.cfg,
-                                   record_eprop=record)
+            return run_trainee_chip(self.chip, self.clock, self.w.W_out_trainee, batch, self.cfg,
+                                    record_eprop=record)
         M = self.M0 if self._offset is None else self.M0 + self._offset
         n = self.cfg.n_clock
         return run_trainee(self.clock, M[:n].astype(np.float32), M[n:].astype(np.float32), self.w.W_out_trainee,

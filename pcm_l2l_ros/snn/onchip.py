@@ -28,8 +28,10 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 from tqdm import tqdm
 
+from pcm_l2l_ros.pcm._kernels import fused_mvm
 from pcm_l2l_ros.snn import tasks
 from pcm_l2l_ros.snn.episode import learning_signals
 from pcm_l2l_ros.snn.eprop import eprop_update, random_feedback
@@ -70,17 +72,14 @@ def run_trainee_mvm(mvm, x: np.ndarray, W_out: np.ndarray, B: int, cfg: SNNConfi
                     record_eprop: bool = False, dtype=np.float32) -> TraineeRun:
     """Run B trials of the trainee whose synaptic currents come from ``mvm(u)`` with u = [x^t, z^{t-1}]
     (rows, n_in + N) -> (rows, N); x (T, n_in) is the shared input (the clock). Rows of u that are all zero
-    are not sent to ``mvm`` (zero current)."""
+    are not sent to ``mvm`` (zero current). One Python-level MVM call per step: the general path (any
+    ``mvm``, any array); :func:`run_trainee_chip` is the same run on one core in one compiled loop."""
     T, n_in = x.shape
     N = W_out.shape[0]
     W_out = np.ascontiguousarray(W_out, dtype=dtype)
     v, zp, y = np.zeros((B, N), dtype), np.zeros((B, N), dtype), np.zeros((B, W_out.shape[1]), dtype)
     xbar, zbar, r = np.zeros((B, n_in), dtype), np.zeros((B, N), dtype), np.zeros((B, N), np.int64)
-    z_o, y_o = np.empty((B, T, N), dtype), np.empty((B, T, W_out.shape[1]), dtype)
-    if record_eprop:
-        psi_o, xb_o, zb_o = np.empty((B, T, N), dtype), np.empty((B, T, n_in), dtype), np.empty((B, T, N), dtype)
-    else:
-        psi_o = xb_o = zb_o = np.empty((0, 0, 0), dtype)
+    z_o, y_o, psi_o, xb_o, zb_o = _run_buffers(B, T, n_in, N, W_out.shape[1], record_eprop, dtype)
     u = np.zeros((B, n_in + N), np.float32)
     cur = np.zeros((B, N), dtype)
     for t in range(T):
@@ -94,9 +93,106 @@ def run_trainee_mvm(mvm, x: np.ndarray, W_out: np.ndarray, B: int, cfg: SNNConfi
         trainee_step_kernel(t, cur, x_t, v, zp, r, y, xbar, zbar, W_out, dtype(cfg.alpha), dtype(cfg.kappa),
                             dtype(cfg.v_th_trainee), int(cfg.n_ref), dtype(cfg.gamma), bool(record_eprop),
                             z_o, y_o, psi_o, xb_o, zb_o)
+    return _trainee_run(record_eprop, z_o, y_o, psi_o, xb_o, zb_o)
+
+
+def _run_buffers(B: int, T: int, n_in: int, N: int, n_out: int, record_eprop: bool, dtype):
+    z_o, y_o = np.empty((B, T, N), dtype), np.empty((B, T, n_out), dtype)
+    if record_eprop:
+        return z_o, y_o, np.empty((B, T, N), dtype), np.empty((B, T, n_in), dtype), np.empty((B, T, N), dtype)
+    empty = np.empty((0, 0, 0), dtype)
+    return z_o, y_o, empty, empty, empty
+
+
+def _trainee_run(record_eprop: bool, z_o, y_o, psi_o, xb_o, zb_o) -> TraineeRun:
     if record_eprop:
         return TraineeRun(z=z_o, y=y_o, psi=psi_o, xbar=xb_o, zbar=zb_o)
     return TraineeRun(z=z_o, y=y_o)
+
+
+@njit(cache=True, fastmath=False)
+def _chip_trainee_steps(  # pragma: no cover - compiled
+    t0, t1, x, mat, var_mat, noise_buf, pos, end, dac_nlev, dac_range, normalise, out_noise, adc_nlev, adc_range,
+    colf, noise, v, zp, r, y, xbar, zbar, W_out, alpha, kappa, v_th, n_ref, gamma, record_eprop,
+    z_o, y_o, psi_o, xb_o, zb_o,
+):
+    """Steps t0 .. t1 - 1 of ``run_trainee_mvm`` with the core's MVM ``fused_mvm`` (the call ``PCMArray.mvm``
+    makes for a small batch) and its noise draws taken in order from noise_buf[pos:end].
+
+    Returns (t, pos, need): t = the first step not run (t1 when all ran), pos = the next unused draw, need =
+    the draws step t needs (it stops there when they are not all in noise_buf[pos:end])."""
+    T, n_in = x.shape
+    B, N = v.shape
+    m = mat.shape[1]
+    dt = v.dtype
+    u = np.empty((B, n_in + N), np.float32)
+    cur = np.zeros((B, N), dt)
+    x_t = np.empty((B, n_in), dt)
+    active = np.empty(B, np.int64)
+    for t in range(t0, t1):
+        n_act = 0
+        for b in range(B):
+            on = False
+            for i in range(n_in):
+                u[b, i] = x[t, i]
+                x_t[b, i] = x[t, i]
+                on = on or x[t, i] != 0.0
+            for j in range(N):
+                u[b, n_in + j] = zp[b, j]
+                on = on or zp[b, j] != 0.0
+            if on:
+                active[n_act] = b
+                n_act += 1
+        need = n_act * m if noise else 0
+        if pos + need > end:
+            return t, pos, need
+        cur[:] = 0.0
+        if n_act > 0:
+            ua = np.empty((n_act, n_in + N), np.float32)
+            for a in range(n_act):
+                ua[a] = u[active[a]]
+            out = fused_mvm(ua, mat, var_mat, noise_buf, pos, dac_nlev, dac_range, normalise, out_noise, adc_nlev,
+                            adc_range, colf)
+            pos += need
+            for a in range(n_act):
+                for j in range(N):
+                    cur[active[a], j] = out[a, j]
+        trainee_step_kernel(t, cur, x_t, v, zp, r, y, xbar, zbar, W_out, alpha, kappa, v_th, n_ref, gamma,
+                            record_eprop, z_o, y_o, psi_o, xb_o, zb_o)
+    return t1, pos, 0
+
+
+def run_trainee_chip(chip, x: np.ndarray, W_out: np.ndarray, B: int, cfg: SNNConfig = DEFAULT_CONFIG, *,
+                     record_eprop: bool = False, dtype=np.float32) -> TraineeRun:
+    """``run_trainee_mvm(chip.mvm, ...)`` for a :class:`pcm_l2l_ros.pcm.PCMArray` ``chip``, bit for bit (the
+    same MVM kernel, the same noise draws in the same order), without a Python call per step: the 249 steps
+    run in one compiled loop that leaves it only to refill the chip's noise buffer (every 64 steps at
+    batch 1). Arrays or batches that ``PCMArray.mvm`` computes another way (several cores, batch >= 16, every
+    non-ideality off) take ``run_trainee_mvm``."""
+    op = chip.fused_operands(B)
+    if op is None:
+        return run_trainee_mvm(chip.mvm, x, W_out, B, cfg, record_eprop=record_eprop, dtype=dtype)
+    T, n_in = x.shape
+    N = W_out.shape[0]
+    W_out = np.ascontiguousarray(W_out, dtype=dtype)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    v, zp, y = np.zeros((B, N), dtype), np.zeros((B, N), dtype), np.zeros((B, W_out.shape[1]), dtype)
+    xbar, zbar, r = np.zeros((B, n_in), dtype), np.zeros((B, N), dtype), np.zeros((B, N), np.int64)
+    bufs = _run_buffers(B, T, n_in, N, W_out.shape[1], record_eprop, dtype)
+    state = (v, zp, r, y, xbar, zbar, W_out, dtype(cfg.alpha), dtype(cfg.kappa), dtype(cfg.v_th_trainee),
+             int(cfg.n_ref), dtype(cfg.gamma), bool(record_eprop), *bufs)
+    periph = (op.dac_nlev, op.dac_range, op.normalise, op.out_noise, op.adc_nlev, op.adc_range, op.colf, op.noise)
+    no_draws = np.zeros(0, np.float32)
+    t = 0
+    while t < T:
+        buf, pos, end = op.stream.window() if op.noise else (no_draws, 0, 0)
+        t, pos, need = _chip_trainee_steps(t, T, x, op.mat, op.var_mat, buf, pos, end, *periph, *state)
+        if op.noise:
+            op.stream.commit(pos)
+        if t < T:  # step t needs draws beyond the buffered chunk: the stream refills (as mvm's reserve does)
+            buf, start = op.stream.reserve(need)
+            t, _, _ = _chip_trainee_steps(t, t + 1, x, op.mat, op.var_mat, buf, start, start + need, *periph, *state)
+    return _trainee_run(record_eprop, *bufs)
 
 
 @dataclass
@@ -141,7 +237,7 @@ def one_shot_pcm(w: SNNWeights, traj: tasks.TrajectoryBatch, cfg: SNNConfig = DE
     if drift_s > 0:
         base.drift(drift_s)
     clk = tasks.clock_input(cfg, dtype)
-    train = run_trainee_mvm(base.mvm, clk, w.W_out_trainee, B, cfg, record_eprop=True)
+    train = run_trainee_chip(base, clk, w.W_out_trainee, B, cfg, record_eprop=True)
     if signal == "random" and B_fb is None:
         B_fb = random_feedback(w.W_out_trainee, rng)
     L, _ = learning_signals(signal, w, traj, train, cfg, B_fb=B_fb, rng=rng)
@@ -155,7 +251,7 @@ def one_shot_pcm(w: SNNWeights, traj: tasks.TrajectoryBatch, cfg: SNNConfig = DE
         chip = copy.deepcopy(base)
         rep = chip.reprogram(np.concatenate([dwi[0], dwr[0]]).astype(np.float64))
         written[b], changed[b] = rep.devices_written, rep.weights_changed
-        test = run_trainee_mvm(chip.mvm, clk, w.W_out_trainee, 1, cfg)
+        test = run_trainee_chip(chip, clk, w.W_out_trainee, 1, cfg)
         y_after[b] = test.y[0]
         test_spikes += float(test.z.sum())
     log.info("on-chip: %d trajectories at drift %g s, mean devices written %.0f of %d", B, drift_s,
