@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from pcm_l2l_ros.checkpoint import load_checkpoint
+from pcm_l2l_ros.quantum import round_to_quantum_ste
 from pcm_l2l_ros.snn import episode, tasks, train_cmd
 from pcm_l2l_ros.snn import metatrain as mt
 from pcm_l2l_ros.snn.params import WEIGHT_NAMES, SNNConfig, SNNWeights
@@ -119,7 +120,7 @@ def _tiny(n_trainee=8, n_lsg=10, T=20):
 def test_outer_loss_finite_differences_on_smooth_path():
     """d loss / d W_out_trainee by central differences (spikes do not depend on W_out): N=8, T=20."""
     cfg = _tiny()
-    kin = mt.default_kinematics("urdf")
+    kin = tasks.default_kinematics()
     model = mt.NaturalEprop(cfg, SNNWeights.init_random(cfg, 5), dtype=torch.float64)
     with torch.no_grad():
         model.W_out_trainee.mul_(20.0)       # outputs of order 1 so the kinematics is non-linear
@@ -145,7 +146,7 @@ def test_outer_loss_finite_differences_on_smooth_path():
 
 def test_first_and_second_order_gradients_differ_only_through_the_training_run():
     cfg = _tiny(T=60)
-    kin = mt.default_kinematics("urdf")
+    kin = tasks.default_kinematics()
     w = SNNWeights.init_random(cfg, 2)
     batch = mt.make_batch(2, np.random.default_rng(0), cfg, kin, dtype=torch.float64)
     X = mt.clock_tensor(cfg, torch.float64)
@@ -163,7 +164,7 @@ def test_first_and_second_order_gradients_differ_only_through_the_training_run()
 
 def test_a_few_iterations_lower_the_loss_on_a_fixed_batch():
     cfg = _tiny(n_trainee=40, n_lsg=40, T=249)
-    kin = mt.default_kinematics("urdf")
+    kin = tasks.default_kinematics()
     torch.manual_seed(0)
     model = mt.NaturalEprop(cfg, SNNWeights.init_random(cfg, 0))
     batch = mt.make_batch(4, np.random.default_rng(0), cfg, kin)
@@ -227,23 +228,23 @@ def test_train_snn_resumes_exactly_and_exports(tmp_path):
 def test_quantise_ste_rounds_forward_and_passes_the_gradient_straight_through():
     q = 1.0 / 16.0
     x = torch.tensor([0.01, 0.04, -0.05, 0.2, -0.3], dtype=torch.float64, requires_grad=True)
-    y = mt.quantise_ste(x, q, "nearest")
+    y = round_to_quantum_ste(x, q, "nearest")
     torch.testing.assert_close(y.detach(), torch.round(x.detach() / q) * q)
     (y * torch.arange(5.0, dtype=torch.float64)).sum().backward()
     torch.testing.assert_close(x.grad, torch.arange(5.0, dtype=torch.float64))
     # stochastic: on the grid, neighbours of x only, unbiased
     xs = torch.full((200_000,), 0.02, dtype=torch.float64)
-    ys = mt.quantise_ste(xs, q, "stochastic", torch.Generator().manual_seed(0))
+    ys = round_to_quantum_ste(xs, q, "stochastic", torch.Generator().manual_seed(0))
     assert set(torch.unique(ys).tolist()) == {0.0, q}
     assert abs(float(ys.mean()) - 0.02) < 5 * q * 0.5 / np.sqrt(len(xs))
     with pytest.raises(ValueError):
-        mt.quantise_ste(xs, q, "floor")
+        round_to_quantum_ste(xs, q, "floor")
 
 
 def test_chip_in_the_loop_uses_the_chip_weights_and_the_rounded_update():
     cfg = _tiny(n_trainee=30, n_lsg=20, T=60)
     w = SNNWeights.init_random(cfg, 1)
-    kin = mt.default_kinematics("urdf")
+    kin = tasks.default_kinematics()
     batch = mt.make_batch(3, np.random.default_rng(0), cfg, kin)
     X = mt.clock_tensor(cfg)
     chip = mt.ChipInTheLoop(drift_s=3600.0, seed=4)

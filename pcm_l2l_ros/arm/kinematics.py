@@ -32,9 +32,10 @@ import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+
+from pcm_l2l_ros.arrays import is_torch
 
 __all__ = [
     "Joint",
@@ -372,11 +373,6 @@ def ee_position(chain: Chain, q, link: str | None = None) -> np.ndarray:
     return frames[link or chain.tip][..., :3, 3]
 
 
-def _is_torch(x: Any) -> bool:
-    mod = type(x).__module__
-    return mod.startswith("torch")
-
-
 class TaskKinematics:
     """2-DOF task kinematics of the SNN: ``xyz(q1, q2)`` with base ``q1`` and shoulder ``q2`` (rad).
 
@@ -481,7 +477,7 @@ class TaskKinematics:
         Works on numpy arrays / floats (returns numpy) and on torch tensors (returns a tensor of the
         inputs' dtype and device; differentiable).
         """
-        if _is_torch(q1) or _is_torch(q2):
+        if is_torch(q1) or is_torch(q2):
             return self._xyz_torch(q1, q2)
         return self._eval(np.asarray(q1, dtype=float), np.asarray(q2, dtype=float), np)
 

@@ -17,7 +17,7 @@ the released weights reproduce the reference numbers (mean 8.0 ± 11.3 cm, media
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -43,7 +43,6 @@ class OneShotResult:
     n_plastic: int              # number of plastic entries (n_in·N + N·N)
     dW_in: np.ndarray | None = None   # (B, n_in, N) if keep_dw
     dW_rec: np.ndarray | None = None  # (B, N, N) if keep_dw
-    extra: dict = field(default_factory=dict)
 
     @property
     def frac_changed(self) -> float:
@@ -129,7 +128,7 @@ def trajectory_metrics(y: np.ndarray, traj: tasks.TrajectoryBatch, kin, cfg: SNN
     xyz = tasks.forward_xyz(y, kin, cfg)
     d = tasks.ee_distance(xyz, traj.xyz)
     return {
-        "loss": 0.5 * np.mean((y - traj.omega) ** 2, axis=(1, 2)) + 0.5 * np.mean((xyz - traj.xyz) ** 2, axis=(1, 2)),
+        "loss": tasks.loss_terms(y, traj.omega, xyz, traj.xyz, per_trajectory=True)[0],
         "omega_mse": np.mean((y - traj.omega) ** 2, axis=1),
         "ee_err_cm": 100.0 * d.mean(axis=1),
         "xyz": xyz,

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from pcm_l2l_ros.quantum import round_to_quantum
+
 
 def quantise(dw: np.ndarray, quantum: float | None) -> np.ndarray:
-    """Round to the nearest multiple of ``quantum`` (None or 0: unchanged)."""
-    if not quantum:
-        return dw
-    return np.round(dw / quantum) * quantum
+    """Round to the nearest multiple of ``quantum`` (None or 0: unchanged); ``quantum.round_to_quantum``."""
+    return round_to_quantum(dw, quantum, "nearest")
 
 
 def eprop_update(psi: np.ndarray, L: np.ndarray, xbar: np.ndarray, zbar: np.ndarray, eta: float, *,

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pcm_l2l_ros.quantum import check_rounding, round_to_quantum_ste
 from pcm_l2l_ros.snn import tasks
 from pcm_l2l_ros.snn.params import WEIGHT_NAMES, SNNConfig, SNNWeights
 
@@ -177,20 +178,6 @@ def leaky_filter(K: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------------- chip in the loop
-def quantise_ste(dW: torch.Tensor, quantum: float, rounding: str, generator: torch.Generator | None = None):
-    """Round dW to multiples of ``quantum`` (``"nearest"`` or unbiased ``"stochastic"``) in the forward pass;
-    identity gradient (straight-through estimator)."""
-    x = dW.detach() / quantum
-    if rounding == "nearest":
-        q = torch.round(x)
-    elif rounding == "stochastic":
-        lo = torch.floor(x)
-        q = lo + (torch.rand(x.shape, generator=generator, dtype=x.dtype) < (x - lo)).to(x.dtype)
-    else:
-        raise ValueError(f"rounding must be 'nearest' or 'stochastic', got {rounding!r}")
-    return dW + (q * quantum - dW).detach()
-
-
 @dataclass
 class ChipInTheLoop:
     """Hardware-aware meta-training settings: a simulated PCM chip for the trainee's [W_in; W_rec].
@@ -208,8 +195,7 @@ class ChipInTheLoop:
     pcm_cfg: object = None
 
     def __post_init__(self) -> None:
-        if self.update_rounding not in ("nearest", "stochastic"):
-            raise ValueError(f"update_rounding must be 'nearest' or 'stochastic', got {self.update_rounding!r}")
+        check_rounding(self.update_rounding)
         if self.drift_s < 0 or self.update_quantum < 0:
             raise ValueError("drift_s and update_quantum must be >= 0")
         self.reset()
@@ -240,7 +226,7 @@ class ChipInTheLoop:
     def quantise(self, dW: torch.Tensor) -> torch.Tensor:
         if self.update_quantum <= 0:
             return dW
-        return quantise_ste(dW, self.update_quantum, self.update_rounding, self._gen)
+        return round_to_quantum_ste(dW, self.update_quantum, self.update_rounding, self._gen)
 
 
 # --------------------------------------------------------------------------------------------------- model
@@ -367,14 +353,6 @@ class Batch:
         return self.omega.shape[0]
 
 
-def default_kinematics(convention: str = "urdf"):
-    """Task kinematics for meta-training: ``"urdf"`` (our arm, ``TaskKinematics.from_urdf()``; default) or
-    ``"paper"`` (the official closed form, ``TaskKinematics.paper()``)."""
-    if convention not in ("urdf", "paper"):
-        raise ValueError(f"kinematics must be 'urdf' or 'paper', got {convention!r}")
-    return tasks.default_kinematics(paper=(convention == "paper"))
-
-
 def make_batch(n: int, rng: np.random.Generator, cfg: SNNConfig, kin, dtype=torch.float32,
                mode: str = "resample") -> Batch:
     """Sample n target trajectories (``tasks.sample_trajectories``, targets that leave the joint limits are
@@ -397,9 +375,7 @@ def outer_loss(model: NaturalEprop, X_clock: torch.Tensor, batch: Batch, kin):
     out = model.episode(X_clock, batch.X_lsg)
     omega = out.omega.transpose(0, 1)                                   # (B, T, 2)
     xyz = tasks.forward_xyz(omega, kin, cfg)
-    mse_w = ((omega - batch.omega) ** 2).mean()
-    mse_x = ((xyz - batch.xyz) ** 2).mean()
-    task = 0.5 * mse_w + 0.5 * mse_x
+    task, mse_w, mse_x = tasks.loss_terms(omega, batch.omega, xyz, batch.xyz)
     B = omega.shape[0]
     z_tr = torch.cat([out.z_train.expand(-1, B, -1), out.z_test], dim=0).transpose(0, 1)  # both runs
     reg_tr = tasks.rate_regulariser(z_tr, cfg.f_target_trainee_hz, cfg.reg_lambda, cfg)
@@ -411,13 +387,6 @@ def outer_loss(model: NaturalEprop, X_clock: torch.Tensor, batch: Batch, kin):
          "reg": float((reg_tr + reg_lsg).detach()), "rate_trainee_hz": float(z_tr.detach().mean()) * hz,
          "rate_lsg_hz": float(out.z_lsg.detach().mean()) * hz}
     return total, m, out
-
-
-def ee_error_cm(omega: np.ndarray, xyz_target: np.ndarray, kin, cfg: SNNConfig) -> np.ndarray:
-    """Per-trajectory end-effector error (B,) in cm: the time-mean of the Euclidean distance between the
-    path commanded by omega (B, T, 2) and the target path (B, T, 3)."""
-    xyz = np.asarray(tasks.forward_xyz(np.asarray(omega, np.float64), kin, cfg))
-    return 100.0 * tasks.ee_distance(xyz, xyz_target).mean(axis=1)
 
 
 @torch.no_grad()
@@ -439,12 +408,11 @@ def evaluate(model: NaturalEprop, X_clock: torch.Tensor, batch: Batch, kin, chun
     res = {}
     for tag, om in (("before", om_before), ("after", om_after)):
         xyz = np.asarray(tasks.forward_xyz(om, kin, cfg))
-        mse_w = float(((om - tgt_w) ** 2).mean())
-        mse_x = float(((xyz - tgt_x) ** 2).mean())
+        loss, mse_w, mse_x = tasks.loss_terms(om, tgt_w, xyz, tgt_x)
         ee = 100.0 * tasks.ee_distance(xyz, tgt_x).mean(axis=1)
-        res[f"loss_{tag}"] = 0.5 * mse_w + 0.5 * mse_x
-        res[f"mse_omega_{tag}"] = mse_w
-        res[f"mse_xyz_{tag}"] = mse_x
+        res[f"loss_{tag}"] = float(loss)
+        res[f"mse_omega_{tag}"] = float(mse_w)
+        res[f"mse_xyz_{tag}"] = float(mse_x)
         res[f"ee_median_cm_{tag}"] = float(np.median(ee))
         res[f"ee_mean_cm_{tag}"] = float(ee.mean())
     hz = 1000.0 / cfg.dt_ms

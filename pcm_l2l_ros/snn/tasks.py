@@ -24,40 +24,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pcm_l2l_ros.arm.kinematics import PAPER_TASK_LIMITS, TaskKinematics
+from pcm_l2l_ros.arrays import cumsum as _cumsum
+from pcm_l2l_ros.arrays import mean as _mean
+from pcm_l2l_ros.arrays import stack as _stack
 from pcm_l2l_ros.snn.params import DEFAULT_CONFIG, SNNConfig
-
-#: the paper's safe space for (base, shoulder), in degrees (official code ``Scorbot.save_space``)
-PAPER_JOINT_LIMITS_DEG = (130.0, 70.0)
-
-
-# ---------------------------------------------------------------------------------------------- array helpers
-def _is_torch(x) -> bool:
-    return type(x).__module__.startswith("torch")
-
-
-def _cumsum(x, axis: int):
-    return x.cumsum(dim=axis) if _is_torch(x) else np.cumsum(x, axis=axis)
-
-
-def _stack(xs, axis: int):
-    if _is_torch(xs[0]):
-        import torch  # noqa: PLC0415
-
-        return torch.stack(xs, dim=axis)
-    return np.stack(xs, axis=axis)
-
-
-def _mean(x, axis=None):
-    if _is_torch(x):
-        return x.mean() if axis is None else x.mean(dim=axis)
-    return np.mean(x) if axis is None else np.mean(x, axis=axis)
 
 
 # ---------------------------------------------------------------------------------------------- kinematics
-def default_kinematics(paper: bool = True):
-    """``TaskKinematics.paper()`` (closed form of the official code) or ``.from_urdf()`` (our arm)."""
-    from pcm_l2l_ros.arm.kinematics import TaskKinematics  # noqa: PLC0415
-
+def default_kinematics(paper: bool = False) -> TaskKinematics:
+    """The task kinematics: ``TaskKinematics.from_urdf()`` (our arm, the package's convention; default) or, with
+    ``paper=True``, ``TaskKinematics.paper()`` (closed form of the official code). docs/conventions.md §4."""
     return TaskKinematics.paper() if paper else TaskKinematics.from_urdf()
 
 
@@ -73,7 +50,7 @@ def joint_limits(kin=None) -> np.ndarray:
     """(2, 2) array [[lo_base, hi_base], [lo_shoulder, hi_shoulder]] in rad for the task.
 
     Taken from the kinematics object if it publishes them (``joint_limits`` / ``limits`` attribute),
-    else the paper's safe space (base ±130°, shoulder ±70°).
+    else the paper's safe space (base ±130°, shoulder ±70°; ``arm.kinematics.PAPER_TASK_LIMITS``).
     """
     for name in ("joint_limits", "limits", "task_limits"):
         lim = getattr(kin, name, None) if kin is not None else None
@@ -85,8 +62,7 @@ def joint_limits(kin=None) -> np.ndarray:
                 lim = np.stack([-lim, lim], axis=1)
             if lim.shape == (2, 2):
                 return lim
-    lim = np.deg2rad(np.asarray(PAPER_JOINT_LIMITS_DEG))
-    return np.stack([-lim, lim], axis=1)
+    return np.asarray(PAPER_TASK_LIMITS, dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -228,18 +204,27 @@ def forward_xyz(omega, kin, cfg: SNNConfig = DEFAULT_CONFIG):
     return kin_xyz(kin, integrate_angles(omega, cfg))
 
 
+def loss_terms(omega, omega_target, xyz, xyz_target, *, per_trajectory: bool = False):
+    """(loss, MSE_omega, MSE_xyz) of outputs omega (B, T, 2) whose path xyz (B, T, 3) is known: THE task loss
+    0.5·MSE_omega + 0.5·MSE_xyz (rad/s and m; numpy or torch).
+
+    Means run over batch, time and dimension (as the official code); ``per_trajectory`` gives (B,) means over
+    time and dimension.
+    """
+    axis = (-2, -1) if per_trajectory else None
+    mse_omega = _mean((omega - omega_target) ** 2, axis)
+    mse_xyz = _mean((xyz - xyz_target) ** 2, axis)
+    return 0.5 * mse_omega + 0.5 * mse_xyz, mse_omega, mse_xyz
+
+
 def task_loss(omega_pred, omega_target, xyz_target, kin, cfg: SNNConfig = DEFAULT_CONFIG, *,
               per_trajectory: bool = False):
-    """0.5·MSE(omega) + 0.5·MSE(xyz) on the test run (numpy or torch).
+    """0.5·MSE(omega) + 0.5·MSE(xyz) on the test run (numpy or torch), the path from ``forward_xyz``.
 
     Means run over batch, time and dimension (as the official code); ``per_trajectory`` returns (B,) means.
     """
     xyz = forward_xyz(omega_pred, kin, cfg)
-    d_om = (omega_pred - omega_target) ** 2
-    d_xyz = (xyz - xyz_target) ** 2
-    if per_trajectory:
-        return 0.5 * _mean(_mean(d_om, -1), -1) + 0.5 * _mean(_mean(d_xyz, -1), -1)
-    return 0.5 * _mean(d_om) + 0.5 * _mean(d_xyz)
+    return loss_terms(omega_pred, omega_target, xyz, xyz_target, per_trajectory=per_trajectory)[0]
 
 
 def rate_regulariser(z, f_target_hz: float, lam: float, cfg: SNNConfig = DEFAULT_CONFIG):

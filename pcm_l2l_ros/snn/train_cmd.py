@@ -142,9 +142,8 @@ def final_metrics(weights, cfg, kinematics: str, n: int, seed: int, pcm_drift_s:
     with ``pcm_drift_s``, also after the one update on the simulated PCM chip read at that drift time
     (``pcm_after_*``)."""
     from pcm_l2l_ros.snn import episode, tasks  # noqa: PLC0415
-    from pcm_l2l_ros.snn import metatrain as mt  # noqa: PLC0415
 
-    kin = mt.default_kinematics(kinematics)
+    kin = tasks.default_kinematics(paper=(kinematics == "paper"))
     traj = tasks.sample_trajectories(n, np.random.default_rng(seed), cfg, kin, mode="resample")
     res = episode.one_shot(weights, traj, cfg)
     out = {"n_trajectories": n, "eval_seed": seed, "kinematics": kinematics, "trajectories": "resample",
@@ -222,6 +221,7 @@ def run(args) -> int:
     from tqdm import tqdm  # noqa: PLC0415
 
     from pcm_l2l_ros.snn import metatrain as mt  # noqa: PLC0415
+    from pcm_l2l_ros.snn import tasks  # noqa: PLC0415
     from pcm_l2l_ros.snn.params import SNNWeights  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -241,7 +241,7 @@ def run(args) -> int:
     csv_path = run_dir / "metrics.csv"
 
     cfg = _config(args)
-    kin = mt.default_kinematics(args.kinematics)
+    kin = tasks.default_kinematics(paper=(args.kinematics == "paper"))
     X_clock = mt.clock_tensor(cfg)
     val_batch = mt.make_batch(args.val_size, np.random.default_rng(args.seed + 1_000_003), cfg, kin)
 
