@@ -7,14 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from pcm_l2l_ros.arm.kinematics import (
-    PAPER_TASK_LIMITS,
-    TaskKinematics,
-    ee_position,
-    fk,
-    load_chain,
-    rpy_to_matrix,
-)
+from pcm_l2l_ros.arm.kinematics import PAPER_TASK_LIMITS, TaskKinematics
+from pcm_l2l_ros.arm.urdf import ee_position, fk, load_chain, rpy_to_matrix
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import pytest
 
 pytest.importorskip("pybullet")
 
-from pcm_l2l_ros.arm.kinematics import ee_position  # noqa: E402
 from pcm_l2l_ros.arm.sim import ArmSim, TrajectoryError, TrajectoryPlan  # noqa: E402
+from pcm_l2l_ros.arm.urdf import ee_position  # noqa: E402
 
 TASK = ["base_joint", "shoulder"]
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pcm_l2l_ros.arm.kinematics import URDFError, default_urdf_path, load_chain
+from pcm_l2l_ros.arm.urdf import URDFError, default_urdf_path, load_chain
 
 # public kinematic facts of the ED-Scorbot model (docs/conventions.md §4): origin xyz, rpy, axis, limit (rad)
 ARM_MD = {

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pcm_l2l_ros.arm.kinematics import Chain, default_urdf_path, load_chain
+from pcm_l2l_ros.arm.urdf import Chain, default_urdf_path, load_chain
 
 __all__ = ["ArmSim", "TrajectoryPlan", "TrajectoryError"]
 
