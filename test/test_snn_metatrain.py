@@ -2,7 +2,7 @@
 
 * the torch episode (no grad, float64) reproduces the Numba kernels (spikes, outputs, the one update, the test
   run) on the paper's released weights;
-* the hand-written backward of :class:`LIFRun` equals autograd through a step-by-step reference that uses the
+* the hand-written backward of ``surrogate.LIFRun`` equals autograd through a step-by-step reference that uses the
   same surrogate (pseudo-derivative) for the spike; a Heaviside network has no useful finite differences, so the
   finite-difference check is done on the smooth path of the outer loss (the trainee readout W_out through the
   kinematics);
@@ -23,6 +23,7 @@ from pcm_l2l_ros.quantum import round_to_quantum_ste
 from pcm_l2l_ros.snn import episode, tasks, train_cmd
 from pcm_l2l_ros.snn import metatrain as mt
 from pcm_l2l_ros.snn.params import WEIGHT_NAMES, SNNConfig, SNNWeights
+from pcm_l2l_ros.snn.surrogate import lif_run
 
 
 # ----------------------------------------------------------------------------------------------- parity
@@ -101,7 +102,7 @@ def test_lif_backward_equals_autograd_reference(adaptive, per_task):
     gz = torch.randn(T, B, N, generator=g, dtype=torch.float64)
     gv = torch.randn(T, B, N, generator=g, dtype=torch.float64)
     args = (beta, 0.6, float(np.exp(-1 / 20)), float(np.exp(-1 / 30)), 5, 0.3)
-    Z, V, _ = mt.lif_run(I, W, *args)
+    Z, V, _ = lif_run(I, W, *args)
     Z2, V2 = _reference_run(I, W, *args)
     assert 10 < int(Z.sum()) < T * B * N / 2          # the network spikes, and is not saturated
     torch.testing.assert_close(Z, Z2, rtol=0, atol=0)

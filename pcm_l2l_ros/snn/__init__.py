@@ -8,5 +8,6 @@ ROS-free. Modules:
 * ``lif``      trainee LIF Numba kernel (+ eligibility traces, pseudo-derivative); ``lsg`` the LSG (LIF + ALIF);
 * ``eprop``    the one update ΔW = -η Σ_t ē_preᵀ(ψ ⊙ L) (one GEMM), quantisation, e-prop baselines' signals;
 * ``episode``  software one-shot episodes and metrics; ``onchip`` the same with [W_in; W_rec] on a PCM core;
-* ``eval_cmd`` ``pcm-l2l eval-snn``; ``metatrain``/``train_cmd`` meta-training (PyTorch), ``pcm-l2l train-snn``.
+* ``eval_cmd`` ``pcm-l2l eval-snn``; ``metatrain``/``train_cmd`` meta-training (PyTorch), ``pcm-l2l train-snn``;
+  ``surrogate`` the surrogate-gradient recurrent run (custom autograd function) that meta-training differentiates.
 """
