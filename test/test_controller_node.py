@@ -77,7 +77,16 @@ def sim_and_controller(no_shm_leak, node_process, ros_node):
     # the arm is up: /joint_states flowing (else execute is refused, rightly; learning can be quicker than
     # PyBullet's start-up)
     assert spin_until(probe.ex, lambda: probe.joint_states > 20, STARTUP_S), sim.output()
+    # ... and the controller receives them (its subscription can match the sim later than this probe's)
+    assert wait_controller_sees_arm(probe), ctrl.output()
     return sim, ctrl, probe, node_process
+
+
+def wait_controller_sees_arm(probe, timeout: float = 30.0) -> bool:
+    """Until ~/execute is refused for another reason than missing /joint_states (it checks them first)."""
+    def sees():
+        return "joint_states" not in probe.call(probe.execute, Trigger.Request()).message
+    return spin_until(probe.ex, sees, timeout)
 
 
 def test_learn_in_one_update_then_execute(sim_and_controller):

@@ -1,14 +1,24 @@
 """Shared pieces of the node entry points.
 
-``run_node`` is the hardened ``main()`` of every node: it exits 0 on SIGINT/SIGTERM, also in the
-shutdown race of rclpy 9.1.2 (ros2/rclpy#398), and spins a ``SingleThreadedExecutor`` because this
-rclpy's ``MultiThreadedExecutor`` starves callbacks (ros2/rclpy#1452).
+``run_node`` is the hardened ``main()`` of every node. It installs its own SIGINT/SIGTERM handlers
+(rclpy's would invalidate the context before the node can command a safe stop): a signal ends the spin
+loop within ``SPIN_POLL_S``, then the node's ``on_shutdown()`` runs while the context is still valid
+(the controller publishes its stop command and waits for it to be acknowledged), then the node is
+destroyed and the process exits 0 — within 1 s also when a worker thread is busy with a request. It
+spins a ``SingleThreadedExecutor`` because this rclpy's ``MultiThreadedExecutor`` starves callbacks
+(ros2/rclpy#1452); long requests run on a ``WorkerPool`` instead, so they never block the executor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import queue
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -16,37 +26,184 @@ import rclpy
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+
+#: longest time (s) the spin loop waits before it looks at the stop flag set by a signal
+SPIN_POLL_S = 0.05
 
 
 def ensure_localhost_discovery() -> None:
-    """Keep DDS discovery on loopback unless the user chose a range explicitly (DESIGN.md §2)."""
+    """Keep DDS discovery on loopback unless the user chose a range explicitly (docs/conventions.md §8)."""
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 
 def run_node(node_factory: Callable[..., Node], args: Sequence[str] | None = None) -> int:
-    """Init rclpy, build the node, spin it until shutdown, clean up; returns the exit code."""
+    """Init rclpy, build the node, spin it until SIGINT/SIGTERM, stop it safely; returns the exit code.
+
+    A signal while the node is being built aborts the construction (KeyboardInterrupt, exit 0); a signal
+    while spinning sets a flag the spin loop sees within ``SPIN_POLL_S`` s.
+    """
     ensure_localhost_discovery()
-    rclpy.init(args=args)
+    stop = threading.Event()
+    state = {"spinning": False}
+
+    def on_signal(signum, _frame):
+        stop.set()
+        if not state["spinning"]:
+            raise KeyboardInterrupt  # still starting up: abort the construction
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     executor = SingleThreadedExecutor()
     try:
         node = node_factory()
         executor.add_node(node)
-        executor.spin()
+        state["spinning"] = True
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=SPIN_POLL_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:
-        if rclpy.ok():  # a real error; the RCLError of the signal/shutdown race is not one
+        if rclpy.ok() and not stop.is_set():  # a real error; not the RCLError of a signal/shutdown race
             raise
     finally:
-        executor.shutdown(timeout_sec=1.0)
+        state["spinning"] = True  # a second signal during the clean-up must not raise inside it
+        busy = False
         if node is not None:
             _on_shutdown = getattr(node, "on_shutdown", None)
-            if callable(_on_shutdown):
-                _on_shutdown()
+            if callable(_on_shutdown) and rclpy.ok():
+                try:
+                    _on_shutdown()  # context still valid: a stop command is really sent
+                except Exception as e:  # noqa: BLE001 - exit cleanly anyway
+                    print(f"{node.get_name()}: on_shutdown failed: {type(e).__name__}: {e}", file=sys.stderr)
+            busy = any(p.busy() for p in getattr(node, "worker_pools", ()))
+        executor.shutdown(timeout_sec=0.5)
+        if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if busy:
+        # a worker thread is still inside a request (numerical code that cannot be interrupted): leave now
+        # instead of waiting for it; everything the node owns is already released
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
+
+
+def limit_heap_growth(mmap_threshold: int = 1 << 20) -> None:
+    """Serve every allocation >= ``mmap_threshold`` bytes with its own mapping (glibc ``M_MMAP_THRESHOLD``),
+    returned to the system when freed: a large request does not leave the heap grown (RSS) after it. glibc
+    otherwise raises the threshold to the largest freed block (up to 32 MiB), and such blocks stay in the
+    heap. No-op where glibc is absent."""
+    try:
+        import ctypes  # noqa: PLC0415
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, int(mmap_threshold))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+class _Deferred:
+    """What a worker-served callback returns to the executor: the executor hands it the request header
+    (instead of sending a response), and the worker sends the real response with it when it is done."""
+
+    __slots__ = ("send", "fn", "request", "response", "header", "ready", "t_submit")
+
+    def __init__(self, send, fn, request, response):
+        self.send, self.fn, self.request, self.response = send, fn, request, response
+        self.header = None
+        self.ready = threading.Event()
+        self.t_submit = time.monotonic()
+
+
+class WorkerPool:
+    """Worker threads that serve requests off the executor thread (single-threaded executor design).
+
+    ``serve(node, srv_type, name, fn)`` creates a service whose requests are queued to the workers:
+    the executor callback returns at once, so timers, subscriptions and other services keep running
+    while ``fn(request, response) -> response`` computes; the worker sends the response. At most
+    ``max_pending`` requests are queued or running; beyond that a request is refused at once with
+    ``success=false`` and ``message='busy: ...'`` (the queue's memory is bounded). An exception in ``fn``
+    becomes a refusal with its message; the worker lives on.
+    """
+
+    def __init__(self, name: str, workers: int = 1, max_pending: int = 8, logger=None):
+        self.name, self.max_pending, self._logger = name, int(max_pending), logger
+        self._queue: queue.Queue[_Deferred] = queue.Queue()
+        self._lock = threading.Lock()
+        self._pending = 0
+        self.served = 0
+        self.refused_busy = 0
+        self._threads = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
+                         for i in range(int(workers))]
+        for t in self._threads:
+            t.start()
+
+    def busy(self) -> bool:
+        """True while a request is queued or being computed."""
+        with self._lock:
+            return self._pending > 0
+
+    def serve(self, node: Node, srv_type, name: str, fn: Callable, **kwargs):
+        """``node.create_service`` whose callback runs ``fn`` on this pool (see the class docstring)."""
+        holder: dict[str, Any] = {}
+        srv = node.create_service(srv_type, name,
+                                  lambda req, resp: self.defer(holder["send"], fn, req, resp), **kwargs)
+        self.attach(srv, holder)
+        return srv
+
+    @staticmethod
+    def attach(srv, holder: dict | None = None):
+        """Make ``srv`` accept a deferred answer; returns the original ``send_response``."""
+        send = srv.send_response
+
+        def send_response(response, header):
+            if isinstance(response, _Deferred):
+                response.header = header
+                response.ready.set()
+            else:
+                send(response, header)
+
+        srv.send_response = send_response  # the executor sends every callback's return value through this
+        if holder is not None:
+            holder["send"] = send
+        return send
+
+    def defer(self, send, fn: Callable, request, response):
+        """Queue ``fn(request, response)``; returns the deferred marker, or ``response`` refused if full."""
+        with self._lock:
+            if self._pending >= self.max_pending:
+                self.refused_busy += 1
+                response.success = False
+                response.message = f"busy: {self._pending} requests pending (limit {self.max_pending})"
+                return response
+            self._pending += 1
+        job = _Deferred(send, fn, request, response)
+        self._queue.put(job)
+        return job
+
+    def _loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                try:
+                    response = job.fn(job.request, job.response)
+                except Exception as e:  # noqa: BLE001 - the node must survive anything a request triggers
+                    response = job.response
+                    response.success = False
+                    response.message = f"failed: {type(e).__name__}: {e}"
+                    if self._logger is not None:
+                        self._logger.error(f"{self.name}: {response.message}")
+                if job.ready.wait(10.0):  # the executor hands over the header microseconds after submit
+                    with contextlib.suppress(Exception):  # the node is shutting down: nobody to answer
+                        job.send(response, job.header)
+                self.served += 1
+            finally:
+                with self._lock:
+                    self._pending -= 1
 
 
 def declare_validated(node: Node, name: str, default: Any, description: str,

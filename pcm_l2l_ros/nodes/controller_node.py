@@ -1,6 +1,6 @@
 """Controller node: the spiking trainee on the simulated PCM chip learns a trajectory in ONE update.
 
-Interfaces (DESIGN.md §3):
+Interfaces (README "Interfaces"; data path: docs/architecture.md §2.3):
 
 * ``~/learn_trajectory`` (pcm_l2l_interfaces/LearnTrajectory): validates the target (joint names, finite
   values, joint and velocity limits, a start at home, a duration and sampling the trainee can represent),
@@ -14,8 +14,18 @@ Interfaces (DESIGN.md §3):
 * ``~/status`` (pcm_l2l_interfaces/ControllerStatus) at ``status_rate_hz``.
 
 Safety: commands are clamped to the URDF velocity limits and to the joint limits (a joint at its limit gets
-no velocity further out); a watchdog commands zero velocity and stops the execution when ``/joint_states``
-is older than ``watchdog_timeout_s``; nothing non-finite is ever published.
+no velocity further out; in trajectory mode the integrated positions as well); a watchdog stops the execution
+when ``/joint_states`` is older than ``watchdog_timeout_s``; nothing non-finite is ever published. Every
+stop (watchdog, ``~/reset``, SIGINT/SIGTERM) commands zero velocity, and in trajectory mode an empty
+JointTrajectory (joint_trajectory_controller's stop). ``~/execute`` is refused unless the learned joints
+are within ``start_tolerance_rad`` of the trajectory's start (home, 0 rad). ``command_mode`` is read-only.
+``/joint_states`` is subscribed best-effort (matches reliable and best-effort drivers); a message with
+duplicate or missing joint names, a non-finite position, a zero stamp or a stamp older than the last one
+(while the stream is live) is ignored with a throttled warning.
+
+Bounded work: a target of more than ``max_target_points`` points is refused before it is converted; learning
+and reset run on a worker thread (the executor keeps serving ``/joint_states``, the watchdog and
+``~/status``), at most ``max_pending`` requests are queued.
 """
 
 from __future__ import annotations
@@ -28,7 +38,9 @@ import numpy as np
 from builtin_interfaces.msg import Duration
 from pcm_l2l_interfaces.msg import ControllerStatus
 from pcm_l2l_interfaces.srv import LearnTrajectory
+from rclpy.duration import Duration as RclDuration
 from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
@@ -36,12 +48,16 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from pcm_l2l_ros.arm.kinematics import default_urdf_path, load_chain
 from pcm_l2l_ros.compute_threads import limit_compute_threads
-from pcm_l2l_ros.nodes.common import declare_validated, int_range, non_negative, positive, run_node
+from pcm_l2l_ros.nodes.common import WorkerPool, declare_validated, int_range, non_negative, positive, run_node
 from pcm_l2l_ros.snn.controller import OneShotController, TargetError
 
 VELOCITY_TOPIC = "/forward_velocity_controller/commands"
 TRAJECTORY_TOPIC = "/joint_trajectory_controller/joint_trajectory"
 MODES = ("velocity", "trajectory")
+#: /joint_states QoS: best effort matches both reliable and best-effort (sensor-data) publishers
+JOINT_STATES_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=20, reliability=ReliabilityPolicy.BEST_EFFORT)
+#: longest wait (s) at shutdown for the stop command to be acknowledged by its (reliable) subscribers
+STOP_ACK_TIMEOUT_S = 0.3
 
 
 def _one_of(options):
@@ -90,17 +106,23 @@ class ControllerNode(Node):
         self._omega = None                  # (T, n_learned) rad/s, the learned test-run output
         self._exec_t0 = None                # stamp (s) of the first /joint_states of the execution
         self._last_js_wall = None           # monotonic time of the last /joint_states
+        self._last_js_stamp = None          # its header stamp (s)
         self._last_q = None                 # positions of self.joints (rad)
+        self._traj_end = None               # monotonic time at which a sent JointTrajectory ends
+        self.js_ignored = 0                 # /joint_states messages ignored (malformed or out of order)
 
         self._cmd_pub = self.create_publisher(Float64MultiArray, VELOCITY_TOPIC, 10)
         self._traj_pub = self.create_publisher(JointTrajectory, TRAJECTORY_TOPIC, 10)
         self._status_pub = self.create_publisher(ControllerStatus, "~/status", 10)
-        self.create_subscription(JointState, "/joint_states", self._on_joint_states, 20)
-        self.create_service(LearnTrajectory, "~/learn_trajectory", self._on_learn)
+        self.create_subscription(JointState, "/joint_states", self._on_joint_states, JOINT_STATES_QOS)
+        # learning and the chip restore of ~/reset take tens of ms: on a worker, off the executor thread
+        self.pool = WorkerPool("learner", workers=1, max_pending=p["max_pending"], logger=self.get_logger())
+        self.worker_pools = [self.pool]
+        self.pool.serve(self, LearnTrajectory, "~/learn_trajectory", self._on_learn)
         self.create_service(Trigger, "~/execute", self._on_execute)
-        self.create_service(Trigger, "~/reset", self._on_reset)
-        # the watchdog ticks fast, and only while a trajectory is executing (see _start_watchdog)
-        self._watchdog_period = min(0.001, self.watchdog_timeout_s / 10.0)
+        self._reset_send = WorkerPool.attach(self.create_service(Trigger, "~/reset", self._on_reset))
+        # the watchdog ticks at a tenth of its timeout (at least every ms), only while executing
+        self._watchdog_period = max(0.001, self.watchdog_timeout_s / 10.0)
         self._watchdog_timer = None
         self._last_watchdog = time.monotonic()
         self.create_timer(1.0 / p["status_rate_hz"], self._publish_status)
@@ -123,8 +145,19 @@ class ControllerNode(Node):
                                                                               "the trainee has exactly 2 outputs"),
                                                 read_only=True)
         self.command_mode = declare_validated(self, "command_mode", "velocity", "velocity: stream "
-                                              "Float64MultiArray rad/s; trajectory: one JointTrajectory (rad)",
-                                              _one_of(MODES))
+                                              "Float64MultiArray rad/s; trajectory: one JointTrajectory (rad). "
+                                              "Read-only: switching mid-execution would leave the arm commanded "
+                                              "by the other controller", _one_of(MODES), read_only=True)
+        p["start_tolerance_rad"] = declare_validated(self, "start_tolerance_rad", 0.05, "~/execute is refused "
+                                                     "unless every learned joint is within this of the "
+                                                     "trajectory's start (rad)", positive, read_only=True)
+        self.start_tolerance_rad = p["start_tolerance_rad"]
+        p["max_target_points"] = declare_validated(self, "max_target_points", 10_000, "cap on the points of a "
+                                                   "LearnTrajectory target (refused before conversion)",
+                                                   int_range(2, 1_000_000), read_only=True)
+        self.max_target_points = p["max_target_points"]
+        p["max_pending"] = declare_validated(self, "max_pending", 4, "learn requests queued or running at most; "
+                                             "more are refused at once (busy)", int_range(1, 100), read_only=True)
         self.watchdog_timeout_s = declare_validated(self, "watchdog_timeout_s", 0.05, "stop (zero velocity) when "
                                                     "/joint_states is older than this (s)", positive, read_only=True)
         p["status_rate_hz"] = declare_validated(self, "status_rate_hz", 1.0, "rate of ~/status (Hz)", positive,
@@ -147,19 +180,18 @@ class ControllerNode(Node):
                                     "the ROS executor and the control loop)",
                                     int_range(1, 64), read_only=True)
         limit_compute_threads(threads)
-        self.add_on_set_parameters_callback(self._on_param_change)
         return p
-
-    def _on_param_change(self, params):
-        for prm in params:
-            if prm.name == "command_mode" and prm.value in MODES:
-                self.command_mode = prm.value
-        from rcl_interfaces.msg import SetParametersResult  # noqa: PLC0415
-
-        return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------------------------------ services
     def _on_learn(self, request: LearnTrajectory.Request, response: LearnTrajectory.Response):
+        """One-shot learning (on the worker thread)."""
+        n_points, n_names = len(request.target.points), len(request.target.joint_names)
+        if n_points > self.max_target_points or n_names > len(self.learned_joints):
+            response.success = False
+            response.message = (f"invalid target: {n_points} points / {n_names} joint names exceed the caps "
+                                f"({self.max_target_points} points, {len(self.learned_joints)} joints)")
+            self.get_logger().warning(response.message)
+            return response
         with self._lock:
             if self.state == "executing":
                 response.success, response.message = False, "busy: a trajectory is executing"
@@ -194,9 +226,6 @@ class ControllerNode(Node):
 
     def _on_execute(self, request: Trigger.Request, response: Trigger.Response):
         with self._lock:
-            if not self.learned or self._omega is None:
-                response.success, response.message = False, "nothing learned yet: call ~/learn_trajectory first"
-                return response
             if self.state in ("learning", "executing"):
                 response.success, response.message = False, f"busy: {self.state}"
                 return response
@@ -204,12 +233,22 @@ class ControllerNode(Node):
                 response.success, response.message = False, ("no fresh /joint_states (watchdog): is the arm "
                                                               "driver running?")
                 return response
+            if not self.learned or self._omega is None:
+                response.success, response.message = False, "nothing learned yet: call ~/learn_trajectory first"
+                return response
+            off = np.abs(self._last_q[self._learned_idx])
+            if np.any(off > self.start_tolerance_rad):
+                response.success = False
+                response.message = (f"the arm is not at the trajectory's start: {self.learned_joints} at "
+                                    f"{self._last_q[self._learned_idx].round(4).tolist()} rad, start 0 rad "
+                                    f"(tolerance {self.start_tolerance_rad} rad)")
+                return response
             self.state = "executing"
             self._exec_t0 = None
             self._start_watchdog()
             if self.command_mode == "trajectory":
-                self._send_trajectory()
-                self.state = "idle"
+                duration = self._send_trajectory()
+                self._traj_end = time.monotonic() + duration
                 response.message = f"sent a JointTrajectory of {len(self._omega)} points"
             else:
                 response.message = f"streaming {len(self._omega)} velocity commands"
@@ -217,13 +256,21 @@ class ControllerNode(Node):
         return response
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response):
+        """Stop at once (executor thread), then restore the chip on the worker (after a running learn)."""
         with self._lock:
-            if self.state in ("learning", "executing"):
-                self._publish_zero()
-            self.state = "idle"
+            if self.state == "executing":
+                self._stop_motion()
+                self.state = "idle"
             self.learned = False
             self._omega = None
             self.last_loss = 0.0
+        return self.pool.defer(self._reset_send, self._reset_chip, request, response)
+
+    def _reset_chip(self, request: Trigger.Request, response: Trigger.Response):
+        with self._lock:
+            self.state = "idle"
+            self.learned = False
+            self._omega = None
         try:
             written = self.learner.reset()
         except Exception as e:  # noqa: BLE001
@@ -233,19 +280,37 @@ class ControllerNode(Node):
         return response
 
     # ------------------------------------------------------------------------------------------ streaming
+    def _ignore(self, why: str) -> None:
+        self.js_ignored += 1
+        self.get_logger().warning(f"/joint_states ignored: {why} ({self.js_ignored} so far)",
+                                  throttle_duration_sec=2.0)
+
     def _on_joint_states(self, msg: JointState) -> None:
         q = self._positions(msg)
         if q is None:
             return
         stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+        if stamp <= 0.0:
+            return self._ignore("zero stamp (the execution is paced by the stamps)")
         with self._lock:
-            self._last_js_wall = time.monotonic()
+            now = time.monotonic()
+            live = self._last_js_wall is not None and now - self._last_js_wall <= self.watchdog_timeout_s
+            if live and self._last_js_stamp is not None and stamp < self._last_js_stamp:
+                # out of order while the stream is live; after a silence (driver restart) a new clock is fine
+                return self._ignore(f"stamp {stamp:.6f} s older than the last one {self._last_js_stamp:.6f} s")
+            if not live and self.state == "executing" and self._last_js_stamp is not None \
+                    and stamp < self._last_js_stamp:
+                return self._ignore("stamps went backwards during an execution")
+            self._last_js_wall = now
+            self._last_js_stamp = stamp
             self._last_q = q
             if self.state != "executing" or self.command_mode != "velocity":
                 return
             if self._exec_t0 is None:
                 self._exec_t0 = stamp
             k = int(math.floor((stamp - self._exec_t0) / self.learner.dt + 1e-6))
+            if k < 0:
+                return
             if k >= len(self._omega):
                 self._publish_zero()
                 self.state = "idle"
@@ -255,13 +320,17 @@ class ControllerNode(Node):
             self._publish_velocity(self._safe(cmd, q))
 
     def _positions(self, msg: JointState):
+        """Positions of ``self.joints`` (rad), or None (with a throttled warning) if the message is unusable."""
         if len(msg.position) != len(msg.name):
-            return None
+            return self._ignore(f"{len(msg.position)} positions for {len(msg.name)} names")
         index = {n: i for i, n in enumerate(msg.name)}
-        if any(j not in index for j in self.joints):
-            return None
+        if len(index) != len(msg.name):
+            return self._ignore("duplicate joint names")
+        missing = [j for j in self.joints if j not in index]
+        if missing:
+            return self._ignore(f"joints {missing} missing")
         q = np.array([msg.position[index[j]] for j in self.joints], dtype=np.float64)
-        return q if np.all(np.isfinite(q)) else None
+        return q if np.all(np.isfinite(q)) else self._ignore("non-finite position")
 
     def _safe(self, cmd: np.ndarray, q: np.ndarray) -> np.ndarray:
         """Clamp to velocity limits; no motion further out at a joint limit; never non-finite."""
@@ -279,11 +348,28 @@ class ControllerNode(Node):
     def _publish_zero(self) -> None:
         self._publish_velocity(np.zeros(len(self.joints)))
 
-    def _send_trajectory(self) -> None:
+    def _stop_motion(self) -> None:
+        """Command the arm to stand still in the current mode (zero velocity; in trajectory mode also an empty
+        JointTrajectory, which stops a joint_trajectory_controller); the execution ends. Caller holds the lock."""
+        self._publish_zero()
+        if self.command_mode == "trajectory":
+            self._traj_pub.publish(JointTrajectory(joint_names=list(self.learned_joints)))
+        self._traj_end = None
+
+    def _send_trajectory(self) -> float:
+        """Integrate the learned velocities (clamped to the velocity limits) from the current positions into
+        one JointTrajectory (clamped to the joint limits) and send it; returns its duration (s)."""
         dt = self.learner.dt
         q0 = self._last_q[self._learned_idx]
         lo, hi = self.lower[self._learned_idx], self.upper[self._learned_idx]
-        q = np.clip(q0 + dt * np.cumsum(self._omega, axis=0), lo, hi)
+        vmax = self.vmax[self._learned_idx]
+        omega = np.clip(np.where(np.isfinite(self._omega), self._omega, 0.0), -vmax, vmax)
+        q = q0.copy()
+        qs = np.empty_like(omega)
+        for k in range(len(omega)):   # clamp each step: a limit reached is held, not overshot in later steps
+            q = np.clip(q + dt * omega[k], lo, hi)
+            qs[k] = q
+        q = qs
         traj = JointTrajectory(joint_names=list(self.learned_joints))
         for k in range(len(q)):
             t = (k + 1) * dt
@@ -291,6 +377,7 @@ class ControllerNode(Node):
                 positions=[float(v) for v in q[k]],
                 time_from_start=Duration(sec=int(t), nanosec=int(round((t - int(t)) * 1e9)) % 1_000_000_000)))
         self._traj_pub.publish(traj)
+        return len(q) * dt
 
     def _joint_states_fresh(self) -> bool:
         return self._last_js_wall is not None and time.monotonic() - self._last_js_wall <= self.watchdog_timeout_s
@@ -306,6 +393,12 @@ class ControllerNode(Node):
             self._watchdog_timer = None
             return
         now = time.monotonic()
+        if self._traj_end is not None and now > self._traj_end:
+            with self._lock:                   # the sent trajectory has ended
+                if self.state == "executing":
+                    self.state = "idle"
+                self._traj_end = None
+            return
         starved = now - self._last_watchdog > max(0.01, 4 * self._watchdog_period)
         self._last_watchdog = now
         if starved:
@@ -314,7 +407,7 @@ class ControllerNode(Node):
             return
         with self._lock:
             if self.state == "executing" and not self._joint_states_fresh():
-                self._publish_zero()
+                self._stop_motion()
                 self.state = "stopped"
                 self.get_logger().warning(f"/joint_states older than {self.watchdog_timeout_s} s: zero velocity "
                                           "commanded, execution stopped")
@@ -331,9 +424,19 @@ class ControllerNode(Node):
         self._status_pub.publish(msg)
 
     def on_shutdown(self) -> None:
-        """Leave the arm standing still."""
-        if self.state == "executing":
-            self._publish_zero()
+        """Leave the arm standing still: if executing, command the stop and wait (at most
+        ``STOP_ACK_TIMEOUT_S``) until reliable subscribers have acknowledged it. Called while the ROS context
+        is still valid (``run_node``)."""
+        with self._lock:
+            if self.state != "executing":
+                return
+            self._stop_motion()
+            self.state = "stopped"
+        for pub in (self._cmd_pub, self._traj_pub):
+            try:
+                pub.wait_for_all_acked(RclDuration(seconds=STOP_ACK_TIMEOUT_S))
+            except Exception:  # noqa: BLE001, S112 - best effort; the command is published either way
+                continue
 
 
 def main(args=None) -> int:

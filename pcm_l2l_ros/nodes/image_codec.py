@@ -27,18 +27,27 @@ class ImageError(ValueError):
     """The image cannot be used (the message says why)."""
 
 
-def decode(height: int, width: int, encoding: str, is_bigendian: int, step: int, data: bytes) -> np.ndarray:
-    """Pixel intensities (height, width) float32 in [0, 1]; raises ImageError on any inconsistency."""
+def check_header(height: int, width: int, encoding: str, step: int, n_bytes: int) -> int:
+    """Check an image's header against its data length without touching the pixels; returns the pixel count
+    (height x width). Raises ImageError on any inconsistency."""
     if encoding not in _CHANNELS:
-        raise ImageError(f"encoding '{encoding}' not supported (use one of {', '.join(ENCODINGS)})")
+        raise ImageError(f"encoding '{encoding[:32]}' not supported (use one of {', '.join(ENCODINGS)})")
     if not (MIN_SIDE <= height <= MAX_SIDE and MIN_SIDE <= width <= MAX_SIDE):
         raise ImageError(f"size {width}x{height} outside {MIN_SIDE}..{MAX_SIDE} pixels per side")
     channels, dtype = _CHANNELS[encoding]
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ImageError(f"step {step} < {row_bytes} bytes needed for a row of {width} {encoding} pixels")
-    if len(data) != step * height:
-        raise ImageError(f"data has {len(data)} bytes, expected step*height = {step * height}")
+    if n_bytes != step * height:
+        raise ImageError(f"data has {n_bytes} bytes, expected step*height = {step * height}")
+    return height * width
+
+
+def decode(height: int, width: int, encoding: str, is_bigendian: int, step: int, data: bytes) -> np.ndarray:
+    """Pixel intensities (height, width) float32 in [0, 1]; raises ImageError on any inconsistency."""
+    check_header(height, width, encoding, step, len(data))
+    channels, dtype = _CHANNELS[encoding]
+    row_bytes = width * channels * dtype.itemsize
     buf = np.frombuffer(data, dtype=np.uint8).reshape(height, step)[:, :row_bytes]  # no copy of the message
     dt = dtype.newbyteorder(">" if is_bigendian else "<") if dtype.itemsize > 1 else dtype
     px = np.ascontiguousarray(buf).view(dt).reshape(height, width, channels).astype(np.float32)

@@ -8,6 +8,13 @@ sparse reprogramming; the shared meta-trained chip state is never modified by a 
 queries and answers labels, probabilities (queries x N, row-major), devices written and timings. A bad
 request gets ``success=false`` and a message; nothing a request contains can stop the node.
 
+Bounded work per request: every count, label, size and range is checked against its cap *before* any
+allocation that depends on it (labels < the largest model's ways, ``max_images`` images, each image's
+header consistent with its data, ``max_total_pixels`` pixels in all, ``max_inner_steps``), so a request's
+memory and time are bounded whatever it contains. Requests are computed on ``workers`` worker threads (each
+with its own copies of the programmed chips), never on the executor thread; at most ``max_pending`` are
+queued or running, more are refused at once with ``busy``.
+
 Drift: the chip is programmed once at start-up; a request's ``drift_time_s`` selects the simulated time
 since programming (each distinct time is a drifted copy of the programmed chip, cached, so requests do not
 disturb each other). BatchNorm uses the queries' own statistics when there are at least
@@ -27,8 +34,8 @@ from pcm_l2l_interfaces.srv import FewShotClassify
 from rclpy.node import Node
 
 from pcm_l2l_ros.compute_threads import limit_compute_threads
-from pcm_l2l_ros.nodes.common import declare_validated, int_range, run_node
-from pcm_l2l_ros.nodes.image_codec import ImageError, images_to_input
+from pcm_l2l_ros.nodes.common import WorkerPool, declare_validated, int_range, limit_heap_growth, run_node
+from pcm_l2l_ros.nodes.image_codec import ImageError, check_header, images_to_input
 
 MAX_DRIFT_S = 10 * 365.25 * 86400.0
 
@@ -61,6 +68,13 @@ class VisionNode(Node):
                                  read_only=True)
         self.max_images = declare_validated(self, "max_images", 400, "cap on support + query images per request",
                                             int_range(2, 5000), read_only=True)
+        self.max_total_pixels = declare_validated(self, "max_total_pixels", 8 * 1024 * 1024, "cap on the pixels "
+                                                  "(height x width summed over support + query images) per request",
+                                                  int_range(64, 64 * 1024 * 1024), read_only=True)
+        n_workers = declare_validated(self, "workers", 2, "worker threads computing requests (each holds its own "
+                                      "copies of the programmed chips)", int_range(1, 16), read_only=True)
+        max_pending = declare_validated(self, "max_pending", 8, "requests queued or running at most; more are "
+                                        "refused at once (busy)", int_range(1, 1000), read_only=True)
         self.max_inner_steps = declare_validated(self, "max_inner_steps", 20, "cap on inner_steps per request",
                                                  int_range(1, 1000), read_only=True)
         self.min_transductive = declare_validated(self, "min_transductive_queries", 5, "fewest queries for "
@@ -98,17 +112,22 @@ class VisionNode(Node):
                 self.get_logger().warning(f"no {ways}-way model ({e}); requests with N > 5 will be refused")
                 continue
             self.chips[ways] = FewShotChip(params, cfg, pcm_cfg, rng=np.random.default_rng(seed + ways))
-        self._drifted: dict[int, OrderedDict] = {w: OrderedDict() for w in self.chips}
+        self._drifted: dict[str, dict[int, OrderedDict]] = {}   # per worker thread: ways -> drift -> chip
         self._lock = threading.Lock()
-        for ways in self.chips:
-            for t_s in warm:
-                self._chip(ways, float(t_s))
-        self.create_service(FewShotClassify, "/pcm_l2l/classify", self._on_classify)
+        limit_heap_growth()
+        self.pool = WorkerPool("classify", workers=n_workers, max_pending=max_pending, logger=self.get_logger())
+        self.worker_pools = [self.pool]
+        for worker in [t.name for t in self.pool._threads]:
+            for ways in self.chips:
+                for t_s in warm:
+                    self._chip(ways, float(t_s), worker)
+        self.pool.serve(self, FewShotClassify, "/pcm_l2l/classify", self._on_classify)
         self.get_logger().info(f"ready in {time.perf_counter() - t:.1f} s: models {sorted(self.chips)}-way on "
                                f"{preset if enabled else 'ideal (PCM off)'}")
 
     # ------------------------------------------------------------------------------------------------ requests
     def _on_classify(self, request: FewShotClassify.Request, response: FewShotClassify.Response):
+        """Validate and compute one request (on a worker thread; the chips used are the thread's own)."""
         t0 = time.perf_counter()
         try:
             sx, sy, qx, ways, steps, drift = self._validate(request)
@@ -117,11 +136,10 @@ class VisionNode(Node):
             self.get_logger().warning(f"classify refused: {e}")
             return response
         try:
-            with self._lock:
-                chip = self._chip(ways, drift)
-                bn = "transductive" if len(qx) >= self.min_transductive else "support"
-                res = chip.adapt_and_classify(sx, sy, qx, inner_steps=steps, rng=np.random.default_rng(),
-                                              bn_stats=bn, track_steps=False)
+            chip = self._chip(ways, drift)
+            bn = "transductive" if len(qx) >= self.min_transductive else "support"
+            res = chip.adapt_and_classify(sx, sy, qx, inner_steps=steps, rng=np.random.default_rng(),
+                                          bn_stats=bn, track_steps=False)
             probs = np.asarray(res.probs, dtype=np.float64)[:, :ways]   # classes beyond N are not in the task
             probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-30)
             if not np.all(np.isfinite(probs)):
@@ -151,6 +169,10 @@ class VisionNode(Node):
         labels = np.asarray(req.support_labels, dtype=np.int64)
         if labels.min() < 0:
             raise RequestError("support_labels must be >= 0")
+        largest = max(self.chips)
+        if labels.max() >= largest:   # before anything is sized by the labels
+            raise RequestError(f"support_labels must be < {largest} (the largest model is {largest}-way); got "
+                               f"{int(labels.max())}")
         ways = int(labels.max()) + 1
         present = np.bincount(labels, minlength=ways)
         if np.any(present == 0):
@@ -166,6 +188,13 @@ class VisionNode(Node):
         drift = float(req.drift_time_s)
         if not math.isfinite(drift) or drift < 0 or drift > MAX_DRIFT_S:
             raise RequestError(f"drift_time_s must be finite and in [0, {MAX_DRIFT_S:.3g}] s")
+        try:   # every header (size, encoding, step, data length) before any pixel is decoded
+            pixels = sum(check_header(int(m.height), int(m.width), str(m.encoding), int(m.step), len(m.data))
+                         for m in (*req.support_images, *req.query_images))
+        except ImageError as e:
+            raise RequestError(f"bad image: {e}") from e
+        if pixels > self.max_total_pixels:
+            raise RequestError(f"{pixels} pixels in all exceed the cap of {self.max_total_pixels} per request")
         try:
             sx = images_to_input(req.support_images)
             qx = images_to_input(req.query_images)
@@ -173,10 +202,14 @@ class VisionNode(Node):
             raise RequestError(f"bad image: {e}") from e
         return sx, labels, qx, ways, (steps or None), drift
 
-    def _chip(self, ways: int, drift_s: float):
-        """The programmed chip of the smallest model with >= ``ways`` classes, drifted to ``drift_s``."""
+    def _chip(self, ways: int, drift_s: float, worker: str | None = None):
+        """The programmed chip of the smallest model with >= ``ways`` classes, drifted to ``drift_s``: the copy
+        of thread ``worker`` (default: the calling thread), so concurrent requests never share a chip."""
         model_ways = min(w for w in self.chips if w >= ways)
-        cache = self._drifted[model_ways]
+        worker = worker or threading.current_thread().name
+        with self._lock:
+            per_worker = self._drifted.setdefault(worker, {w: OrderedDict() for w in self.chips})
+        cache = per_worker[model_ways]
         key = round(drift_s, 6)
         if key not in cache:
             chip = copy.deepcopy(self.chips[model_ways])
