@@ -169,3 +169,24 @@ def test_weight_noise_reads_one_noisy_chip_per_step(evaluation, tmp_path):
     clean = MetaTrainer(dataclasses.replace(s, weight_noise=0.0), tmp_path / "c", imgs)
     clean.train(2, progress=False)
     assert not np.array_equal(clean.numpy_params()["conv1"], t.numpy_params()["conv1"])
+
+
+@pytest.mark.parametrize("padding", ["symmetric", "tf_same"])
+def test_grouped_features_equal_one_network_per_group(padding):
+    """features() runs all groups as one grouped conv + native BN; it must equal a loop of per-group networks."""
+    cfg = M.CNNConfig(padding=padding)
+    p = M.to_torch(M.init_params(cfg, np.random.default_rng(3)), requires_grad=True)
+    x = torch.rand(3, 6, 28, 28)
+    h = M.features(p, x, cfg)
+    ref = []
+    for t in range(3):
+        y = x[t].reshape(6, 1, 28, 28)
+        for name in M.CONV_NAMES:
+            y = M.batch_norm_groups(M.conv_block(p, y, name, cfg), 1, cfg.bn_eps)
+        ref.append(y.amax(dim=(2, 3)))
+    ref = torch.stack(ref)
+    torch.testing.assert_close(h, ref, rtol=1e-4, atol=1e-5)
+    g1 = torch.autograd.grad((h ** 2).sum(), list(p.values())[:4])
+    g2 = torch.autograd.grad((ref ** 2).sum(), list(p.values())[:4])
+    for a, b in zip(g1, g2, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
