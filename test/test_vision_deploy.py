@@ -158,3 +158,18 @@ def test_chip_accuracy_close_to_software_at_one_hour(evaluation, hermes_chip):
     accs = [np.mean(chip.adapt_features(hs[i], b.support_y[i], hq[i], 4, rng).labels == b.query_y[i])
             for i in range(16)]
     assert np.mean(accs) >= 0.88
+
+
+def test_warm_up_leaves_the_chip_state_and_noise_untouched(evaluation, released):
+    """A warmed-up chip answers a task exactly as a chip that was not warmed up (same seeds)."""
+    params, cfg = released
+    a = FewShotChip(params, cfg, chip_configs("hermes"), 7)
+    b = FewShotChip(params, cfg, chip_configs("hermes"), 7)
+    a.drift(3600.0)
+    b.drift(3600.0)
+    assert a.warm_up() > 0.0
+    t = TaskSampler(evaluation.images, 5, 5, 5).sample(np.random.default_rng(8))
+    ra = a.adapt_and_classify(t.support_x, t.support_y, t.query_x, rng=9)
+    rb = b.adapt_and_classify(t.support_x, t.support_y, t.query_x, rng=9)
+    np.testing.assert_array_equal(ra.probs, rb.probs)
+    assert ra.devices_written_per_step == rb.devices_written_per_step

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["dac_quantize", "adc_epilogue", "fused_mvm"]
+__all__ = ["dac_quantize", "adc_epilogue", "crossbar", "fused_mvm"]
 
 
 @njit(cache=True, fastmath=False)
@@ -129,11 +129,33 @@ def adc_epilogue(  # pragma: no cover - compiled
 
 
 @njit(cache=True, fastmath=False)
+def crossbar(xn, mat, out):  # pragma: no cover - compiled
+    """out = xn @ mat, accumulated row after row of ``mat`` in index order, rows whose input is 0 skipped
+    (no pulse on that word line): the cost is proportional to the non-zero inputs (a spike vector has a few
+    per step), and the float32 result does not depend on the BLAS build.
+
+    Args:
+        xn: (B, n) float32 inputs; mat: (n, m) float32; out: (B, m) float32, overwritten.
+    """
+    bsz, n = xn.shape
+    m = mat.shape[1]
+    for b in range(bsz):
+        acc = out[b]
+        acc[:] = 0.0
+        for k in range(n):
+            xk = xn[b, k]
+            if xk != 0.0:
+                row = mat[k]
+                for j in range(m):
+                    acc[j] += xk * row[j]
+
+
+@njit(cache=True, fastmath=False)
 def fused_mvm(  # pragma: no cover - compiled
     x, mat, var_mat, noise_buf, pos, dac_nlev, dac_range, normalise, out_noise, adc_nlev, adc_range, colfactor
 ):
     """One core's whole MVM in one compiled call (small batches, where call overhead dominates):
-    DAC -> xn @ mat (BLAS) -> [xn^2 @ var_mat] -> noise from ``noise_buf[pos:]`` -> ADC -> digital scale.
+    DAC -> xn @ mat (``crossbar``) -> [xn^2 @ var_mat] -> noise from ``noise_buf[pos:]`` -> ADC -> digital scale.
 
     Args:
         x: (B, n) float32 inputs.
@@ -150,8 +172,11 @@ def fused_mvm(  # pragma: no cover - compiled
     has_var = var_mat.shape[0] > 0
     xn2 = np.empty_like(x) if has_var else np.empty((0, 0), np.float32)
     dac_quantize(x, 0, dac_nlev, dac_range, normalise, xn, xs, xn2)
-    yn = np.dot(xn, mat)
-    var = np.dot(xn2, var_mat) if has_var else np.empty((0, 0), np.float32)
+    yn = np.empty((bsz, m), np.float32)
+    crossbar(xn, mat, yn)
+    var = np.empty((bsz, m) if has_var else (0, 0), np.float32)
+    if has_var:
+        crossbar(xn2, var_mat, var)
     empty = np.empty((0, 0), np.float32)
     noise = noise_buf[pos : pos + bsz * m].reshape((bsz, m)) if noise_buf.shape[0] > 0 else empty
     out = np.empty((bsz, m), np.float32)

@@ -690,14 +690,16 @@ class PCMArray:
             # the noisy reference follows the change of mean|target| of each group (columns re-averaged
             # only where a weight changed)
             old = self._group_of(self._abs_colmean)
-            cols = np.unique(widx % self.n_out)
+            touched = np.zeros(self.n_out, bool)
+            touched[widx % self.n_out] = True
+            cols = np.flatnonzero(touched)
             self._abs_colmean[:, cols] = self._column_means(np.abs(self._W_target[:, cols] / self._wmax_full[:, cols]))
             new = self._group_of(self._abs_colmean)
             self._baseline = self._baseline * np.where(old > 0, new / np.maximum(old, 1e-12), 1.0)
         if c.drift_reference == "exact":
             self._set_reference()
         if self._incremental and not c.drift_reencode:
-            self._rebuild_at(np.unique(widx[k]))
+            self._rebuild_at(widx[mask.any(axis=(0, 1))])  # the weights with a written device, sorted
         else:
             self._rebuild()
         self._update_alpha()
@@ -753,7 +755,8 @@ class PCMArray:
         if widx is not None:
             if c.drift_reencode:
                 raise ValueError("drift_reencode couples every weight of a group: no per-weight state")
-            pick = lambda a: a.reshape(2, self.units, -1)[:, :, widx]  # noqa: E731
+            shape = (2, self.units, len(widx))
+            pick = lambda a: np.take(a.reshape(2 * self.units, -1), widx, axis=1).reshape(shape)  # noqa: E731
             g_prog, t_prog, nu, g_target, xi = (pick(a) for a in (g_prog, t_prog, nu, g_target, xi))
             factor = factor.reshape(-1)[widx]
         age = np.maximum(self.t_s - t_prog, 0.0)
