@@ -119,10 +119,8 @@ class VisionNode(Node):
         self.worker_pools = [self.pool]
         for worker in [t.name for t in self.pool._threads]:
             for ways in self.chips:
-                for t_s in warm:
-                    self._chip(ways, float(t_s), worker)
-        for chip in self.chips.values():  # the request path once on a copy: the first request is not slower
-            chip.warm_up()
+                for t_s in warm:  # warm_up: the request path once (noise rewound): the first request is not slower
+                    self._chip(ways, float(t_s), worker).warm_up()
         self.pool.serve(self, FewShotClassify, "/pcm_l2l/classify", self._on_classify)
         self.get_logger().info(f"ready in {time.perf_counter() - t:.1f} s: models {sorted(self.chips)}-way on "
                                f"{preset if enabled else 'ideal (PCM off)'}")

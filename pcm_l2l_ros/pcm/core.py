@@ -37,6 +37,7 @@ import copy
 import dataclasses
 import logging
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -223,6 +224,17 @@ def _levels(bits: int | None) -> int:
 
 
 _TORCH_MATMUL_MIN_BATCH = 16  # from this batch on torch.mm beats numpy's BLAS for one core (bench/pcm_mvm.py)
+_torch_thread = threading.local()
+
+
+def _torch_threads_here() -> None:
+    """Apply the process's torch thread count in the calling thread (once per thread). With torch's OpenMP
+    backend ``torch.set_num_threads`` sets the OpenMP thread count of the thread that calls it only: a
+    worker thread (a service's request thread) would run every GEMM with OpenMP's default, one thread per
+    core, measured 10-20x slower here on two busy cores."""
+    if not getattr(_torch_thread, "ready", False):
+        torch.set_num_threads(torch.get_num_threads())
+        _torch_thread.ready = True
 
 
 class _Periphery(NamedTuple):
@@ -309,6 +321,18 @@ class _NormalStream:
         start = self._pos
         self._pos += n
         return self._np, start
+
+    def checkpoint(self) -> tuple[torch.Tensor, int, np.ndarray]:
+        """The stream's position (generator state, place in the chunk, the chunk's draws), for ``restore``."""
+        self._settle()
+        return self._gen.get_state(), self._pos, self._np.copy()
+
+    def restore(self, state: tuple[torch.Tensor, int, np.ndarray]) -> None:
+        """Go back to a ``checkpoint``: the same draws follow (the buffers stay allocated)."""
+        self._settle()
+        gen_state, self._pos, chunk = state
+        self._gen.set_state(gen_state)
+        self._np[:] = chunk
 
     def window(self) -> tuple[np.ndarray, int, int]:
         """(chunk buffer, position, end): buffer[position:end] are the next draws of the stream, for a
@@ -948,6 +972,7 @@ class PCMArray:
         noise_ready = self._normals.take_async((bsz, self.n_out)) if p.noise else None  # overlaps the GEMMs
         dac_quantize(x, c0, p.dac_nlev, p.dac_range, p.normalise, xn, xs, xn2)
         if bsz >= _TORCH_MATMUL_MIN_BATCH:  # torch's sgemm is the faster BLAS here for batched inputs
+            _torch_threads_here()
             yn = torch.mm(torch.from_numpy(xn), self._mats_t[r]).numpy()
             var = (
                 torch.mm(torch.from_numpy(xn2), self._vars_t[r]).numpy() if self._vars is not None else _EMPTY
@@ -1007,6 +1032,16 @@ class PCMArray:
         return y[0] if squeeze else y
 
     __call__ = mvm
+
+    def noise_checkpoint(self) -> object:
+        """The state of the MVM noise stream, to ``restore_noise`` after MVMs whose draws must not count
+        (a warm-up through the real arrays, whose buffers then stay allocated)."""
+        return self._normals.checkpoint()
+
+    def restore_noise(self, state: object) -> None:
+        """Return the MVM noise stream to a ``noise_checkpoint``: the same draws follow as if the MVMs in
+        between had not happened."""
+        self._normals.restore(state)
 
     def fused_operands(self, batch: int) -> FusedMVM | None:
         """The operands with which ``fused_mvm(x, ...)`` equals ``mvm(x)`` bit for bit (same noise draws) for
