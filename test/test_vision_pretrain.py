@@ -126,3 +126,45 @@ def test_a_larger_model_serves_fewer_ways():
     assert np.array_equal(p5["readout"], p["readout"][:, :5]) and p5["conv2"] is p["conv2"]
     with pytest.raises(ValueError):
         M.restrict_ways(p, cfg, 21)
+
+
+def test_mvm_noise_training_is_seeded_and_resumable(tmp_path, background):
+    """Hardware-aware option --mvm-noise: drawn from the run's Generator, so a resumed run is exact."""
+    s = TrainSettings(ways=5, meta_batch=2, monitor_every=0, ckpt_every=1, channels=16, seed=1, mvm_noise=0.05)
+    a = MetaTrainer(s, tmp_path / "a", background[:30])
+    a.train(iterations=3, progress=False)
+    b = MetaTrainer(dataclasses.replace(s), tmp_path / "b", background[:30])
+    b.train(iterations=2, progress=False)
+    b = MetaTrainer(dataclasses.replace(s), tmp_path / "b", background[:30], resume=True)
+    b.train(iterations=3, progress=False)
+    clean = MetaTrainer(dataclasses.replace(s, mvm_noise=0.0), tmp_path / "c", background[:30])
+    clean.train(iterations=3, progress=False)
+    for k in M.CONV_NAMES:
+        assert torch.equal(a.params[k], b.params[k])
+    assert not torch.equal(a.params["conv2"], clean.params["conv2"])
+
+
+def test_mvm_noise_scales_with_input_and_column_full_scale():
+    """The per-MVM noise is relative to the DAC input scale and the column's w_max: scaling the image by 3
+    scales conv1's noise by 3, so the normalised features keep the same signal-to-noise ratio (BN's eps
+    made negligible)."""
+    cfg = M.CNNConfig(bn_eps=1e-9)
+    p = M.to_torch(M.init_params(cfg, np.random.default_rng(0)))
+    x = torch.rand(1, 40, 28, 28)
+    spread = []
+    for scale in (1.0, 3.0):
+        h = [M.features(p, scale * x, cfg, 0.05, torch.Generator().manual_seed(s)) for s in range(2)]
+        spread.append(float((h[0] - h[1]).std()))
+    assert spread[0] > 0.01
+    assert spread[1] == pytest.approx(spread[0], rel=0.05)
+    h0 = M.features(p, x, cfg)
+    dev = [float((M.features(p, x, cfg, c, torch.Generator().manual_seed(0)) - h0).std()) for c in (0.01, 0.05, 0.2)]
+    assert dev[0] < dev[1] < dev[2], dev
+
+
+def test_mvm_noise_works_with_both_paddings():
+    for padding in ("symmetric", "tf_same"):
+        cfg = M.CNNConfig(padding=padding)
+        p = M.to_torch(M.init_params(cfg, np.random.default_rng(0)))
+        h = M.features(p, torch.rand(2, 5, 28, 28), cfg, 0.04, torch.Generator().manual_seed(0))
+        assert h.shape == (2, 5, 56) and torch.isfinite(h).all()

@@ -10,7 +10,10 @@ Hardware-aware option (``weight_noise`` > 0; off by default, as for the paper's 
 Ortner et al. 2025): every meta-batch reads the conv kernels as W + weight_noise * max|W_o| * xi, one
 draw xi ~ N(0, 1) per meta-batch (one simulated chip instance for all its tasks, support and query),
 with max|W_o| per output channel (= per crossbar column, the deployment's per-column w_max). The noise
-is a constant of the step (gradients pass through unchanged). Our PCM model's weight error at 1 h is
+is a constant of the step (gradients pass through unchanged). ``mvm_noise`` > 0 adds the chip's per-MVM
+output noise to every conv output: std ``mvm_noise * s * max|W_o|`` with s the largest input of the
+output's patch (the DAC scale), a fresh draw per output (:func:`pcm_l2l_ros.vision.model.features`);
+under data parallelism each rank draws its own tasks' noise. Our PCM model's weight error at 1 h is
 about 0.035 (conv2-4) to 0.058 (conv1) of the column's w_max.
 
 Data-parallel (``torch.distributed``, launched with ``torchrun``; gloo on CPUs, NCCL on GPUs): every rank
@@ -45,8 +48,8 @@ log = logging.getLogger(__name__)
 
 
 def task_losses(params: dict[str, torch.Tensor], batch: TaskBatch, cfg: M.CNNConfig,
-                first_order: bool = False, steps: int | None = None
-                ) -> tuple[torch.Tensor, np.ndarray]:
+                first_order: bool = False, steps: int | None = None, mvm_noise: float = 0.0,
+                gen: torch.Generator | None = None) -> tuple[torch.Tensor, np.ndarray]:
     """Outer loss (mean query CE after the last inner step) and query accuracy after each step (steps+1,)."""
     steps = cfg.inner_steps if steps is None else steps
     dev = params["conv1"].device  # the batch goes where the parameters are (CPU or a GPU)
@@ -54,8 +57,8 @@ def task_losses(params: dict[str, torch.Tensor], batch: TaskBatch, cfg: M.CNNCon
     xq = M.prepare_input(batch.query_x, cfg).to(dev)
     ys = torch.as_tensor(batch.support_y, dtype=torch.long, device=dev)
     yq = torch.as_tensor(batch.query_y, dtype=torch.long, device=dev)
-    hs = M.features(params, xs, cfg)
-    hq = M.features(params, xq, cfg)
+    hs = M.features(params, xs, cfg, mvm_noise, gen)
+    hq = M.features(params, xq, cfg, mvm_noise, gen)
     w0 = params["readout"].unsqueeze(0).expand(hs.shape[0], -1, -1)
     ws = M.adapt_readout(hs, ys, w0, steps, cfg.inner_lr, first_order=first_order)
     logits = hq @ ws[-1]
@@ -147,6 +150,7 @@ class TrainSettings:
     outer_lr_steps: tuple[tuple[int, float], ...] = ()  # (from iteration, lr), ascending
     first_order: bool = False
     weight_noise: float = 0.0  # hardware-aware training: relative conv-weight noise (see module doc)
+    mvm_noise: float = 0.0  # hardware-aware training: relative conv-output noise per MVM (see module doc)
     rotations: bool = True
     seed: int = 0
     channels: int = 56
@@ -315,7 +319,11 @@ class MetaTrainer:
             share = self.s.meta_batch // self.world
             sl = slice(self.rank * share, (self.rank + 1) * share)
             batch = TaskBatch(batch.support_x[sl], batch.support_y[sl], batch.query_x[sl], batch.query_y[sl])
-        loss, accs = task_losses(params, batch, self.cfg, first_order=self.s.first_order)
+        gen = None
+        if self.s.mvm_noise:  # one seed per step from the run's Generator: resumable, equal on every rank
+            gen = torch.Generator().manual_seed(int(self.rng.integers(2**63 - 1)) + self.rank)
+        loss, accs = task_losses(params, batch, self.cfg, first_order=self.s.first_order,
+                                 mvm_noise=self.s.mvm_noise, gen=gen)
         loss.backward()
         loss_v = float(loss.item())
         if self.world > 1:

@@ -116,8 +116,15 @@ def conv_block(params: dict[str, torch.Tensor], x: torch.Tensor, name: str, cfg:
     return F.relu(F.conv2d(_pad(x, cfg.padding), params[name], stride=2))
 
 
-def features(params: dict[str, torch.Tensor], x: torch.Tensor, cfg: CNNConfig) -> torch.Tensor:
+def features(params: dict[str, torch.Tensor], x: torch.Tensor, cfg: CNNConfig, mvm_noise: float = 0.0,
+             gen: torch.Generator | None = None) -> torch.Tensor:
     """x (G, n, 28, 28) already in the checkpoint's input convention -> h (G, n, channels).
+
+    mvm_noise (hardware-aware training only): every conv output gets Gaussian noise of standard deviation
+    ``mvm_noise * s * w_max_o``, a fresh draw per output (per MVM) from ``gen``, where s is the largest input
+    magnitude of the output's 3x3 x channels patch (the DAC's abs-max input scale) and w_max_o = max|W_o| the
+    output channel's (crossbar column's) full-scale weight: the chip's output noise in its normalised units
+    (docs/device_model.md §5).
 
     Each of the G groups (a task's support set or query set) gets its own BN statistics: the network runs
     once per group with the native batch norm (batch statistics over n, H, W), which on a CPU is about 2x
@@ -130,10 +137,16 @@ def features(params: dict[str, torch.Tensor], x: torch.Tensor, cfg: CNNConfig) -
         y = x[t].reshape(n, 1, *x.shape[2:])
         for name in CONV_NAMES:
             w = params[name]
+            y_in = y
             if cfg.padding == "symmetric":  # pad 1 on every side, inside the convolution (no copy)
                 y = F.conv2d(y, w, stride=2, padding=1)
             else:
                 y = F.conv2d(_pad(y, cfg.padding), w, stride=2)
+            if mvm_noise:  # s: the DAC scale of each input vector (3x3 patch x channels), abs-max
+                s = F.max_pool2d(_pad(y_in.detach().abs().amax(dim=1, keepdim=True), cfg.padding), 3, stride=2)
+                w_max = w.detach().abs().amax(dim=(1, 2, 3)).reshape(1, -1, 1, 1)
+                xi = torch.randn(y.shape, generator=gen, dtype=y.dtype).to(y.device)
+                y = y + mvm_noise * s * w_max * xi
             y = F.batch_norm(F.relu(y), None, None, training=True, eps=cfg.bn_eps)
         out.append(y.amax(dim=(2, 3)))
     return torch.stack(out)

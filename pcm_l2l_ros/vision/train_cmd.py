@@ -46,6 +46,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-noise", type=float, default=0.0,
                    help="hardware-aware meta-training: conv kernels read as W + this * max|W_col| * N(0,1), "
                         "one draw per meta-batch (0 = off; our PCM model's error is ~0.035-0.058)")
+    p.add_argument("--mvm-noise", type=float, default=0.0,
+                   help="hardware-aware meta-training: conv outputs get noise of std this * s * max|W_col| per "
+                        "MVM (s = the patch's largest input, the DAC scale; the chip's output noise is 0.04)")
     p.add_argument("--no-rotations", action="store_true", help="no 90-degree rotation classes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-dir", default="runs/cnn/default", help="state.pt + metrics.csv live here")
@@ -140,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
     s = TrainSettings(ways=args.ways, shots=tuple(int(v) for v in str(args.shots).split(",")),
                       queries=args.queries, meta_batch=args.meta_batch, iterations=args.iterations,
                       outer_lr=args.outer_lr, outer_lr_steps=parse_lr_steps(args.outer_lr_steps),
-                      first_order=args.first_order, weight_noise=args.weight_noise, rotations=not args.no_rotations,
+                      first_order=args.first_order, weight_noise=args.weight_noise, mvm_noise=args.mvm_noise,
+                      rotations=not args.no_rotations,
                       seed=args.seed, channels=args.channels, inner_steps=args.inner_steps,
                       inner_lr=args.inner_lr, ckpt_every=args.ckpt_every, monitor_every=args.monitor_every)
     bg = load_split("background", split_source(args.data_dir, "background"))
@@ -170,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = trainer.cfg.to_dict()
         cfg.update(train_shots=list(s.shots), queries=s.queries, meta_batch=s.meta_batch,
                    outer_lr=s.outer_lr, outer_lr_steps=[list(v) for v in s.outer_lr_steps],
-                   first_order=s.first_order, weight_noise=s.weight_noise, rotations=s.rotations,
+                   first_order=s.first_order, weight_noise=s.weight_noise, mvm_noise=s.mvm_noise,
+                   rotations=s.rotations,
                    train_split="background", init_from=args.init_from, note=args.note)
         out = save_checkpoint(args.export, trainer.numpy_params(), kind=M.KIND, seed=s.seed, metrics=metrics,
                               config=cfg)
