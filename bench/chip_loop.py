@@ -2,9 +2,11 @@
 
 1. learn: ``OneShotController.learn`` on the simulated chip (what ``/controller/learn_trajectory`` runs: restore
    the meta-trained weights by sparse reprogramming, training run through the chip, LSG, one natural e-prop
-   update written by sparse reprogramming, test run through the chip) vs the software episode of the same
-   network (``episode.one_shot``, batch 1: training run, LSG, update, test run) and vs the controller's own
-   software path (``pcm=False``). Shipped checkpoint, held-out trajectories, calls interleaved.
+   update written by sparse reprogramming, test run through the chip) vs the software episode
+   (``episode.one_shot``, batch 1: training run, LSG, update, test run) of the same network (the shipped
+   checkpoint, 300-neuron LSG) and of the paper's released network (800-neuron LSG: the episode that
+   bench/snn_step.py times), and vs the controller's own software path (``pcm=False``). Held-out
+   trajectories, calls interleaved.
 2. reprogram cost vs devices written: updates of k random weights (k from 10 to 30,000 of 63,750) on the
    controller's chip at 1 h, the sparse (incremental) ``PCMArray.reprogram`` vs the same call with the whole
    array rebuilt (``_incremental = False``, the reference the tests compare it with); a least-squares line
@@ -32,7 +34,7 @@ import torch  # noqa: E402
 
 from pcm_l2l_ros.snn import episode, tasks  # noqa: E402
 from pcm_l2l_ros.snn.controller import OneShotController  # noqa: E402
-from pcm_l2l_ros.snn.params import SNNWeights, default_checkpoint_path  # noqa: E402
+from pcm_l2l_ros.snn.params import SNNConfig, SNNWeights, default_checkpoint_path  # noqa: E402
 
 
 def _ms(fn) -> float:
@@ -45,10 +47,15 @@ def bench_learn(w, cfg, repeats: int) -> None:
     chip = OneShotController(w, cfg, pcm=True, seed=0)
     soft = OneShotController(w, cfg, pcm=False, seed=0)
     tr = tasks.sample_trajectories(repeats + 3, 20261130, cfg, chip.kin)
-    t_chip, t_ep, t_soft, written = [], [], [], []
+    try:  # bench/snn_step.py's episode: the paper's released network (800-neuron LSG)
+        w_ref = SNNWeights.reference()
+    except (OSError, FileNotFoundError):
+        w_ref = None
+    t_chip, t_ep, t_soft, t_ref, written = [], [], [], [], []
     for i in range(repeats + 3):
         one = tr.subset(slice(i, i + 1))
         ms_ep = _ms(lambda one=one: episode.one_shot(w, one, cfg))
+        ms_ref = _ms(lambda one=one: episode.one_shot(w_ref, one, SNNConfig())) if w_ref is not None else np.nan
         ms_soft = _ms(lambda one=one: soft.learn(one))
         t = time.perf_counter()
         r = chip.learn(one)
@@ -56,15 +63,18 @@ def bench_learn(w, cfg, repeats: int) -> None:
         if i >= 3:  # the first calls load the compiled kernels
             t_chip.append(ms_chip)
             t_ep.append(ms_ep)
+            t_ref.append(ms_ref)
             t_soft.append(ms_soft)
             written.append(r.devices_written)
-    c, e, s = (float(np.median(x)) for x in (t_chip, t_ep, t_soft))
-    print(f"learn on the chip (controller, hermes_like, 1 h): median {c:.2f} ms "
+    c, e, s, f = (float(np.median(x)) for x in (t_chip, t_ep, t_soft, t_ref))
+    print(f"learn on the chip (controller, shipped checkpoint, hermes_like, 1 h): median {c:.2f} ms "
           f"(p90 {np.percentile(t_chip, 90):.2f}); devices written per learn (restore + update) "
           f"median {int(np.median(written))}")
-    print(f"software episode (episode.one_shot, batch 1):    median {e:.2f} ms")
-    print(f"controller's software path (pcm=False):          median {s:.2f} ms")
-    print(f"RATIO learn on chip / software episode = {c / e:.2f}x; / controller software = {c / s:.2f}x")
+    print(f"software episode, same network (episode.one_shot, batch 1):        median {e:.2f} ms")
+    print(f"software episode, paper's network (800-neuron LSG, snn_step.py):    median {f:.2f} ms")
+    print(f"controller's software path (pcm=False):                            median {s:.2f} ms")
+    print(f"RATIO learn on chip / software episode: same network {c / e:.2f}x, paper's network {c / f:.2f}x; "
+          f"/ controller software {c / s:.2f}x")
 
 
 def bench_reprogram(w, cfg, repeats: int) -> None:
