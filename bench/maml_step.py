@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -86,7 +87,7 @@ def main() -> int:
         ways, shots = (int(v) for v in setting.rstrip("s").split("w"))
         s = TrainSettings(ways=ways, shots=(shots,), queries=5 if ways == 5 else 3, meta_batch=int(mb),
                           monitor_every=0, seed=1)
-        tr = MetaTrainer(s, f"/tmp/pcm_l2l_bench_maml_{os.getpid()}", bg)
+        tr = MetaTrainer(s, tempfile.mkdtemp(prefix="pcm_l2l_bench_maml_"), bg)
         # same meta-gradient on the same batch (check before timing)
         batch = tr.samplers[shots].sample_batch(np.random.default_rng(0), s.meta_batch)
         g1 = torch.autograd.grad(task_losses(tr.params, batch, tr.cfg)[0], list(tr.params.values()))
