@@ -10,6 +10,7 @@ ROS rules enforced here for every test (docs/conventions.md §8):
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import random
@@ -98,6 +99,7 @@ def node_process(ros_domain, tmp_path):
     process still running at teardown is stopped (SIGTERM, then SIGKILL + ``fastdds shm clean``).
     """
     started: list[NodeProcess] = []
+    shm_before = _shm_files()
 
     def start(module: str, args: list[str] | None = None, env: dict[str, str] | None = None) -> NodeProcess:
         full_env = dict(os.environ)
@@ -122,11 +124,21 @@ def node_process(ros_domain, tmp_path):
         code = p.stop()
         if p.killed or (was_running and code != 0):
             bad.append(f"{' '.join(p.argv[1:3])}: exit {code}{' (killed)' if p.killed else ''}\n{p.output()[-2000:]}")
-    if any(p.killed for p in started):
-        fastdds = Path(sys.executable).parent / "fastdds"
-        if fastdds.exists():
-            subprocess.run([str(fastdds), "shm", "clean"], capture_output=True, timeout=30)
+    if any(p.killed or p.proc.returncode == -signal.SIGKILL for p in started):  # also killed by the test itself
+        clean_killed_shm(shm_before)
     assert not bad, "node processes did not exit cleanly on SIGTERM:\n" + "\n".join(bad)
+
+
+def clean_killed_shm(before: set[str]) -> None:
+    """After a participant was SIGKILLed: ``fastdds shm clean``, then remove what it could not (it needs psutil)
+    of the fastdds segments created since ``before`` that no live process maps or holds open (a killed
+    participant's port segments; the sem mutex of a port stays, see ``_shm_files``)."""
+    fastdds = Path(sys.executable).parent / "fastdds"
+    if fastdds.exists():
+        subprocess.run([str(fastdds), "shm", "clean"], capture_output=True, timeout=30)
+    for name in _shm_files() - before - _shm_in_use():
+        with contextlib.suppress(OSError):
+            (Path("/dev/shm") / name).unlink()
 
 
 def _shm_files() -> set[str]:
