@@ -33,14 +33,14 @@ def test_plastic_matrix_fits_one_core(setup):
 
 
 @pytest.mark.parametrize("batch", [1, 3, 15, 16])
-@pytest.mark.parametrize("preset", ["hermes_like", "aihwkit_compat"])
+@pytest.mark.parametrize("preset", ["hermes_per_column", "aihwkit_compat"])
 def test_compiled_chip_run_equals_the_per_step_mvm_path(setup, batch, preset):
     """run_trainee_chip (one compiled loop) = run_trainee_mvm(chip.mvm) bit for bit: spikes, outputs, e-prop
     traces, and the chip's noise stream afterwards (batch 16 takes the per-step path itself)."""
     from pcm_l2l_ros.pcm import PCMArray
 
     w, _ = setup
-    pcm_cfg = onchip.default_pcm_config(CFG) if preset == "hermes_like" else PCMConfig.aihwkit_compat()
+    pcm_cfg = onchip.default_pcm_config(CFG, preset=preset)
     a = PCMArray(onchip.plastic_matrix(w), pcm_cfg, rng=4)
     a.drift(3600.0)
     b = a.fork(None)

@@ -108,7 +108,7 @@ def test_quantised_update_matches_software_rounding(evaluation, released):
 @pytest.fixture(scope="module")
 def hermes_chip(released):
     params, cfg = released
-    chip = FewShotChip(params, cfg, chip_configs("hermes"), 0)
+    chip = FewShotChip(params, cfg, chip_configs("hermes_per_column"), 0)
     chip.drift(3600.0)
     return chip
 
@@ -163,8 +163,8 @@ def test_chip_accuracy_close_to_software_at_one_hour(evaluation, hermes_chip):
 def test_warm_up_leaves_the_chip_state_and_noise_untouched(evaluation, released):
     """A warmed-up chip answers a task exactly as a chip that was not warmed up (same seeds)."""
     params, cfg = released
-    a = FewShotChip(params, cfg, chip_configs("hermes"), 7)
-    b = FewShotChip(params, cfg, chip_configs("hermes"), 7)
+    a = FewShotChip(params, cfg, chip_configs("hermes_per_column"), 7)
+    b = FewShotChip(params, cfg, chip_configs("hermes_per_column"), 7)
     a.drift(3600.0)
     b.drift(3600.0)
     assert a.warm_up() > 0.0

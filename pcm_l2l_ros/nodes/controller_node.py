@@ -164,8 +164,11 @@ class ControllerNode(Node):
                                                 read_only=True)
         p["pcm.enabled"] = declare_validated(self, "pcm.enabled", True, "run the trainee's W_in/W_rec on the "
                                              "simulated PCM chip (false: float software)", read_only=True)
-        p["pcm.preset"] = declare_validated(self, "pcm.preset", "hermes_like", "PCM device/periphery preset",
-                                            _one_of(("aihwkit_compat", "hermes_like", "ideal")), read_only=True)
+        from pcm_l2l_ros.pcm import PRESET_NAMES  # noqa: PLC0415
+
+        p["pcm.preset"] = declare_validated(self, "pcm.preset", "hermes_per_column", "PCM chip, a name of "
+                                            "pcm.presets (old name hermes_like = hermes_per_column)",
+                                            _one_of(PRESET_NAMES), read_only=True)
         p["pcm.drift_time_s"] = declare_validated(self, "pcm.drift_time_s", 3600.0, "time since programming "
                                                   "simulated for the runs (s), drift-compensated", non_negative,
                                                   read_only=True)

@@ -49,7 +49,7 @@ class VisionNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__("vision", **kwargs)
-        from pcm_l2l_ros.pcm import PCMConfig  # noqa: PLC0415
+        from pcm_l2l_ros.pcm import PRESET_NAMES  # noqa: PLC0415
         from pcm_l2l_ros.vision.deploy import FewShotChip, chip_configs  # noqa: PLC0415
         from pcm_l2l_ros.vision.model import load_model, shipped_model_path  # noqa: PLC0415
 
@@ -59,9 +59,10 @@ class VisionNode(Node):
                  20: declare_validated(self, "checkpoint_20way", "", "20-way CNN checkpoint; empty = "
                                        "models/cnn_20way.npz (optional: N > 5 is refused without it)", is_path,
                                        read_only=True)}
-        preset = declare_validated(self, "pcm.preset", "hermes_like", "PCM preset of the chip",
-                                   lambda v: None if v in ("hermes_like", "aihwkit_compat", "ideal") else
-                                   "must be hermes_like, aihwkit_compat or ideal", read_only=True)
+        preset = declare_validated(self, "pcm.preset", "hermes_per_column", "PCM chip, a name of pcm.presets "
+                                   "(old name hermes_like = hermes_per_column)",
+                                   lambda v: None if v in PRESET_NAMES else
+                                   f"must be one of {', '.join(PRESET_NAMES)}", read_only=True)
         enabled = declare_validated(self, "pcm.enabled", True, "run the CNN on the simulated PCM chip (false: "
                                     "the same code with every non-ideality off)", read_only=True)
         seed = declare_validated(self, "pcm.seed", 0, "seed of the device noise", int_range(0, 2**31 - 1),
@@ -93,12 +94,7 @@ class VisionNode(Node):
                                     "executor and other processes)",
                                     int_range(1, 64), read_only=True)
         limit_compute_threads(threads)
-        if not enabled or preset == "ideal":
-            pcm_cfg = chip_configs("ideal")
-        elif preset == "hermes_like":
-            pcm_cfg = chip_configs("hermes")   # per-column scale, stochastic rounding of the readout updates
-        else:
-            pcm_cfg = PCMConfig.aihwkit_compat(scale="per_column", update_rounding="stochastic")
+        pcm_cfg = chip_configs(preset if enabled else "ideal")  # stochastic rounding of the readout updates
         self.chips: dict[int, object] = {}
         self.get_logger().info("programming the meta-trained CNN(s) onto the simulated PCM chip ...")
         t = time.perf_counter()

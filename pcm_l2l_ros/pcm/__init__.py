@@ -2,8 +2,8 @@
 
 Public API (the model: docs/device_model.md)::
 
-    from pcm_l2l_ros.pcm import PCMConfig, PCMArray
-    arr = PCMArray(W, PCMConfig.hermes_like(), rng=0)   # W (n_in, n_out), y = x @ W; programs the devices
+    from pcm_l2l_ros.pcm import PCMArray, chip         # chip(name): the named chips of pcm.presets
+    arr = PCMArray(W, chip("hermes_per_column"), rng=0)  # W (n_in, n_out), y = x @ W; programs the devices
     arr.drift(3600.0)                                    # 1 h after programming
     y = arr.mvm(x)                                       # x (batch, n_in) -> (batch, n_out)
     rep = arr.reprogram(delta_w)                         # sparse update, rep.devices_written, rep.energy_J
@@ -11,6 +11,7 @@ Public API (the model: docs/device_model.md)::
 
 from .core import PCMArray, PCMConfig
 from .device import AIHWKIT_PCM, DEVICE_NAMES, HERMES_ODP, HERMES_TDP, DeviceModel, device_model
+from .presets import PRESET_NAMES, PRESETS, chip
 from .programming import (
     DEFAULT_ENERGY_PER_PULSE_J,
     EnduranceError,
@@ -22,6 +23,9 @@ from .programming import (
 __all__ = [
     "PCMArray",
     "PCMConfig",
+    "PRESETS",
+    "PRESET_NAMES",
+    "chip",
     "DeviceModel",
     "AIHWKIT_PCM",
     "HERMES_ODP",

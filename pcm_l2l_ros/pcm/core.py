@@ -160,59 +160,29 @@ class PCMConfig:
         if self.core_size < 1:
             raise ValueError("core_size must be >= 1")
 
-    # ------------------------------------------------------------------ presets
+    # ------------------------------------------------------------------ presets (pcm.presets holds the names)
     @classmethod
     def ideal(cls, **kw) -> PCMConfig:
-        """Every non-ideality off: ``mvm`` is the exact float MVM x @ W (up to float32 rounding)."""
-        base = dict(
-            programming_noise=False,
-            drift=False,
-            read_noise="off",
-            dac_bits=None,
-            adc_bits=None,
-            out_noise=0.0,
-            drift_compensation="none",
-        )
-        base.update(kw)
-        return cls(**base)
+        """Preset ``ideal``: every non-ideality off (``mvm`` is the exact float MVM x @ W up to float32)."""
+        from .presets import chip  # noqa: PLC0415 - presets imports this module
+
+        return chip("ideal", **kw)
 
     @classmethod
     def aihwkit_compat(cls, **kw) -> PCMConfig:
-        """aihwkit ``InferenceRPUConfig`` defaults: PCMLikeNoiseModel, one pair per weight, per-core
-        scale, frozen read noise, 7-bit DAC with abs-max input scaling, 9-bit ADC clipped at +-12,
-        output noise 0.06, global drift compensation with the noisy reference (no bound management)."""
-        base = dict(
-            device="aihwkit_compat",
-            devices_per_polarity=1,
-            dac_bits=7,
-            dac_range=None,
-            adc_bits=9,
-            adc_range=12.0,
-            out_noise=0.06,
-            read_noise="frozen",
-            drift_compensation="global",
-            drift_reencode=True,
-        )
-        base.update(kw)
-        return cls(**base)
+        """Preset ``aihwkit_compat``: aihwkit ``InferenceRPUConfig`` defaults (see ``pcm.presets``)."""
+        from .presets import chip  # noqa: PLC0415
+
+        return chip("aihwkit_compat", **kw)
 
     @classmethod
     def hermes_like(cls, **kw) -> PCMConfig:
-        """The paper's chip: HERMES TDP statistics (2 + 2 devices per weight), 8-bit DAC and ADC
-        (ADC at +-10, output noise 0.04 as aihwkit's StandardHWATrainingPreset), per-MVM read noise,
-        per-column drift compensation."""
-        base = dict(
-            device="hermes",
-            devices_per_polarity=2,
-            dac_bits=8,
-            adc_bits=8,
-            adc_range=10.0,
-            out_noise=0.04,
-            read_noise="per_mvm",
-            drift_compensation="per_column",
-        )
-        base.update(kw)
-        return cls(**base)
+        """Preset ``hermes_per_core``: HERMES TDP statistics (2 + 2 devices per weight), 8-bit DAC and ADC,
+        per-MVM read noise, per-column drift compensation, one w_max per core (see ``pcm.presets``; the
+        chip the nodes call ``hermes_like`` is ``hermes_per_column``)."""
+        from .presets import chip  # noqa: PLC0415
+
+        return chip("hermes_per_core", **kw)
 
     def replace(self, **kw) -> PCMConfig:
         """Shorthand for ``dataclasses.replace(self, **kw)``."""

@@ -55,7 +55,7 @@ class LearnResult:
 class OneShotController:
     """Trainee + LSG with the trainee's plastic weights on a simulated PCM core (or in float software)."""
 
-    def __init__(self, weights: SNNWeights, cfg: SNNConfig, *, pcm: bool = True, pcm_preset: str = "hermes_like",
+    def __init__(self, weights: SNNWeights, cfg: SNNConfig, *, pcm: bool = True, pcm_preset: str = "hermes_per_column",
                  drift_time_s: float = 3600.0, seed: int = 0, urdf_path: str | Path | None = None,
                  learned_joint_limits: tuple[np.ndarray, np.ndarray] | None = None,
                  velocity_limits: np.ndarray | None = None, kinematics: str | None = None,
@@ -82,15 +82,10 @@ class OneShotController:
         self._offset = None                # software mode: the current ΔW on [W_in; W_rec]
         self.devices_written_total = 0
         if pcm:
-            from pcm_l2l_ros.pcm import PCMArray, PCMConfig  # noqa: PLC0415
+            from pcm_l2l_ros.pcm import PCMArray  # noqa: PLC0415
 
-            q, r = cfg.update_quantum, update_rounding
-            presets = {"hermes_like": default_pcm_config(cfg, r),
-                       "aihwkit_compat": PCMConfig.aihwkit_compat(update_quantum=q, update_rounding=r),
-                       "ideal": PCMConfig.ideal(update_quantum=q, update_rounding=r)}
-            if pcm_preset not in presets:
-                raise ValueError(f"unknown PCM preset {pcm_preset!r}; choose one of {sorted(presets)}")
-            self.chip = PCMArray(self.M0, presets[pcm_preset], rng=np.random.default_rng(seed), program=False)
+            pcm_cfg = default_pcm_config(cfg, update_rounding, pcm_preset)  # a name of pcm.presets (or old alias)
+            self.chip = PCMArray(self.M0, pcm_cfg, rng=np.random.default_rng(seed), program=False)
             rep = self.chip.program()
             self.devices_written_total = int(rep.devices_written)
             if self.drift_time_s > 0:

@@ -70,8 +70,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eta-grid", type=float, nargs="*", default=list(DEFAULT_ETA_GRID),
                    help="eta values tried for the baselines on the validation set")
     p.add_argument("--pcm-seed", type=int, default=0, help="seed of the PCM noise")
-    p.add_argument("--pcm-preset", choices=("hermes_like", "aihwkit_compat", "ideal"), default="hermes_like",
-                   help="PCMConfig preset of the chip (update quantum 1/16 in weight units in every case)")
+    p.add_argument("--pcm-preset", default="hermes_per_column",
+                   help="named chip of pcm.presets: hermes_per_column (the controller's chip; old name hermes_like), "
+                        "hermes_per_core, aihwkit_compat, aihwkit_per_column, ideal; update quantum 1/16 in weight "
+                        "units in every case")
     p.add_argument("--pcm-w-max", type=float, default=None,
                    help="weight mapped to full conductance (default: max|W| of the core); weights beyond are clipped")
     p.add_argument("--pcm-out-noise", type=float, default=None, help="override the preset's output noise")
@@ -190,6 +192,10 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     t_start = time.time()
     try:
+        if not args.no_pcm:
+            from pcm_l2l_ros.pcm.presets import resolve  # noqa: PLC0415
+
+            resolve(args.pcm_preset)  # an unknown chip name fails now, not after the software conditions
         w, cfg, source, kin_name = _load(args)
     except Exception as e:  # noqa: BLE001 - reported to the user
         log.error("%s", e)
@@ -243,14 +249,10 @@ def run(args: argparse.Namespace) -> int:
 
     # PCM chip
     if not args.no_pcm:
-        from pcm_l2l_ros.pcm import PCMConfig  # noqa: PLC0415
         from pcm_l2l_ros.snn import onchip  # noqa: PLC0415
 
         rounding = args.pcm_rounding or ("nearest" if args.reference else "stochastic")
-        if args.pcm_preset == "hermes_like":  # the controller node's chip: per-column scale (onchip.py)
-            pcm_cfg = onchip.default_pcm_config(cfg, rounding)
-        else:
-            pcm_cfg = getattr(PCMConfig, args.pcm_preset)(update_quantum=cfg.update_quantum, update_rounding=rounding)
+        pcm_cfg = onchip.default_pcm_config(cfg, rounding, args.pcm_preset)
         if args.pcm_w_max is not None:
             pcm_cfg = pcm_cfg.replace(w_max=args.pcm_w_max)
         if args.pcm_out_noise is not None:

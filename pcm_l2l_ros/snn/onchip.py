@@ -41,19 +41,20 @@ from pcm_l2l_ros.snn.params import DEFAULT_CONFIG, SNNConfig, SNNWeights
 log = logging.getLogger(__name__)
 
 
-def default_pcm_config(cfg: SNNConfig = DEFAULT_CONFIG, rounding: str = "stochastic"):
-    """The paper-like chip (HERMES statistics, 2+2 devices per weight, 8-bit DAC/ADC, per-MVM read noise,
-    per-column drift compensation) with the update quantum of the paper (1/16 in weight units) and a
-    per-column weight-to-conductance scale (each column's max|W| maps to g_max, as the chip's per-column
-    gain does; with a per-core scale the few large weights of a core shrink every other column's signal
-    relative to the fixed output noise).
+def default_pcm_config(cfg: SNNConfig = DEFAULT_CONFIG, rounding: str = "stochastic",
+                       preset: str = "hermes_per_column"):
+    """The controller's chip: preset ``hermes_per_column`` (the paper-like chip: HERMES statistics, 2+2 devices
+    per weight, 8-bit DAC/ADC, per-MVM read noise, per-column drift compensation, per-column weight scale: with a
+    per-core scale the few large weights of a core shrink every other column's signal relative to the fixed
+    output noise), or another ``preset`` of :mod:`pcm_l2l_ros.pcm.presets`, with the update quantum of the paper
+    (1/16 in weight units).
 
     ``rounding`` of the one update to that quantum: ``"stochastic"`` (default; unbiased, so a network
     meta-trained with float updates keeps its expected update on the chip) or ``"nearest"`` (the paper's
     deterministic rounding, for weights meta-trained with it, such as the released reference weights)."""
-    from pcm_l2l_ros.pcm import PCMConfig  # noqa: PLC0415
+    from pcm_l2l_ros.pcm import chip  # noqa: PLC0415
 
-    return PCMConfig.hermes_like(update_quantum=cfg.update_quantum, update_rounding=rounding, scale="per_column")
+    return chip(preset, update_quantum=cfg.update_quantum, update_rounding=rounding)
 
 
 def plastic_matrix(w: SNNWeights) -> np.ndarray:

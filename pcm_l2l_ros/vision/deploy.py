@@ -94,21 +94,16 @@ class AdaptResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def chip_configs(preset: str = "hermes", **kw: Any) -> Any:
-    """Our default PCM configuration for the CNN: HERMES-like device (2 + 2 devices per weight, 8-bit
-    DAC/ADC, per-MVM read noise, per-column drift compensation) with a **per-column** weight scale
-    (w_max per crossbar column; with one w_max per core the heavy-tailed conv kernels lose ~5 points) and
-    stochastic rounding of the readout updates (as the official code's PCM mode). ``preset='ideal'``
-    switches every non-ideality off. Extra keywords go to ``PCMConfig.replace``."""
-    from pcm_l2l_ros.pcm import PCMConfig  # noqa: PLC0415
+def chip_configs(preset: str = "hermes_per_column", **kw: Any) -> Any:
+    """The CNN's PCM configuration: a named chip of :mod:`pcm_l2l_ros.pcm.presets` (default
+    ``hermes_per_column``: HERMES-like device, 2 + 2 devices per weight, 8-bit DAC/ADC, per-MVM read noise,
+    per-column drift compensation and a **per-column** weight scale; with one w_max per core the heavy-tailed
+    conv kernels lose ~5 points; ``"hermes"`` is its old name, ``"ideal"`` switches every non-ideality off)
+    with stochastic rounding of the readout updates (as the official code's PCM mode). Extra keywords
+    override PCMConfig fields."""
+    from pcm_l2l_ros.pcm import chip  # noqa: PLC0415
 
-    if preset == "ideal":
-        base = PCMConfig.ideal(update_rounding="stochastic")
-    elif preset == "hermes":
-        base = PCMConfig.hermes_like(scale="per_column", update_rounding="stochastic")
-    else:
-        raise ValueError(f"unknown preset {preset!r}")
-    return base.replace(**kw) if kw else base
+    return chip(preset, **{"update_rounding": "stochastic", **kw})
 
 
 class FewShotChip:

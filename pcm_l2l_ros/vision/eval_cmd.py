@@ -43,7 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model5", default=None, help="5-way checkpoint (default: shipped cnn_5way)")
     p.add_argument("--model20", default=None, help="20-way checkpoint (default: shipped cnn_20way)")
     p.add_argument("--released", action="store_true", help="use the released Ortner et al. 5-way weights")
-    p.add_argument("--pcm-preset", default="hermes", choices=("hermes", "ideal"))
+    p.add_argument("--pcm-preset", default="hermes_per_column",
+                   help="named chip of pcm.presets: hermes_per_column (old name hermes), hermes_per_core, "
+                        "aihwkit_compat, aihwkit_per_column, ideal")
     p.add_argument("--bn-stats", default="transductive", choices=("transductive", "support"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -120,6 +122,10 @@ def scratch_baseline(images, ways: int, shots: int, queries: int, n_tasks: int, 
 def run(args: argparse.Namespace) -> int:
     import numpy as np  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
+
+    from pcm_l2l_ros.pcm.presets import resolve  # noqa: PLC0415
+
+    resolve(args.pcm_preset)  # an unknown chip name fails now, not after the software evaluations
 
     from pcm_l2l_ros.vision.deploy import FewShotChip, chip_configs, support_query_features  # noqa: PLC0415
     from pcm_l2l_ros.vision.maml import evaluate_software  # noqa: PLC0415
