@@ -343,7 +343,7 @@ def test_background_noise_draws_equal_synchronous_draws() -> None:
     """take_async (large draws generated on the worker thread while the MVM's GEMMs run) hands out exactly
     the draws take would, in the same order; a draw before waiting settles the pending one first; a copy
     taken while a fill is pending is consistent."""
-    from pcm_l2l_ros.pcm.core import _NormalStream
+    from pcm_l2l_ros.pcm.noise import NormalStream as _NormalStream
 
     shapes = [(3, 5), (700, 56), (2, 2), (1200, 56), (40, 56), (1200, 56)]
     sync, bg = _NormalStream(11, 4096), _NormalStream(11, 4096)

@@ -9,7 +9,8 @@ Public API (the model: docs/device_model.md)::
     rep = arr.reprogram(delta_w)                         # sparse update, rep.devices_written, rep.energy_J
 """
 
-from .core import PCMArray, PCMConfig
+from .array import PCMArray
+from .config import PCMConfig
 from .device import AIHWKIT_PCM, DEVICE_NAMES, HERMES_ODP, HERMES_TDP, DeviceModel, device_model
 from .presets import PRESET_NAMES, PRESETS, chip
 from .programming import (

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .core import PCMConfig
+from .config import PCMConfig
 
 __all__ = ["PRESETS", "ALIASES", "PRESET_NAMES", "resolve", "chip"]
 

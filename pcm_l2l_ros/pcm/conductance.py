@@ -1,0 +1,109 @@
+"""From the device state to what the MVM reads (the ``PCMArray`` part that rebuilds its matrices).
+
+Per weight: the drifted conductances g(t) = g_prog ((age + t0) / t0)^-nu of its units (with the frozen read-noise
+snapshot), the normalised weight Wn = (sum G+ - sum G-) / G_tot and the per-MVM read-noise variance V; stored
+per core as float32 matrices. Everything is elementwise per weight, so a sparse reprogramming recomputes only
+the weights it wrote (``_rebuild_at``) and gets exactly the numbers of a full ``_rebuild``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["ConductanceState"]
+
+
+class ConductanceState:
+    """Conductances, normalised matrices and read-noise variances of ``PCMArray`` (a mixin over its state)."""
+
+    def conductances(self) -> np.ndarray:
+        """Current unit conductances (2, units, n_in, n_out), µS, with drift and the frozen read-noise
+        snapshot (drawn by ``drift()``; right after ``program()`` there is none, as in aihwkit)."""
+        return self._conductances()[0]
+
+    def _prog_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """(programmed conductances, factor) the drift acts on; with ``drift_reencode`` the programmed
+        weights re-encoded as a fresh pair scaled to max|W_prog| per group, and the factor that converts
+        their difference back (normalised weight = factor * (sum G+ - sum G-) / G_tot)."""
+        if not self.cfg.drift_reencode:
+            return self._g_prog, np.ones((self.n_in, self.n_out))
+        wn = (self._g_prog[0].sum(axis=0) - self._g_prog[1].sum(axis=0)) / self.g_tot_uS
+        m = self._expand_rows(np.maximum(self._group_max(np.abs(wn)), 1e-7))
+        g_unit = self.model.g_max_uS
+        gp = np.clip(wn / m, 0.0, 1.0) * g_unit
+        gm = np.clip(-wn / m, 0.0, 1.0) * g_unit
+        g = np.broadcast_to(np.stack([gp, gm])[:, None], self._g_prog.shape).copy()
+        return g, m
+
+    def _device_state(
+        self, widx: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(conductances µS, normalised weights, per-MVM read-noise variances or None) of every weight
+        (``widx`` None: arrays of shape (2, units, n_in, n_out) / (n_in, n_out)) or of the weights with flat
+        indices ``widx`` ((2, units, K) / (K,)). Purely elementwise per weight, so a subset gives exactly
+        the numbers of the full computation (``reprogram`` recomputes only the weights it wrote)."""
+        c = self.cfg
+        md = self.model
+        g_prog, factor = self._prog_state()
+        t_prog, nu, g_target, xi = self._t_prog, self._nu, self._g_target, self._xi
+        if widx is not None:
+            if c.drift_reencode:
+                raise ValueError("drift_reencode couples every weight of a group: no per-weight state")
+            shape = (2, self.units, len(widx))
+            pick = lambda a: np.take(a.reshape(2 * self.units, -1), widx, axis=1).reshape(shape)  # noqa: E731
+            g_prog, t_prog, nu, g_target, xi = (pick(a) for a in (g_prog, t_prog, nu, g_target, xi))
+            factor = factor.reshape(-1)[widx]
+        age = np.maximum(self.t_s - t_prog, 0.0)
+        g_d = g_prog * md.drift_factor(age, nu) if c.drift else g_prog.copy()
+        g_q = g_prog if c.q_s_from == "g_prog" else g_target
+        if c.read_noise == "frozen" and c.read_noise_scale != 0 and self._frozen_active:
+            sig = md.read_sigma_rel(g_q, age) * c.read_noise_scale
+            g_d = np.maximum(g_d + np.abs(g_d) * sig * xi, 0.0)
+        wn = factor * (g_d[0].sum(axis=0) - g_d[1].sum(axis=0)) / self.g_tot_uS
+        var = None
+        if c.read_noise == "per_mvm" or c.pcm_read_noise > 0:
+            var = np.zeros_like(wn)
+            if c.read_noise == "per_mvm" and c.read_noise_scale != 0:
+                sd = md.read_sigma_rel(g_q, age) * c.read_noise_scale * g_d
+                var += factor**2 * (sd**2).sum(axis=(0, 1)) / self.g_tot_uS**2
+            if c.pcm_read_noise > 0:
+                var += c.pcm_read_noise**2 * np.abs(wn)
+        return g_d, wn, var
+
+    def _conductances(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._device_state()[0], self._prog_state()[1]
+
+    def _rebuild(self) -> None:
+        """Recompute the normalised matrices (and per-MVM read-noise variances) from the device state."""
+        _, wn, var = self._device_state()
+        self._wn = wn
+        self._mats = [np.ascontiguousarray(wn[rs], dtype=np.float32) for rs in self._row_blocks]
+        if var is not None:
+            self._vars = [np.ascontiguousarray(var[rs], dtype=np.float32) for rs in self._row_blocks]
+            self._vars_t = [torch.from_numpy(v) for v in self._vars]
+        else:
+            self._vars = None
+        self._mats_t = [torch.from_numpy(m) for m in self._mats]
+        self._refresh_colf()
+
+    def _rebuild_at(self, widx: np.ndarray) -> None:
+        """``_rebuild`` for the weights with flat indices ``widx`` only (the others are unchanged): the same
+        numbers, at a cost proportional to len(widx). The per-core matrices are copied before the write
+        (forks share them)."""
+        _, wn, var = self._device_state(widx)
+        self._wn.reshape(-1)[widx] = wn
+        rows, cols = np.divmod(widx, self.n_out)
+        mats = [m.copy() for m in self._mats]
+        vars_ = None if var is None else [v.copy() for v in self._vars]
+        for r, rs in enumerate(self._row_blocks):
+            sel = (rows >= rs.start) & (rows < rs.stop) if not self._single_block else slice(None)
+            mats[r][rows[sel] - rs.start, cols[sel]] = wn[sel]
+            if vars_ is not None:
+                vars_[r][rows[sel] - rs.start, cols[sel]] = var[sel]
+        self._mats = mats
+        self._mats_t = [torch.from_numpy(m) for m in mats]
+        if vars_ is not None:
+            self._vars = vars_
+            self._vars_t = [torch.from_numpy(v) for v in vars_]
+        self._refresh_colf()
