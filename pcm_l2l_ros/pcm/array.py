@@ -372,7 +372,7 @@ class PCMArray(ConductanceState, DriftCompensation, CrossbarMVM):
             old = self._group_of(self._abs_colmean)
             touched = np.zeros(self.n_out, bool)
             touched[widx % self.n_out] = True
-            cols = np.flatnonzero(touched)
+            cols = np.flatnonzero(touched) if not touched.all() else slice(None)  # (no gather when all are)
             self._abs_colmean[:, cols] = self._column_means(np.abs(self._W_target[:, cols] / self._wmax_full[:, cols]))
             new = self._group_of(self._abs_colmean)
             self._baseline = self._baseline * np.where(old > 0, new / np.maximum(old, 1e-12), 1.0)

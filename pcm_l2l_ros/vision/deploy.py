@@ -57,18 +57,26 @@ def conv_matrix(kernel_oihw: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(k.transpose(2, 3, 1, 0).reshape(-1, k.shape[0]))
 
 
-def im2col(y: np.ndarray, padding: str) -> tuple[np.ndarray, int, int]:
+def im2col(y: np.ndarray, padding: str, alloc=None) -> tuple[np.ndarray, int, int]:
     """Channels-last maps y (N, H, W, C) -> patches (N * h * w, 9 * C) for a 3x3 stride-2 conv (columns
     ordered (kh, kw, c) like :func:`conv_matrix`, so the copy moves contiguous runs of C channels; patch
-    order (n, i, j)), plus the output h, w. One strided view, one copy."""
+    order (n, i, j)), plus the output h, w. One strided view, one copy. ``alloc(tag, shape)`` gives the
+    padded map ("pad") and the patch matrix ("cols") as float32 arrays (default: new arrays)."""
+    alloc = alloc or (lambda _tag, shape: np.empty(shape, np.float32))
     n, hh, ww, c = y.shape
     t, b, left, right = M.pad_amounts(hh, ww, padding)
-    yp = np.zeros((n, hh + t + b, ww + left + right, c), np.float32)
+    yp = alloc("pad", (n, hh + t + b, ww + left + right, c))
+    yp[:, :t], yp[:, t + hh:], yp[:, :, :left], yp[:, :, left + ww:] = 0.0, 0.0, 0.0, 0.0  # the zero border
     yp[:, t:t + hh, left:left + ww] = y
     h, w = (yp.shape[1] - 3) // 2 + 1, (yp.shape[2] - 3) // 2 + 1
     sn, sh, sw, sc = yp.strides
     v = np.lib.stride_tricks.as_strided(yp, (n, h, w, 3, 3, c), (sn, 2 * sh, 2 * sw, sh, sw, sc), writeable=False)
-    return v.reshape(n * h * w, 9 * c), h, w
+    cols = alloc("cols", (n * h * w, 9 * c))
+    np.copyto(cols.reshape(n, h, w, 3, 3, c), v)
+    return cols, h, w
+
+
+_WORK_MAX_BYTES = 16 << 20  # work arrays up to this size are kept between requests (FewShotChip._work)
 
 
 @dataclass
@@ -117,6 +125,7 @@ class FewShotChip:
         readout_pcm_cfg: PCMConfig of the readout (default: ``pcm_cfg`` with ``w_max = readout_w_max``).
         readout_w_max: full-scale weight of the readout core (default ``cfg.readout_w_max``, calibrated
             on meta-training tasks at export, else max|W_init|); the update quantum is readout_w_max / 16.
+    Not thread-safe (work arrays, the arrays' noise streams): one chip (e.g. a deep copy) per thread.
     """
 
     def __init__(self, params: dict[str, np.ndarray], cfg: M.CNNConfig, pcm_cfg: Any,
@@ -136,6 +145,7 @@ class FewShotChip:
         self.convs = {name: PCMArray(conv_matrix(params[name]), pcm_cfg, self.rng) for name in M.CONV_NAMES}
         self.readout = PCMArray(self.w_init, self.readout_pcm_cfg, self.rng)
         self.t_s = 0.0
+        self._buffers: dict[str, np.ndarray] = {}  # per-layer work arrays reused across requests (_work)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, pcm_cfg: Any, rng: np.random.Generator | int | None = None,
@@ -203,12 +213,24 @@ class FewShotChip:
         src_a = np.asarray(src, np.int64)
         y = M.prepare_input(np.concatenate(sets), self.cfg).numpy()[..., None]  # (N, 28, 28, 1)
         for i, name in enumerate(M.CONV_NAMES):
-            cols, h, w = im2col(y, self.cfg.padding)
+            cols, h, w = im2col(y, self.cfg.padding, lambda tag, shape, i=i: self._work(f"{tag}{i}", shape))
             y = self._conv_mvm(name, cols, skip_blank=(i == 0))                # (N * h * w, C) on the chip
             relu_batchnorm_(y, bounds * (h * w), src_a, float(self.cfg.bn_eps))  # ReLU + BatchNorm (host)
             y = y.reshape(int(bounds[-1]), h, w, -1)
         hmax = y.max(axis=(1, 2))                                               # global max-pool (host)
         return [hmax[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)]
+
+    def _work(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A float32 work array of ``shape`` (contents undefined) kept for the next request when it is at most
+        ``_WORK_MAX_BYTES``: the same memory every time instead of fresh pages (a process with a low
+        mmap threshold, as the vision node, maps and faults in every large array again)."""
+        size = int(np.prod(shape))
+        if 4 * size > _WORK_MAX_BYTES:
+            return np.empty(shape, np.float32)
+        buf = self._buffers.get(name)
+        if buf is None or buf.size < size:
+            buf = self._buffers[name] = np.empty(size, np.float32)
+        return buf[:size].reshape(shape)
 
     def _conv_mvm(self, name: str, cols: np.ndarray, skip_blank: bool) -> np.ndarray:
         """The conv layer's MVM of the patches ``cols``. With ``skip_blank`` (the input layer), patches
@@ -220,7 +242,8 @@ class FewShotChip:
         active = np.flatnonzero(cols.any(axis=1))
         if len(active) == len(cols):
             return arr.mvm(cols)
-        out = np.zeros((len(cols), arr.n_out), np.float32)
+        out = self._work("conv1_out", (len(cols), arr.n_out))
+        out.fill(0.0)
         if len(active):
             out[active] = arr.mvm(cols[active])
         return out
