@@ -12,6 +12,7 @@ import json
 import shlex
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +106,12 @@ def load_checkpoint(path: str | Path, *, kind: str | None = None,
     digest = sha256_file(path)
     if digest != meta.get("sha256"):
         raise CheckpointError(f"{path}: sha256 {digest} does not match the sidecar ({meta.get('sha256')})")
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{path}: not a readable .npz ({type(e).__name__}: {e}); the file is corrupt or "
+                              "truncated") from e
     for k, shape in meta.get("shapes", {}).items():
         if k not in arrays or list(arrays[k].shape) != list(shape):
             raise CheckpointError(f"{path}: array {k!r} missing or of wrong shape (sidecar says {shape})")
@@ -116,6 +121,22 @@ def load_checkpoint(path: str | Path, *, kind: str | None = None,
         if tuple(arrays[k].shape) != tuple(shape):
             raise CheckpointError(f"{path}: array {k!r} has shape {arrays[k].shape}, expected {tuple(shape)}")
     return arrays, meta
+
+
+def torch_load(path: str | Path, map_location=None) -> Any:
+    """``torch.load(path, weights_only=True)`` of a training state: tensors, plain Python containers and
+    numbers, and additionally (allow-listed) numpy arrays of plain dtypes and ``pathlib`` paths, which our
+    training states hold. Nothing else is unpickled, so a crafted file cannot run code."""
+    import pathlib  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    np_core = getattr(np, "_core", None) or np.core
+    allowed = [np.ndarray, np.dtype, np_core.multiarray._reconstruct, np_core.multiarray.scalar,
+               pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath]
+    allowed += [t for t in vars(np.dtypes).values() if isinstance(t, type) and issubclass(t, np.dtype)]
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(path, weights_only=True, map_location=map_location)
 
 
 def _json_default(o: Any) -> Any:

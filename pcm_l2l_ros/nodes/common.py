@@ -43,9 +43,9 @@ def run_node(node_factory: Callable[..., Node], args: Sequence[str] | None = Non
 
     A signal while the node is being built aborts the construction (KeyboardInterrupt, exit 0); a signal
     while spinning sets a flag the spin loop sees within ``SPIN_POLL_S`` s. ``fast_exit``: after the
-    clean-up the process ends at once with exit code 0 (``os._exit``) instead of returning, which saves the
-    interpreter's finalization (about 2 s with torch and numba loaded) and keeps the exit within 1 s. An
-    error while building the node (e.g. an invalid parameter) propagates as before (exit code 1).
+    clean-up the process ends at once (``os._exit``) instead of returning, which saves the interpreter's
+    finalization (about 2 s with torch and numba loaded) and keeps the exit within 1 s. An error while
+    building the node (an invalid parameter, a corrupt checkpoint) is one line on stderr and exit code 1.
     """
     ensure_localhost_discovery()
     stop = threading.Event()
@@ -60,9 +60,18 @@ def run_node(node_factory: Callable[..., Node], args: Sequence[str] | None = Non
     context = rclpy.Context()
     rclpy.init(args=args, context=context, signal_handler_options=SignalHandlerOptions.NO)
     node = None
+    rc = 0
     executor = SingleThreadedExecutor(context=context)
     try:
-        node = node_factory(context=context)
+        try:
+            node = node_factory(context=context)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            raise
+        except Exception as e:  # noqa: BLE001 - a bad parameter or checkpoint: one clear line, no traceback
+            name = getattr(node_factory, "__name__", "node")
+            print(f"{name}: cannot start: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            rc = 1
+            return rc
         # the start-up's objects (torch, numba, the chip) never become garbage: out of the collector's sight,
         # so a full collection (the GIL held for 100+ ms) does not stall the executor every few seconds
         gc.collect()
@@ -100,8 +109,8 @@ def run_node(node_factory: Callable[..., Node], args: Sequence[str] | None = Non
         # the node owns (its DDS participant included) is released above.
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
-    return 0
+        os._exit(rc)
+    return rc
 
 
 def limit_heap_growth(mmap_threshold: int = 1 << 20) -> None:

@@ -232,7 +232,7 @@ def run(args) -> int:
         argv = sys.argv[1:]
         argv = argv[1:] if argv[:1] == ["train-snn"] else argv   # invoked as `pcm-l2l train-snn ...`
         args.command_line = "pcm-l2l train-snn " + " ".join(shlex.quote(a) for a in argv)
-    from pcm_l2l_ros.checkpoint import git_hash  # noqa: PLC0415
+    from pcm_l2l_ros.checkpoint import git_hash, torch_load  # noqa: PLC0415
 
     args.code_git_hash = git_hash()  # the code this process trains with (sidecars are written later)
     run_dir: Path = args.run_dir
@@ -246,7 +246,7 @@ def run(args) -> int:
     val_batch = mt.make_batch(args.val_size, np.random.default_rng(args.seed + 1_000_003), cfg, kin)
 
     if args.resume and state_path.exists():
-        st = torch.load(state_path, weights_only=False)
+        st = torch_load(state_path)
         if st["cfg"] != cfg.to_dict():
             log.warning("config differs from the saved run; using the saved one")
         cfg = type(cfg).from_dict(st["cfg"])

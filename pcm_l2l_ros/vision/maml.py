@@ -41,6 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pcm_l2l_ros.checkpoint import torch_load
 from pcm_l2l_ros.vision import model as M
 from pcm_l2l_ros.vision.sampler import TaskBatch, TaskSampler
 
@@ -254,7 +255,7 @@ class MetaTrainer:
         tmp.replace(self.state_path)
 
     def _load(self) -> None:
-        st = torch.load(self.state_path, weights_only=False, map_location=self.device)
+        st = torch_load(self.state_path, map_location=self.device)
         with torch.no_grad():
             for k, v in st["params"].items():
                 self.params[k].copy_(torch.as_tensor(v))
@@ -284,7 +285,7 @@ class MetaTrainer:
         path = Path(path)
         opt_state = None
         if path.suffix == ".pt":
-            st = torch.load(path, weights_only=False)
+            st = torch_load(path)
             src, opt_state = st["params"], st.get("opt")
         else:
             src, cfg, _ = M.load_model(path)

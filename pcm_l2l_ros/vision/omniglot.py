@@ -240,7 +240,11 @@ def load_split(split: str = "background", source: str | Path | None = None, *,
 # ---------------------------------------------------------------------------------------------- download
 def download_official(dest: str | Path, splits: tuple[str, ...] = SPLITS,
                       sha256: dict[str, str] | None = None) -> list[Path]:
-    """Download the official zips into ``dest`` and verify MD5 (and sha256 if given). User-invoked only."""
+    """Download the official zips into ``dest`` and verify MD5 (and sha256 if given). User-invoked only.
+
+    A download goes to ``<name>.part`` and is verified there; only a verified file is renamed into place
+    (a failed check deletes the partial file and raises ValueError), so a truncated or tampered download
+    never becomes ``images_<split>.zip``. An existing zip is verified the same way."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     out = []
@@ -251,17 +255,27 @@ def download_official(dest: str | Path, splits: tuple[str, ...] = SPLITS,
             log.info("downloading %s", url)
             tmp = target.with_suffix(".part")
             urllib.request.urlretrieve(url, tmp)  # noqa: S310 - fixed https URL
+            try:
+                _verify_zip(tmp, split, sha256)
+            except ValueError:
+                tmp.unlink(missing_ok=True)
+                raise
             tmp.replace(target)
-        data = target.read_bytes()
-        md5 = hashlib.md5(data).hexdigest()  # noqa: S324 - checksum published by torchvision
-        if md5 != OFFICIAL_MD5[split]:
-            raise ValueError(f"{target}: md5 {md5} != official {OFFICIAL_MD5[split]}; delete it and retry")
-        digest = hashlib.sha256(data).hexdigest()
-        if sha256 and split in sha256 and sha256[split] != digest:
-            raise ValueError(f"{target}: sha256 {digest} != expected {sha256[split]}")
-        log.info("%s ok (md5 %s, sha256 %s)", target, md5, digest)
-        out.append(target)
+        out.append(_verify_zip(target, split, sha256))
     return out
+
+
+def _verify_zip(path: Path, split: str, sha256: dict[str, str] | None) -> Path:
+    """MD5 against the published checksum and sha256 against ``sha256[split]`` if given; raises ValueError."""
+    data = path.read_bytes()
+    md5 = hashlib.md5(data).hexdigest()  # noqa: S324 - checksum published by torchvision
+    if md5 != OFFICIAL_MD5[split]:
+        raise ValueError(f"{path}: md5 {md5} != official {OFFICIAL_MD5[split]}; delete it and retry")
+    digest = hashlib.sha256(data).hexdigest()
+    if sha256 and split in sha256 and sha256[split] != digest:
+        raise ValueError(f"{path}: sha256 {digest} != expected {sha256[split]}")
+    log.info("%s ok (md5 %s, sha256 %s)", path, md5, digest)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
