@@ -16,10 +16,18 @@ MODELS_DIR = Path(os.environ["PCM_L2L_MODELS"]) if os.environ.get("PCM_L2L_MODEL
 
 
 def shared_dir() -> Path:
-    """Return the folder with ``data/`` and ``reference/`` (raises FileNotFoundError if absent)."""
+    """Return the folder with ``data/`` and ``reference/`` (raises FileNotFoundError if absent).
+
+    A set ``$PCM_L2L_SHARED`` is the only place looked at: if it holds neither ``data/`` nor ``reference/``
+    that is an error, never a silent fall-back to another folder."""
     env = os.environ.get("PCM_L2L_SHARED")
-    candidates = [Path(env)] if env else []
-    candidates += [REPO_DIR.parent / "shared", Path.cwd().parent / "shared", Path.cwd() / "shared"]
+    if env:
+        c = Path(env)
+        if (c / "data").is_dir() or (c / "reference").is_dir():
+            return c.resolve()
+        raise FileNotFoundError(f"PCM_L2L_SHARED={env} holds neither data/ nor reference/ (unset it to use the "
+                                "shared folder next to the repository)")
+    candidates = [REPO_DIR.parent / "shared", Path.cwd().parent / "shared", Path.cwd() / "shared"]
     for c in candidates:
         if (c / "data").is_dir() or (c / "reference").is_dir():
             return c.resolve()
