@@ -14,7 +14,8 @@
 3. one chip-in-the-loop meta-training iteration (``train-snn --chip-in-the-loop``: outer loss + backward at
    batch 16 with the chip's weight error, ``ChipInTheLoop.weight_error``) vs the software iteration.
 
-Wall-clock medians; every ratio compares peers measured alternately in the same process. Run:
+Medians of CPU time (as bench/snn_step.py); every ratio compares peers measured alternately in the same
+process. Run:
 
     tools/env.sh python bench/chip_loop.py [--repeats 30] [--meta-iterations 3]
 """
@@ -38,9 +39,11 @@ from pcm_l2l_ros.snn.params import SNNConfig, SNNWeights, default_checkpoint_pat
 
 
 def _ms(fn) -> float:
-    t = time.perf_counter()
+    """CPU time of ``fn()`` in ms (process time, all threads: every run here is single-threaded, and on a
+    shared machine CPU time is robust to preemption by other jobs, which inflates wall time)."""
+    t = time.process_time()
     fn()
-    return (time.perf_counter() - t) * 1e3
+    return (time.process_time() - t) * 1e3
 
 
 def bench_learn(w, cfg, repeats: int) -> None:
@@ -57,9 +60,9 @@ def bench_learn(w, cfg, repeats: int) -> None:
         ms_ep = _ms(lambda one=one: episode.one_shot(w, one, cfg))
         ms_ref = _ms(lambda one=one: episode.one_shot(w_ref, one, SNNConfig())) if w_ref is not None else np.nan
         ms_soft = _ms(lambda one=one: soft.learn(one))
-        t = time.perf_counter()
+        t = time.process_time()
         r = chip.learn(one)
-        ms_chip = (time.perf_counter() - t) * 1e3
+        ms_chip = (time.process_time() - t) * 1e3
         if i >= 3:  # the first calls load the compiled kernels
             t_chip.append(ms_chip)
             t_ep.append(ms_ep)
@@ -67,7 +70,7 @@ def bench_learn(w, cfg, repeats: int) -> None:
             t_soft.append(ms_soft)
             written.append(r.devices_written)
     c, e, s, f = (float(np.median(x)) for x in (t_chip, t_ep, t_soft, t_ref))
-    print(f"learn on the chip (controller, shipped checkpoint, hermes_like, 1 h): median {c:.2f} ms "
+    print(f"learn on the chip (controller, shipped checkpoint, hermes_per_column, 1 h): median {c:.2f} ms "
           f"(p90 {np.percentile(t_chip, 90):.2f}); devices written per learn (restore + update) "
           f"median {int(np.median(written))}")
     print(f"software episode, same network (episode.one_shot, batch 1):        median {e:.2f} ms")
