@@ -155,7 +155,9 @@ def fused_mvm(  # pragma: no cover - compiled
     x, mat, var_mat, noise_buf, pos, dac_nlev, dac_range, normalise, out_noise, adc_nlev, adc_range, colfactor
 ):
     """One core's whole MVM in one compiled call (small batches, where call overhead dominates):
-    DAC -> xn @ mat (``crossbar``) -> [xn^2 @ var_mat] -> noise from ``noise_buf[pos:]`` -> ADC -> digital scale.
+    DAC -> xn @ mat -> [xn^2 @ var_mat] -> noise from ``noise_buf[pos:]`` -> ADC -> digital scale. Sparse
+    inputs (at most 1/4 of the DAC outputs non-zero, as spike vectors) go through ``crossbar`` (cost per
+    non-zero input), dense ones through BLAS.
 
     Args:
         x: (B, n) float32 inputs.
@@ -172,11 +174,20 @@ def fused_mvm(  # pragma: no cover - compiled
     has_var = var_mat.shape[0] > 0
     xn2 = np.empty_like(x) if has_var else np.empty((0, 0), np.float32)
     dac_quantize(x, 0, dac_nlev, dac_range, normalise, xn, xs, xn2)
-    yn = np.empty((bsz, m), np.float32)
-    crossbar(xn, mat, yn)
-    var = np.empty((bsz, m) if has_var else (0, 0), np.float32)
-    if has_var:
-        crossbar(xn2, var_mat, var)
+    nnz = 0
+    for b in range(bsz):
+        for k in range(x.shape[1]):
+            if xn[b, k] != 0.0:
+                nnz += 1
+    if 4 * nnz <= xn.size:
+        yn = np.empty((bsz, m), np.float32)
+        crossbar(xn, mat, yn)
+        var = np.empty((bsz, m) if has_var else (0, 0), np.float32)
+        if has_var:
+            crossbar(xn2, var_mat, var)
+    else:
+        yn = np.dot(xn, mat)
+        var = np.dot(xn2, var_mat) if has_var else np.empty((0, 0), np.float32)
     empty = np.empty((0, 0), np.float32)
     noise = noise_buf[pos : pos + bsz * m].reshape((bsz, m)) if noise_buf.shape[0] > 0 else empty
     out = np.empty((bsz, m), np.float32)
