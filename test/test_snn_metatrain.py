@@ -288,3 +288,40 @@ def test_train_snn_chip_in_the_loop_resumes_exactly(tmp_path):
     _, side = load_checkpoint(tmp_path / "b" / "run" / "best.npz", kind="snn_l2l")
     assert side["config"]["chip_in_the_loop"]["update_quantum"] == 1.0 / 16.0
     assert side["config"]["chip_in_the_loop"]["every"] == 2
+
+
+# ----------------------------------------------------------------------------------------------- task families
+def test_make_batch_default_is_the_brownian_family_and_mixes_families():
+    cfg = SNNConfig()
+    kin = tasks.default_kinematics()
+    old = tasks.sample_trajectories(6, np.random.default_rng(2), cfg, kin)
+    b = mt.make_batch(6, np.random.default_rng(2), cfg, kin)           # what every run drew before --families
+    np.testing.assert_array_equal(b.omega.numpy(), old.omega.astype(np.float32))
+    m = mt.make_batch(40, np.random.default_rng(2), cfg, kin, families="ellipse:1,stroke:1")
+    assert set(m.traj.family) == {"ellipse", "stroke"} and m.X_lsg.shape == (cfg.T, 40, cfg.n_lsg_in)
+    np.testing.assert_array_equal(m.X_lsg[:, 3].numpy(), m.traj.subset(slice(3, 4)).lsg_input(cfg)[0])
+
+
+def test_train_snn_families_option(tmp_path):
+    # a family mixture trains, resumes bit-exactly and is recorded in the sidecar
+    mix = "brownian:2,lemniscate:1,point_to_point:1"
+    assert train_cmd.run(_args(tmp_path / "a", iterations=4, families=mix)) == 0
+    assert train_cmd.run(_args(tmp_path / "b", iterations=2, families=mix)) == 0
+    assert train_cmd.run(_args(tmp_path / "b", iterations=4, families=mix, resume=True)) == 0
+    sa = torch.load(tmp_path / "a" / "run" / "state.pt", weights_only=False)
+    sb = torch.load(tmp_path / "b" / "run" / "state.pt", weights_only=False)
+    for k in WEIGHT_NAMES:
+        torch.testing.assert_close(sa["model"][k], sb["model"][k], rtol=0, atol=0)
+    _, side = load_checkpoint(tmp_path / "b" / "run" / "last.npz", kind="snn_l2l")
+    assert side["config"]["families"] == {"brownian": 0.5, "lemniscate": 0.25, "point_to_point": 0.25}
+    # the mixture changes what is learned: other weights than the Brownian-only run of the same seed
+    assert train_cmd.run(_args(tmp_path / "c", iterations=4)) == 0
+    sc = torch.load(tmp_path / "c" / "run" / "state.pt", weights_only=False)
+    assert not torch.equal(sa["model"]["W_out_lsg"], sc["model"]["W_out_lsg"])
+    _, side_c = load_checkpoint(tmp_path / "c" / "run" / "last.npz", kind="snn_l2l")
+    assert side_c["config"]["families"] == {"brownian": 1.0}
+    # bad mixtures and seeds whose streams are evaluation seeds are refused before anything is written
+    assert train_cmd.run(_args(tmp_path / "d", iterations=2, families="circle:1")) == 2
+    assert train_cmd.run(_args(tmp_path / "e", iterations=2, seed=20261129)) == 2
+    assert train_cmd.run(_args(tmp_path / "f", iterations=2, seed=20261129 - 2_000_003)) == 2
+    assert not (tmp_path / "d" / "run" / "state.pt").exists() and not (tmp_path / "e" / "run" / "state.pt").exists()

@@ -7,7 +7,9 @@ Episode (docs/architecture.md §2), for every target trajectory of a batch:
 2. learning signals L (B, T, N): from the LSG driven by clock + binary target code (``signal="natural"``), or
    from the output error of the training run for the e-prop baselines (``"symmetric"``: B = W_out,
    ``"random"``: fixed random B);
-3. one update of W_in and W_rec: ΔW = -eta Σ_t ē_preᵀ(psi ⊙ L), optionally rounded to ``quantum``;
+3. one update of W_in and W_rec: ΔW = -eta Σ_t ē_preᵀ(psi ⊙ L), optionally rounded to ``quantum`` (nearest,
+   as the paper's software; or as the chip writes it: ``rounding`` stochastic and clipping to the chip's
+   ``w_max``, :func:`chip_w_max`);
 4. test run with the updated weights (per trajectory).
 
 Metrics (per trajectory, then summarised): loss 0.5·MSE_omega + 0.5·MSE_xyz, joint-omega RMSE (rad/s),
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pcm_l2l_ros.snn import tasks
-from pcm_l2l_ros.snn.eprop import eprop_update, feedback_learning_signal, random_feedback
+from pcm_l2l_ros.snn.eprop import chip_update, eprop_update, feedback_learning_signal, random_feedback
 from pcm_l2l_ros.snn.lif import TraineeRun, run_trainee
 from pcm_l2l_ros.snn.lsg import run_lsg
 from pcm_l2l_ros.snn.params import DEFAULT_CONFIG, SNNConfig, SNNWeights
@@ -77,23 +79,40 @@ def learning_signals(signal: str, w: SNNWeights, traj: tasks.TrajectoryBatch, tr
 def one_shot(w: SNNWeights, traj: tasks.TrajectoryBatch, cfg: SNNConfig = DEFAULT_CONFIG, *,
              signal: str = "natural", eta: float | None = None, quantum: float | None = None,
              B_fb: np.ndarray | None = None, rng: np.random.Generator | int | None = 0, chunk: int = 90,
-             keep_dw: bool = False, train: TraineeRun | None = None) -> OneShotResult:
+             keep_dw: bool = False, train: TraineeRun | None = None, rounding: str = "nearest",
+             w_max: np.ndarray | None = None) -> OneShotResult:
     """Run one-shot episodes for every trajectory of ``traj`` (in chunks of ``chunk`` to bound memory).
 
-    eta defaults to ``cfg.eta``; quantum None = float update (1/16 emulates the PCM update).
+    eta defaults to ``cfg.eta``; quantum None = float update. With ``quantum`` (1/16: the chip's write
+    resolution) the update is rounded to it: ``rounding="nearest"`` and no ``w_max`` = the paper's software
+    emulation (``tf.round``); ``rounding="stochastic"`` and/or ``w_max`` ((n_in + N, N) or broadcastable, weight
+    units; :func:`chip_w_max`) = exactly the chip's rule (:func:`eprop.chip_update`), the stochastic rounding
+    drawn from ``rng``.
     """
     eta = cfg.eta if eta is None else eta
     train = train if train is not None else training_run(w, cfg)
     if signal == "random" and B_fb is None:
         B_fb = random_feedback(w.W_out_trainee, rng)
     clk = tasks.clock_input(cfg, w.W_rec_trainee.dtype)
+    psi, xbar, zbar = train.psi, train.xbar, train.zbar
+    if psi is None or xbar is None or zbar is None:
+        raise ValueError("the training run must record the e-prop traces (record_eprop=True)")
+    as_chip = bool(quantum) and (rounding != "nearest" or w_max is not None)
+    qrng = np.random.default_rng(rng) if as_chip and rounding == "stochastic" else None
+    n_in = w.W_in_trainee.shape[0]
     ys, n_changed, dwi_all, dwr_all, test_spikes, lsg_rates = [], [], [], [], 0.0, []
     for s in range(0, len(traj), chunk):
         sub = traj.subset(slice(s, s + chunk))
         L, lsg_rate = learning_signals(signal, w, sub, train, cfg, B_fb=B_fb, rng=rng)
         if lsg_rate is not None:
             lsg_rates.append(lsg_rate * len(sub))
-        dwi, dwr = eprop_update(train.psi, L, train.xbar, train.zbar, eta, quantum=quantum)
+        if as_chip:
+            dwi, dwr = eprop_update(psi, L, xbar, zbar, eta)
+            M = np.concatenate([w.W_in_trainee, w.W_rec_trainee * (1 - np.eye(cfg.n_trainee))]).astype(np.float64)
+            d = chip_update(np.concatenate([dwi, dwr], axis=1), M, w_max, float(quantum or 0.0), rounding, qrng)
+            dwi, dwr = d[:, :n_in].astype(dwi.dtype), d[:, n_in:].astype(dwr.dtype)
+        else:
+            dwi, dwr = eprop_update(psi, L, xbar, zbar, eta, quantum=quantum)
         test = run_trainee(clk, w.W_in_trainee + dwi, w.W_rec_trainee + dwr, w.W_out_trainee, cfg)
         ys.append(test.y)
         test_spikes += float(test.z.sum())
@@ -114,6 +133,17 @@ def one_shot(w: SNNWeights, traj: tasks.TrajectoryBatch, cfg: SNNConfig = DEFAUL
         dW_in=np.concatenate(dwi_all) if keep_dw else None,
         dW_rec=np.concatenate(dwr_all) if keep_dw else None,
     )
+
+
+def chip_w_max(w: SNNWeights, pcm_cfg) -> np.ndarray:
+    """The weight mapped to full conductance for every entry of [W_in; W_rec] (n_in + N, N) when ``w`` is
+    programmed on a chip of config ``pcm_cfg`` (per column or per core, as the chip computes it)."""
+    from pcm_l2l_ros.pcm import PCMArray  # noqa: PLC0415 - lazy: the software episode does not need the chip
+
+    M = np.concatenate([w.W_in_trainee, w.W_rec_trainee * (1 - np.eye(w.W_rec_trainee.shape[0]))])
+    arr = PCMArray(M.astype(np.float64), pcm_cfg, rng=0, program=False)
+    wm = np.asarray(arr.w_max_map, dtype=np.float64)              # (row blocks, N)
+    return np.repeat(wm, int(pcm_cfg.core_size), axis=0)[: M.shape[0]]
 
 
 # ---------------------------------------------------------------------------------------------------- metrics

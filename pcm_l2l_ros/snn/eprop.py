@@ -8,20 +8,36 @@ output error for the baselines)
     ΔW_rec = -eta Σ_t zbar^tᵀ (psi^t ⊙ L^t)          (N, N), diagonal zeroed (no autapses)
 
 computed after the run as one (batched) GEMM per matrix, never inside the time loop. The optional quantisation
-rounds ΔW to the nearest multiple of ``quantum`` (1/16 emulates the paper's PCM update; round half to even as
-``tf.round``).
+rounds ΔW to the nearest multiple of ``quantum`` (round half to even as ``tf.round``: the paper's software
+emulation of its PCM update). :func:`chip_update` is the update exactly as the simulated chip applies it
+(``PCMArray.reprogram``: rounding to the quantum, nearest or stochastic, and clipping to ±w_max).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from pcm_l2l_ros.quantum import round_to_quantum
+from pcm_l2l_ros.quantum import quantum_steps, round_to_quantum
 
 
 def quantise(dw: np.ndarray, quantum: float | None) -> np.ndarray:
     """Round to the nearest multiple of ``quantum`` (None or 0: unchanged); ``quantum.round_to_quantum``."""
     return round_to_quantum(dw, quantum, "nearest")
+
+
+def chip_update(dw: np.ndarray, W: np.ndarray, w_max: np.ndarray | float | None, quantum: float, rounding: str,
+                rng: np.random.Generator | None = None) -> np.ndarray:
+    """The change of the weights ``W`` (..., n_in, n_out) that the chip makes for the update ``dw`` (same shape,
+    batched over leading axes), as ``PCMArray.reprogram``: ΔW/quantum rounded to whole steps (``rounding``
+    ``"nearest"``: half to even; ``"stochastic"``: floor(ΔW/q + u), u ~ U(0, 1) from ``rng``), then
+    W + steps·quantum clipped to ±``w_max`` (the weight mapped to full conductance, broadcast against W; None
+    = no clipping). Weight units; returns float64."""
+    steps = quantum_steps(np.asarray(dw, dtype=np.float64) / quantum, rounding, rng)
+    W = np.asarray(W, dtype=np.float64)
+    new = W + steps * quantum
+    if w_max is not None:
+        new = np.clip(new, -np.asarray(w_max, dtype=np.float64), np.asarray(w_max, dtype=np.float64))
+    return new - W
 
 
 def eprop_update(psi: np.ndarray, L: np.ndarray, xbar: np.ndarray, zbar: np.ndarray, eta: float, *,

@@ -2,7 +2,9 @@
 
 On ``--n`` (default 270) unseen target trajectories (held-out ``--seed``), before vs after ONE update:
 
-* software: no update; natural e-prop (float ΔW, and ΔW rounded to 1/16); one symmetric e-prop update; one
+* software: no update; natural e-prop (float ΔW, and ``natural_eprop_q16``: ΔW written as the chip writes it,
+  rounded to 1/16 with the chip's rounding and clipped to its w_max, :func:`episode.chip_w_max`; with
+  ``--parity`` the paper's nearest rounding without clipping); one symmetric e-prop update; one
   random-feedback e-prop update (η of each baseline tuned by a grid on a separate validation set,
   ``--val-seed``);
 * PCM (``pcm_l2l_ros.snn.onchip``): natural e-prop with [W_in; W_rec] on one 256x256 core, read at each
@@ -17,10 +19,17 @@ Weights: ``--checkpoint`` (default: the shipped ``pcm_l2l_ros/models/snn_l2l.npz
 paper's released weights (comparison only). ``--parity`` evaluates the reference weights the way the reference
 numbers were made (paper kinematics, clipped targets, seed 7) and prints them side by side.
 
+Task family (``--family``, :mod:`pcm_l2l_ros.snn.families`): ``brownian`` (default; the paper's family, the
+README's 270 trajectories), one of the shaped families (ellipse, lemniscate, polygon, stroke, point_to_point,
+arc; held-out streams ``families.family_rng(family, --seed)``), or ``all``: every family in turn (``--n`` each,
+results in ``--out``/FAMILY/) and a per-family table ``families.csv`` / ``families.md`` and plot
+``families.png`` (one-shot end-effector error, median and p90, per condition) in ``--out``.
+
 Examples::
 
     pcm-l2l eval-snn --reference --parity --out runs/eval_snn_parity
     pcm-l2l eval-snn --out runs/eval_snn                  # our checkpoint, URDF kinematics, resampled targets
+    pcm-l2l eval-snn --family all --n 100 --out runs/eval_snn_families
 """
 
 from __future__ import annotations
@@ -55,7 +64,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parity", action="store_true",
                    help="reference weights, paper kinematics, clipped targets, seed 7 (how the reference numbers "
                         "were made); prints ours vs reference")
-    p.add_argument("--n", type=int, default=270, help="test trajectories (default 270)")
+    p.add_argument("--family", default="brownian",
+                   help="task family of the targets (snn/families.py): brownian (default), ellipse, lemniscate, "
+                        "polygon, stroke, point_to_point, arc, or 'all' (each in turn, plus a per-family table)")
+    p.add_argument("--n", type=int, default=270, help="test trajectories (default 270; per family with 'all')")
     p.add_argument("--seed", type=int, default=20261129, help="held-out seed of the test trajectories")
     p.add_argument("--val-n", type=int, default=90, help="validation trajectories for tuning the baselines' eta")
     p.add_argument("--val-seed", type=int, default=777, help="seed of the validation trajectories")
@@ -190,6 +202,15 @@ def run(args: argparse.Namespace) -> int:
     from pcm_l2l_ros.snn.eprop import random_feedback  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from pcm_l2l_ros.snn import families  # noqa: PLC0415
+
+    if args.family == "all" and not args.parity:
+        return _run_all(args)
+    try:
+        families.check_family(args.family)
+    except ValueError as e:
+        log.error("%s", e)
+        return 2
     t_start = time.time()
     try:
         if not args.no_pcm:
@@ -201,15 +222,17 @@ def run(args: argparse.Namespace) -> int:
         log.error("%s", e)
         return 2
     if args.parity:
-        args.seed, args.trajectories, kin_name = 7, "clip", "paper"
+        args.seed, args.trajectories, kin_name, args.family = 7, "clip", "paper", "brownian"
     kin_name = args.kinematics or kin_name
     mode = args.trajectories or "resample"
     kin = tasks.default_kinematics(paper=(kin_name == "paper"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    log.info("weights: %s; kinematics %s; targets %s; n=%d seed=%d", source, kin_name, mode, args.n, args.seed)
+    log.info("weights: %s; kinematics %s; family %s; targets %s; n=%d seed=%d", source, kin_name, args.family, mode,
+             args.n, args.seed)
 
-    test = tasks.sample_trajectories(args.n, np.random.default_rng(args.seed), cfg, kin, mode=mode)
+    test = families.sample_family(args.family, args.n, families.family_rng(args.family, args.seed), cfg, kin,
+                                  mode=mode)
     rows, per_traj, paths, errors = [], {}, {}, {}
     train = episode.training_run(w, cfg)
 
@@ -219,9 +242,21 @@ def run(args: argparse.Namespace) -> int:
         per_traj[f"{name}{'' if platform == 'software' else '@' + platform}"] = m
         return m
 
-    # software: natural e-prop (float and 1/16) and no update
+    # software: natural e-prop (float, and written as the chip writes it) and no update
+    rounding = args.pcm_rounding or ("nearest" if args.reference else "stochastic")
+    from pcm_l2l_ros.snn import onchip  # noqa: PLC0415
+
+    pcm_cfg = onchip.default_pcm_config(cfg, rounding, args.pcm_preset)
+    if args.pcm_w_max is not None:
+        pcm_cfg = pcm_cfg.replace(w_max=args.pcm_w_max)
+    if args.pcm_out_noise is not None:
+        pcm_cfg = pcm_cfg.replace(out_noise=args.pcm_out_noise)
     nat = episode.one_shot(w, test, cfg, train=train)
-    natq = episode.one_shot(w, test, cfg, quantum=cfg.update_quantum, train=train)
+    if args.parity:  # the paper's software rounding (tf.round, no clipping), as the reference numbers were made
+        natq = episode.one_shot(w, test, cfg, quantum=cfg.update_quantum, train=train)
+    else:            # the chip's rule: its rounding to the quantum and its w_max (per column or per core)
+        natq = episode.one_shot(w, test, cfg, quantum=cfg.update_quantum, train=train, rounding=rounding,
+                                w_max=episode.chip_w_max(w, pcm_cfg), rng=args.pcm_seed)
     rates = {"rate_train_hz": nat.rate_train_hz, "rate_lsg_hz": nat.rate_lsg_hz}
     m_none = add("no_update", "software", nat.y_before, extra={**rates, "frac_weights_changed": 0.0})
     m_nat = add("natural_eprop", "software", nat.y_after, eta=cfg.eta,
@@ -230,12 +265,13 @@ def run(args: argparse.Namespace) -> int:
                  extra={**rates, "rate_test_hz": natq.rate_test_hz, "frac_weights_changed": natq.frac_changed})
     paths["before"], paths["natural e-prop"] = m_none["xyz"], m_nat["xyz"]
     errors["no update"], errors["natural e-prop"] = m_none["ee_err_cm"], m_nat["ee_err_cm"]
-    errors["natural e-prop, ΔW 1/16"] = m_natq["ee_err_cm"]
+    errors["natural e-prop, ΔW as on the chip"] = m_natq["ee_err_cm"]
 
     # baselines with tuned eta
     tuning = {}
     if not args.no_baselines:
-        val = tasks.sample_trajectories(args.val_n, np.random.default_rng(args.val_seed), cfg, kin, mode=mode)
+        val = families.sample_family(args.family, args.val_n, families.family_rng(args.family, args.val_seed), cfg,
+                                     kin, mode=mode)
         B_fb = random_feedback(w.W_out_trainee, np.random.default_rng(args.val_seed + 1))
         for signal in ("symmetric", "random"):
             eta, curve = tune_eta(w, cfg, kin, val, signal, args.eta_grid, B_fb=B_fb)
@@ -249,14 +285,6 @@ def run(args: argparse.Namespace) -> int:
 
     # PCM chip
     if not args.no_pcm:
-        from pcm_l2l_ros.snn import onchip  # noqa: PLC0415
-
-        rounding = args.pcm_rounding or ("nearest" if args.reference else "stochastic")
-        pcm_cfg = onchip.default_pcm_config(cfg, rounding, args.pcm_preset)
-        if args.pcm_w_max is not None:
-            pcm_cfg = pcm_cfg.replace(w_max=args.pcm_w_max)
-        if args.pcm_out_noise is not None:
-            pcm_cfg = pcm_cfg.replace(out_noise=args.pcm_out_noise)
         log.info("PCM chip: %s", pcm_cfg)
         for d in args.drift:
             r = onchip.one_shot_pcm(w, test, cfg, pcm_cfg, drift_s=d, rng=args.pcm_seed, progress=True)
@@ -292,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
     meta = {"weights": source, "kinematics": kin_name, "pcm_preset": None if args.no_pcm else args.pcm_preset,
             "pcm_w_max": args.pcm_w_max, "pcm_out_noise": args.pcm_out_noise,
             "pcm_rounding": args.pcm_rounding or ("nearest" if args.reference else "stochastic"),
-            "trajectories": mode, "n": args.n,
+            "trajectories": mode, "family": args.family, "n": args.n,
             "seed": args.seed,
             "val_seed": args.val_seed, "frac_hit_limit": float(test.hit_limit.mean()), "eta_tuning": tuning,
             "rows": rows, "plots": files, "wall_s": time.time() - t_start}
@@ -313,7 +341,8 @@ def run(args: argparse.Namespace) -> int:
     (out / "metrics.json").write_text(json.dumps(meta, indent=2, default=float) + "\n")
 
     # console table
-    print(f"\nweights: {source} | kinematics {kin_name} | targets {mode} | n={args.n} seed={args.seed}")
+    print(f"\nweights: {source} | kinematics {kin_name} | family {args.family} | targets {mode} | n={args.n} "
+          f"seed={args.seed}")
     hdr = f"{'condition':22s} {'platform':12s} {'eta':>9s} {'loss':>8s} {'rmse_b':>7s} {'rmse_s':>7s} " \
           f"{'ee_mean':>8s} {'ee_sd':>7s} {'ee_med':>7s} {'ee_p90':>7s} {'chg%':>6s} {'dev_wr':>7s}"
     print(hdr)
@@ -331,6 +360,106 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {k:28s} ours {meta['parity']['ours'][k]:10.4f}   reference {ref}")
     print(f"\nwrote {out}/summary.csv, per_trajectory.csv, metrics.json, {', '.join(files)} "
           f"({time.time() - t_start:.0f} s)")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ all families
+#: columns of the per-family table: (label, condition, platform prefix)
+FAMILY_COLUMNS = (("no update", "no_update", "software"), ("natural e-prop, software", "natural_eprop", "software"),
+                  ("natural, ΔW as on chip (sw)", "natural_eprop_q16", "software"),
+                  ("symmetric e-prop", "symmetric_eprop", "software"), ("random e-prop", "random_eprop", "software"),
+                  ("chip 1 h", "natural_eprop", "pcm_3600s"), ("chip 1 day", "natural_eprop", "pcm_86400s"))
+
+
+def family_table(rows_by_family: dict[str, list[dict]]) -> tuple[list[dict], str]:
+    """Long rows (family, condition, platform, n, loss, ee median / p90 / mean, cm) and a Markdown table
+    (median / p90 in cm per family and condition) from each family's ``metrics.json`` rows."""
+    long, present = [], []
+    for fam, rows in rows_by_family.items():
+        for r in rows:
+            long.append({"family": fam, "condition": r["condition"], "platform": r["platform"], "n": r["n"],
+                         "eta": r.get("eta"), "loss": r["loss"], "ee_median_cm": r["ee_median_cm"],
+                         "ee_p90_cm": r["ee_p90_cm"], "ee_mean_cm": r["ee_mean_cm"]})
+    for col in FAMILY_COLUMNS:
+        if any(r["condition"] == col[1] and r["platform"] == col[2] for r in long):
+            present.append(col)
+    lines = ["| family | n | " + " | ".join(c[0] for c in present) + " |",
+             "|---|---|" + "---|" * len(present)]
+    for fam in rows_by_family:
+        cells = []
+        n = ""
+        for _, cond, plat in present:
+            hit: dict | None = next(
+                (r for r in long if r["family"] == fam and r["condition"] == cond and r["platform"] == plat), None)
+            cells.append("–" if hit is None else f"{hit['ee_median_cm']:.2f} / {hit['ee_p90_cm']:.2f}")
+            n = n or ("" if hit is None else str(hit["n"]))
+        lines.append(f"| {fam} | {n} | " + " | ".join(cells) + " |")
+    return long, "\n".join(lines) + "\n"
+
+
+def _family_plot(out: Path, long: list[dict]) -> str:
+    import matplotlib  # noqa: PLC0415 - lazy: plotting only here
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fams = list(dict.fromkeys(r["family"] for r in long))
+    cols = [c for c in FAMILY_COLUMNS if c[1] != "no_update"
+            and any(r["condition"] == c[1] and r["platform"] == c[2] for r in long)]
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.3 * len(fams) * max(1, len(cols)) / 3), 4.5))
+    width = 0.8 / max(1, len(cols))
+    for k, (label, cond, plat) in enumerate(cols):
+        med, p90 = [], []
+        for f in fams:
+            r = next((r for r in long if r["family"] == f and r["condition"] == cond and r["platform"] == plat), None)
+            med.append(np.nan if r is None else r["ee_median_cm"])
+            p90.append(np.nan if r is None else r["ee_p90_cm"])
+        x = np.arange(len(fams)) + (k - (len(cols) - 1) / 2) * width
+        ax.bar(x, med, width, label=label)
+        ax.plot(x, p90, "k_", ms=8)
+    ax.set_xticks(np.arange(len(fams)), fams, rotation=20)
+    ax.set_ylabel("end-effector error after one update (cm)\nbar: median, dash: p90")
+    ax.set_yscale("log")
+    ax.axhline(3.0, color="grey", ls=":", lw=1)
+    ax.axhline(5.0, color="grey", ls="--", lw=1)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("one-shot learning per task family (dotted 3 cm: software goal, dashed 5 cm: chip goal)", fontsize=9)
+    fig.tight_layout()
+    f = out / "families.png"
+    fig.savefig(f, dpi=90)
+    plt.close(fig)
+    return f.name
+
+
+def _run_all(args: argparse.Namespace) -> int:
+    """``--family all``: every family of :data:`families.FAMILIES` in turn (``--out``/FAMILY/), then the
+    per-family table (families.csv, families.md) and plot (families.png)."""
+    import copy  # noqa: PLC0415 - only here
+
+    from pcm_l2l_ros.snn import families  # noqa: PLC0415
+
+    t_start = time.time()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows_by_family: dict[str, list[dict]] = {}
+    for fam in families.FAMILIES:
+        a = copy.copy(args)
+        a.family, a.out = fam, out / fam
+        rc = run(a)
+        if rc != 0:
+            return rc
+        rows_by_family[fam] = json.loads((a.out / "metrics.json").read_text())["rows"]
+    long, md = family_table(rows_by_family)
+    with open(out / "families.csv", "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=list(long[0]))
+        wr.writeheader()
+        wr.writerows(long)
+    head = (f"One-shot end-effector error, median / p90 (cm), {args.n} held-out trajectories per family "
+            f"(seed {args.seed}), one update.\n\n")
+    (out / "families.md").write_text(head + md)
+    plot = _family_plot(out, long) if args.plots >= 0 else ""
+    print("\n" + head + md)
+    print(f"wrote {out}/families.csv, families.md, {plot} ({time.time() - t_start:.0f} s)")
     return 0
 
 

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from pcm_l2l_ros.quantum import check_rounding, round_to_quantum_ste
+from pcm_l2l_ros.snn import families as families_mod
 from pcm_l2l_ros.snn import tasks
 from pcm_l2l_ros.snn.params import WEIGHT_NAMES, SNNConfig, SNNWeights
 from pcm_l2l_ros.snn.surrogate import leaky_filter, leaky_filter_matrix, lif_run
@@ -237,10 +238,17 @@ class Batch:
 
 
 def make_batch(n: int, rng: np.random.Generator, cfg: SNNConfig, kin, dtype=torch.float32,
-               mode: str = "resample") -> Batch:
-    """Sample n target trajectories (``tasks.sample_trajectories``, targets that leave the joint limits are
-    redrawn) and build the LSG input (clock + 16-bit code of xyz)."""
-    tr = tasks.sample_trajectories(n, rng, cfg, kin, mode=mode)
+               mode: str = "resample", families=None) -> Batch:
+    """Sample n target trajectories and build the LSG input (clock + 16-bit code of xyz).
+
+    ``families``: mixing weights of the task families (``families.parse_mixture``: a mapping or
+    ``"name:w,..."``); None = the Brownian family only (``tasks.sample_trajectories``, targets that leave the
+    joint limits redrawn: the same draws as before families existed)."""
+    return batch_from(families_mod.sample_mixture(n, rng, families, cfg, kin, mode=mode), cfg, dtype)
+
+
+def batch_from(tr: tasks.TrajectoryBatch, cfg: SNNConfig, dtype=torch.float32) -> Batch:
+    """A :class:`Batch` (tensors) of target trajectories ``tr``."""
     X_lsg = torch.as_tensor(tr.lsg_input(cfg, np.float32), dtype=dtype).transpose(0, 1).contiguous()
     return Batch(X_lsg, torch.as_tensor(tr.omega, dtype=dtype), torch.as_tensor(tr.xyz, dtype=dtype), tr)
 

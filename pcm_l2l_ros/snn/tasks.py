@@ -1,5 +1,6 @@
 """The task family of the one-shot robot-arm experiment: clock input, Brownian target trajectories,
-binary coordinate code for the LSG, forward kinematics and the loss.
+binary coordinate code for the LSG, forward kinematics and the loss. The other task families (closed and open
+curves people teach a robot) and family mixtures are in :mod:`pcm_l2l_ros.snn.families`.
 
 Units: omega in rad/s of arm time, angles q in rad, Cartesian coordinates in m. One network step commands
 ``cfg.arm_time_per_step_s`` (0.01 s) of arm motion, so ``q_t = q_0 + 0.01 * sum_{s<=t} omega_s``.
@@ -149,12 +150,16 @@ class TrajectoryBatch:
     xyz: np.ndarray         # (B, T, 3) target end-effector path (m)
     hit_limit: np.ndarray   # (B,) bool: unclipped angles left the joint limits (only possible in mode 'clip')
     mode: str = "resample"
+    family: np.ndarray | None = None   # (B,) object: task family of each target (snn/families.py), if known
+    info: np.ndarray | None = None     # (B,) object: the generator's parameters of each target (dicts), if known
 
     def __len__(self) -> int:
         return self.omega.shape[0]
 
     def subset(self, idx) -> TrajectoryBatch:
-        return TrajectoryBatch(self.omega[idx], self.q[idx], self.xyz[idx], self.hit_limit[idx], self.mode)
+        return TrajectoryBatch(self.omega[idx], self.q[idx], self.xyz[idx], self.hit_limit[idx], self.mode,
+                               None if self.family is None else self.family[idx],
+                               None if self.info is None else self.info[idx])
 
     def lsg_input(self, cfg: SNNConfig = DEFAULT_CONFIG, dtype=np.float32) -> np.ndarray:
         return lsg_input(self.xyz, cfg, dtype)

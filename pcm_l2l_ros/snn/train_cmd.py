@@ -17,6 +17,14 @@ update is rounded to ``--update-quantum`` (``--update-rounding``) with a straigh
 chip (a fixed chip-noise seed, columns ``val_chip_*``) and "best" means the lowest mean of the software and
 the on-chip validation loss.
 
+``--families name:weight,...`` meta-trains on a mixture of task families (:mod:`pcm_l2l_ros.snn.families`;
+e.g. ``brownian:0.3,ellipse:0.15,lemniscate:0.15,polygon:0.1,stroke:0.1,point_to_point:0.1,arc:0.1``, or
+``all`` for equal weights): every batch has multinomial(batch, weights) targets of each family. The default,
+``brownian``, draws exactly what runs drew before the option existed, so old runs resume unchanged. The
+validation batch is split evenly over the mixture's families (held-out streams ``families.family_rng``). A
+resumed run may change the mixture (a curriculum); the sidecar records it. Seeds whose training, validation
+or export streams are evaluation seeds (``families.RESERVED_EVAL_SEEDS``) are refused.
+
 ``--export PATH`` writes the best weights as a project checkpoint (e.g. ``pcm_l2l_ros/models/snn_l2l.npz``);
 with ``--iterations`` equal to the iterations already done it only exports.
 Example (CI scale)::
@@ -62,6 +70,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kinematics", choices=("urdf", "paper"), default="urdf",
                    help="task kinematics: our URDF (default) or the paper's closed form")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--families", default="brownian",
+                   help="task families and mixing weights, 'name:w,name:w' (snn/families.py: brownian, ellipse, "
+                        "lemniscate, polygon, stroke, point_to_point, arc) or 'all' (equal); default brownian only")
     p.add_argument("--val-every", type=int, default=100)
     p.add_argument("--val-size", type=int, default=64)
     p.add_argument("--save-every", type=int, default=100)
@@ -110,6 +121,25 @@ def _chip_settings(args) -> dict | None:
             "chip": "onchip.default_pcm_config (hermes_like, per-column scale)", "seed_base": args.seed}
 
 
+def _mixture(args) -> dict[str, float]:
+    """The normalised family mixing weights of ``args.families`` (Brownian only when absent)."""
+    from pcm_l2l_ros.snn import families  # noqa: PLC0415 - lazy as the other snn imports of this module
+
+    return families.parse_mixture(getattr(args, "families", None) or "brownian")
+
+
+def _check_seed(args) -> str | None:
+    """Why ``args.seed`` cannot train (its training, validation or export stream is an evaluation stream), or
+    None."""
+    from pcm_l2l_ros.snn import families  # noqa: PLC0415 - lazy as the other snn imports of this module
+
+    used = {"training": args.seed, "validation": args.seed + 1_000_003, "export": args.seed + 2_000_003}
+    bad = {k: v for k, v in used.items() if v in families.RESERVED_EVAL_SEEDS}
+    if bad:
+        return f"--seed {args.seed}: the {', '.join(bad)} stream would be an evaluation seed {sorted(bad.values())}"
+    return None
+
+
 def _chip_seed(args, iteration: int) -> int:
     return args.seed * 1_000_003 + iteration
 
@@ -129,7 +159,8 @@ def _save_weights(path: Path, model, cfg, args, metrics: dict, iteration: int) -
     conf = cfg.to_dict()
     conf.update({"seed": args.seed, "batch": args.batch, "iteration": iteration, "lr": args.lr,
                  "first_order": bool(args.first_order), "kinematics": args.kinematics,
-                 "trajectories": "resample", "chip_in_the_loop": _chip_settings(args)})
+                 "trajectories": "resample", "chip_in_the_loop": _chip_settings(args),
+                 "families": _mixture(args)})
     save_checkpoint(path, model.weights().to_dict(), kind=CHECKPOINT_KIND, seed=args.seed, metrics=metrics,
                     config=conf, command=getattr(args, "command_line", None),
                     code_git_hash=getattr(args, "code_git_hash", None))
@@ -240,10 +271,23 @@ def run(args) -> int:
     state_path = run_dir / "state.pt"
     csv_path = run_dir / "metrics.csv"
 
+    from pcm_l2l_ros.snn import families  # noqa: PLC0415 - lazy as the other snn imports of this module
+
+    try:
+        mix = _mixture(args)
+    except ValueError as e:
+        log.error("--families: %s", e)
+        return 2
+    bad_seed = _check_seed(args)
+    if bad_seed:
+        log.error("%s; choose another seed", bad_seed)
+        return 2
     cfg = _config(args)
     kin = tasks.default_kinematics(paper=(args.kinematics == "paper"))
     X_clock = mt.clock_tensor(cfg)
-    val_batch = mt.make_batch(args.val_size, np.random.default_rng(args.seed + 1_000_003), cfg, kin)
+    # validation: split evenly over the mixture's families (Brownian only: default_rng(seed + 1_000_003), as before)
+    val_batch = mt.batch_from(families.sample_stratified(args.val_size, args.seed + 1_000_003, mix, cfg, kin), cfg)
+    log.info("task families: %s", ", ".join(f"{k} {v:.3g}" for k, v in mix.items()))
 
     if args.resume and state_path.exists():
         st = torch_load(state_path)
@@ -260,6 +304,10 @@ def run(args) -> int:
         torch.set_rng_state(st["torch_rng"])
         it0, best = st["iteration"], st["best"]
         log.info("resumed %s at iteration %d (best val loss after %.4f)", run_dir, it0, best)
+        old_mix = families.parse_mixture((st.get("args") or {}).get("families") or "brownian")
+        if old_mix != mix:  # a curriculum step; the validation set (and so "best") follows the new mixture
+            log.warning("task families changed on resume: %s -> %s; best reset", old_mix, mix)
+            best = math.inf
     else:
         if args.resume:
             log.warning("--resume: no %s, starting fresh", state_path)
@@ -305,7 +353,7 @@ def run(args) -> int:
         for it in bar:
             for g in opt.param_groups:
                 g["lr"] = lr_at(it)
-            batch = mt.make_batch(args.batch, rng, cfg, kin)
+            batch = mt.make_batch(args.batch, rng, cfg, kin, families=mix)
             use_chip = train_chip is not None and it % max(1, args.chip_every) == 0
             model.chip = train_chip if use_chip else None
             if use_chip:
