@@ -13,11 +13,12 @@ import numpy as np
 
 from ._kernels import adc_epilogue, dac_quantize
 from .periphery import _EMPTY
+from .state import ArrayState
 
 __all__ = ["DriftCompensation"]
 
 
-class DriftCompensation:
+class DriftCompensation(ArrayState):
     """Readout and compensation factors of ``PCMArray`` (a mixin over the array's state)."""
 
     def _column_means(self, a: np.ndarray) -> np.ndarray:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .state import ArrayState
+
 __all__ = ["ConductanceState"]
 
 
-class ConductanceState:
+class ConductanceState(ArrayState):
     """Conductances, normalised matrices and read-noise variances of ``PCMArray`` (a mixin over its state)."""
 
     def conductances(self) -> np.ndarray:

@@ -15,7 +15,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
-__all__ = ["NormalStream"]
+__all__ = ["NoiseState", "NormalStream"]
+
+#: a stream's position (``NormalStream.checkpoint``): generator state, place in the chunk, the chunk's draws
+NoiseState = tuple[torch.Tensor, int, np.ndarray]
 
 
 _ASYNC_NOISE_MIN = 1 << 15  # draws from which a block's noise is generated on the worker thread
@@ -91,12 +94,12 @@ class NormalStream:
         self._pos += n
         return self._np, start
 
-    def checkpoint(self) -> tuple[torch.Tensor, int, np.ndarray]:
+    def checkpoint(self) -> NoiseState:
         """The stream's position (generator state, place in the chunk, the chunk's draws), for ``restore``."""
         self._settle()
         return self._gen.get_state(), self._pos, self._np.copy()
 
-    def restore(self, state: tuple[torch.Tensor, int, np.ndarray]) -> None:
+    def restore(self, state: NoiseState) -> None:
         """Go back to a ``checkpoint``: the same draws follow (the buffers stay allocated)."""
         self._settle()
         gen_state, self._pos, chunk = state

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from ._kernels import adc_epilogue, dac_quantize, fused_mvm
-from .noise import NormalStream
+from .noise import NoiseState, NormalStream
+from .state import ArrayState
 
 __all__ = ["CrossbarMVM", "FusedMVM"]
 
@@ -79,7 +80,7 @@ class FusedMVM(NamedTuple):
     stream: NormalStream
 
 
-class CrossbarMVM:
+class CrossbarMVM(ArrayState):
     """The MVM of ``PCMArray`` (a mixin: the matrices, column factors and noise stream are the array's)."""
 
     def _refresh_colf(self) -> None:
@@ -196,12 +197,12 @@ class CrossbarMVM:
 
     __call__ = mvm
 
-    def noise_checkpoint(self) -> object:
+    def noise_checkpoint(self) -> NoiseState:
         """The state of the MVM noise stream, to ``restore_noise`` after MVMs whose draws must not count
         (a warm-up through the real arrays, whose buffers then stay allocated)."""
         return self._normals.checkpoint()
 
-    def restore_noise(self, state: object) -> None:
+    def restore_noise(self, state: NoiseState) -> None:
         """Return the MVM noise stream to a ``noise_checkpoint``: the same draws follow as if the MVMs in
         between had not happened."""
         self._normals.restore(state)
