@@ -8,18 +8,18 @@ import copy
 import numpy as np
 import pytest
 
-from pcm_l2l_ros.pcm import PCMArray, PCMConfig
+from pcm_l2l_ros.pcm import PCMArray, chip
 
 CONFIGS = {
-    "hermes_per_column": PCMConfig.hermes_like(scale="per_column", update_rounding="stochastic"),
-    "hermes_per_core": PCMConfig.hermes_like(),
-    "aihwkit_2_devices_frozen": PCMConfig.aihwkit_compat(devices_per_polarity=2, drift_reencode=False),
-    "aihwkit_reencode": PCMConfig.aihwkit_compat(),
-    "frozen_exact_reference": PCMConfig.hermes_like(read_noise="frozen", drift_reference="exact",
-                                                    pcm_read_noise=0.02),
-    "fixed_dac_range": PCMConfig.hermes_like(dac_range=1.5, dac_bits=6, adc_bits=7),
-    "tiled": PCMConfig.hermes_like(core_size=64, scale="per_column", endurance_action="flag"),
-    "ideal": PCMConfig.ideal(),
+    "hermes_per_column": chip("hermes_per_column", update_rounding="stochastic"),
+    "hermes_per_core": chip("hermes_per_core"),
+    "aihwkit_2_devices_frozen": chip("aihwkit_compat", devices_per_polarity=2, drift_reencode=False),
+    "aihwkit_reencode": chip("aihwkit_compat"),
+    "frozen_exact_reference": chip("hermes_per_core", read_noise="frozen", drift_reference="exact",
+                                   pcm_read_noise=0.02),
+    "fixed_dac_range": chip("hermes_per_core", dac_range=1.5, dac_bits=6, adc_bits=7),
+    "tiled": chip("hermes_per_column", core_size=64, endurance_action="flag"),
+    "ideal": chip("ideal"),
 }
 
 
