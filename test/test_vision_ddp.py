@@ -9,6 +9,8 @@ import sys
 import pytest
 import torch
 
+from pcm_l2l_ros.checkpoint import torch_load
+
 
 def _train(run_dir, ranks: int, extra: list[str] | None = None) -> dict[str, torch.Tensor]:
     args = ["-m", "pcm_l2l_ros.vision.train_cmd", "--ways", "5", "--shots", "1", "--queries", "2",
@@ -21,7 +23,7 @@ def _train(run_dir, ranks: int, extra: list[str] | None = None) -> dict[str, tor
     env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    return torch.load(run_dir / "state.pt", weights_only=False)
+    return torch_load(run_dir / "state.pt")
 
 
 def test_two_ranks_equal_one_process(tmp_path):
