@@ -258,6 +258,7 @@ def test_malformed_commands_are_rejected(no_shm_leak, node_process, ros_node):
         _traj(["base_joint", "shoulder"], [(1.0, [0.5, 0.5]), (0.5, [0.6, 0.5])]),  # time goes back
         _traj(["base_joint", "shoulder"], [(1.0, [3.0, 0.0])]),  # beyond the base limit
         _traj([], [(1.0, [])]),  # no joints
+        _traj(["base_joint", "shoulder"], [(0.001 * (k + 1), [0.0, 0.0]) for k in range(10_001)]),  # over the cap
     ]
     for v in bad_velocities:
         probe.send_velocity(v, pad=False)
@@ -275,7 +276,7 @@ def test_malformed_commands_are_rejected(no_shm_leak, node_process, ros_node):
     out = proc.output()
     assert len(re.findall(r"WARN.*rejected", out)) == n_bad, out
     for reason in ("1 values for 5 joints", "non-finite", "unknown joints", "duplicated", "strictly increasing",
-                   "upper limit"):
+                   "upper limit", "exceed max_trajectory_points"):
         assert reason in out, reason
     # a valid command still works afterwards; velocities beyond the limit are clamped (warning)
     probe.send_velocity([5.0, 0.0])

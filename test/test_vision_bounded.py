@@ -143,6 +143,26 @@ def test_hostile_requests_are_refused_and_memory_stays_bounded(vision):
     assert res is not None and res.success and proc.alive()
 
 
+def test_the_largest_accepted_request_is_served_and_one_pixel_more_is_refused(vision):
+    """8 images of 1024 x 1024 = max_total_pixels exactly: served; an extra 8 x 8 image: refused (the cap)."""
+    proc, node, ex, client = vision
+    rng = np.random.default_rng(3)
+    imgs = []
+    for i in range(8):        # two classes of blocky strokes, upsampled to the largest accepted side
+        small = np.where(rng.random((16, 16)) < (0.1 if i % 2 else 0.3), 0, 255).astype(np.uint8)
+        imgs.append(Image(height=1024, width=1024, encoding="mono8", step=1024,
+                          data=np.kron(small, np.ones((64, 64), np.uint8)).tobytes()))
+    req = FewShotClassify.Request(support_images=imgs[:7], support_labels=[i % 2 for i in range(7)],
+                                  query_images=imgs[7:], drift_time_s=3600.0)
+    res = call_service(ex, client, req, 120.0)
+    assert res is not None and res.success, res and res.message
+    assert len(res.labels) == 1 and len(res.probabilities) == 2
+    req.query_images = [*imgs[7:], _mono8(8, 8)]
+    res = call_service(ex, client, req, 120.0)
+    assert res is not None and not res.success and "cap" in res.message, res and res.message
+    assert proc.alive()
+
+
 def _heavy_request(n: int, seed: int = 0) -> FewShotClassify.Request:
     """n support + n query 28x28 images of 5 classes (random strokes): many images through the chip."""
     rng = np.random.default_rng(seed)

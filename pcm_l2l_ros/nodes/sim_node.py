@@ -13,7 +13,8 @@ Interfaces (the same a real arm driver with ros2_control offers, so a driver can
   joint_trajectory_controller: joint names must be known movable joints (no duplicates), every point
   needs one finite position per joint within the limits, ``time_from_start`` strictly increasing;
   positions are interpolated (cubic with velocities, else linear) from the current state and tracked
-  by position control; an empty trajectory stops the arm. A zero ``header.stamp`` (or one in the past)
+  by position control; an empty trajectory stops the arm. At most ``max_trajectory_points`` points (checked
+  before anything is built from them). A zero ``header.stamp`` (or one in the past)
   starts the trajectory on receipt, a future stamp then. A new trajectory replaces the running one, a
   velocity command cancels it. Malformed trajectories are rejected (warning);
 * service ``~/reset`` (std_srvs/Trigger): back to ``home_positions``, all commands cleared.
@@ -122,6 +123,11 @@ class SimNode(Node):
                                 lambda v: None if isinstance(v, bool) else "must be a bool", read_only=True)
         pgain = declare_validated(self, "position_gain", 0.3, "PyBullet position servo gain", _range(0.0, 1.0),
                                   read_only=True)
+        self.max_points = declare_validated(self, "max_trajectory_points", 10_000, "cap on the points of a "
+                                            "JointTrajectory (more are rejected unread)",
+                                            lambda v: None if isinstance(v, int) and not isinstance(v, bool)
+                                            and 2 <= v <= 1_000_000 else "must be an integer in [2, 1000000]",
+                                            read_only=True)
 
         self._sim = ArmSim(urdf or None, time_step_s=self.time_step_s, gui=bool(gui),
                            home=[float(x) for x in home], position_gain=float(pgain))
@@ -246,8 +252,11 @@ class SimNode(Node):
             self._sim.hold()
             self.get_logger().info("empty trajectory: stopping")
             return
+        if len(msg.points) > self.max_points:
+            return self._reject("trajectory", f"{len(msg.points)} points exceed max_trajectory_points "
+                                f"({self.max_points})")
         if not names or len(set(names)) != len(names):
-            return self._reject("trajectory", f"joint names {names} empty or duplicated")
+            return self._reject("trajectory", f"joint names {names[:8]} empty or duplicated")
         unknown = [n for n in names if n not in self.joint_names]
         if unknown:
             return self._reject("trajectory", f"unknown joints {unknown}; known: {self.joint_names}")
