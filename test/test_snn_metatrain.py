@@ -314,12 +314,20 @@ def test_train_snn_families_option(tmp_path):
         torch.testing.assert_close(sa["model"][k], sb["model"][k], rtol=0, atol=0)
     _, side = load_checkpoint(tmp_path / "b" / "run" / "last.npz", kind="snn_l2l")
     assert side["config"]["families"] == {"brownian": 0.5, "lemniscate": 0.25, "point_to_point": 0.25}
+    # the validation set covers every family of the mixture; its per-family errors are in the CSV and sidecar
+    with open(tmp_path / "b" / "run" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    for fam in ("brownian", "lemniscate", "point_to_point"):
+        assert float(rows[1][f"val_ee_median_cm_after_{fam}"]) > 0 and not rows[0][f"val_ee_median_cm_after_{fam}"]
+        assert side["metrics"][f"val_ee_median_cm_after_{fam}"] > 0
     # the mixture changes what is learned: other weights than the Brownian-only run of the same seed
     assert train_cmd.run(_args(tmp_path / "c", iterations=4)) == 0
     sc = torch.load(tmp_path / "c" / "run" / "state.pt", weights_only=False)
     assert not torch.equal(sa["model"]["W_out_lsg"], sc["model"]["W_out_lsg"])
     _, side_c = load_checkpoint(tmp_path / "c" / "run" / "last.npz", kind="snn_l2l")
     assert side_c["config"]["families"] == {"brownian": 1.0}
+    with open(tmp_path / "c" / "run" / "metrics.csv") as f:
+        assert tuple(next(csv.reader(f))) == train_cmd.CSV_FIELDS  # a Brownian-only run's CSV is unchanged
     # bad mixtures and seeds whose streams are evaluation seeds are refused before anything is written
     assert train_cmd.run(_args(tmp_path / "d", iterations=2, families="circle:1")) == 2
     assert train_cmd.run(_args(tmp_path / "e", iterations=2, seed=20261129)) == 2

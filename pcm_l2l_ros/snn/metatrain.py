@@ -283,7 +283,8 @@ def outer_loss(model: NaturalEprop, X_clock: torch.Tensor, batch: Batch, kin):
 @torch.no_grad()
 def evaluate(model: NaturalEprop, X_clock: torch.Tensor, batch: Batch, kin, chunk: int = 64) -> dict:
     """Validation numbers on a fixed batch: loss before / after the one update, MSEs, end-effector error
-    (median / mean over trajectories, cm), firing rates (Hz)."""
+    (median / mean over trajectories, cm), firing rates (Hz); for a batch of several task families also the
+    median end-effector error after the update per family (``ee_median_cm_after_<family>``)."""
     cfg = model.cfg
     om_after, rates_lsg = [], []
     out = None
@@ -306,6 +307,10 @@ def evaluate(model: NaturalEprop, X_clock: torch.Tensor, batch: Batch, kin, chun
         res[f"mse_xyz_{tag}"] = float(mse_x)
         res[f"ee_median_cm_{tag}"] = float(np.median(ee))
         res[f"ee_mean_cm_{tag}"] = float(ee.mean())
+    fam = batch.traj.family
+    if fam is not None and len(set(fam)) > 1:
+        for f in dict.fromkeys(fam):
+            res[f"ee_median_cm_after_{f}"] = float(np.median(ee[fam == f]))  # ee: after the update (last tag)
     hz = 1000.0 / cfg.dt_ms
     res["rate_trainee_hz"] = float(out.z_train.mean()) * hz
     res["rate_lsg_hz"] = float(np.mean(rates_lsg)) * hz

@@ -21,7 +21,9 @@ the on-chip validation loss.
 e.g. ``brownian:0.3,ellipse:0.15,lemniscate:0.15,polygon:0.1,stroke:0.1,point_to_point:0.1,arc:0.1``, or
 ``all`` for equal weights): every batch has multinomial(batch, weights) targets of each family. The default,
 ``brownian``, draws exactly what runs drew before the option existed, so old runs resume unchanged. The
-validation batch is split evenly over the mixture's families (held-out streams ``families.family_rng``). A
+validation batch is split evenly over the mixture's families (held-out streams ``families.family_rng``), and
+``metrics.csv`` gets each family's validation median end-effector error (``val_ee_median_cm_after_<family>``,
+``val_chip_...`` on the chip). A
 resumed run may change the mixture (a curriculum); the sidecar records it. Seeds whose training, validation
 or export streams are evaluation seeds (``families.RESERVED_EVAL_SEEDS``) are refused.
 
@@ -126,6 +128,15 @@ def _mixture(args) -> dict[str, float]:
     from pcm_l2l_ros.snn import families  # noqa: PLC0415 - lazy as the other snn imports of this module
 
     return families.parse_mixture(getattr(args, "families", None) or "brownian")
+
+
+def _family_fields(mix: dict[str, float]) -> tuple[str, ...]:
+    """Extra CSV columns of a run on several families: the validation median end-effector error after the
+    update per family, software and (with --chip-in-the-loop) on the chip. None for a single family (the CSV of
+    Brownian-only runs is unchanged); a run resumed with another mixture keeps its CSV's columns."""
+    if len(mix) < 2:
+        return ()
+    return tuple(f"val_ee_median_cm_after_{f}" for f in mix) + tuple(f"val_chip_ee_median_cm_after_{f}" for f in mix)
 
 
 def _check_seed(args) -> str | None:
@@ -321,7 +332,7 @@ def run(args) -> int:
         opt = torch.optim.Adam(model.parameters(), lr=args.lr)
         it0, best = 0, math.inf
         with open(csv_path, "w", newline="") as f:
-            csv.writer(f).writerow(CSV_FIELDS)
+            csv.writer(f).writerow(CSV_FIELDS + _family_fields(mix))
     with open(csv_path, newline="") as f:  # a resumed run keeps its CSV's columns
         fields = next(csv.reader(f), None) or list(CSV_FIELDS)
     val_chip = _chip(args, 0, validation=True)
@@ -383,12 +394,15 @@ def run(args) -> int:
                     model.chip = None
                     row.update({"val_chip_loss_after": f"{vc['loss_after']:.6g}",
                                 "val_chip_ee_median_cm_after": f"{vc['ee_median_cm_after']:.4g}"})
+                    row.update({f"val_chip_{k}": f"{x:.4g}" for k, x in vc.items()
+                                if k.startswith("ee_median_cm_after_")})
                 row.update({"val_loss_before": f"{v['loss_before']:.6g}", "val_loss_after": f"{v['loss_after']:.6g}",
                             "val_mse_omega_after": f"{v['mse_omega_after']:.6g}",
                             "val_mse_xyz_after": f"{v['mse_xyz_after']:.6g}",
                             "val_ee_median_cm_before": f"{v['ee_median_cm_before']:.4g}",
                             "val_ee_median_cm_after": f"{v['ee_median_cm_after']:.4g}",
                             "val_ee_mean_cm_after": f"{v['ee_mean_cm_after']:.4g}"})
+                row.update({f"val_{k}": f"{x:.4g}" for k, x in v.items() if k.startswith("ee_median_cm_after_")})
                 vm = {"val_" + k: v[k] for k in v}
                 vm["iteration"] = done
                 score = v["loss_after"]
