@@ -91,3 +91,18 @@ def test_elementwise_readout_equals_mvm_of_the_eye(name: str) -> None:
     for r, rs in enumerate(ref._row_blocks):
         y[rs] = ref._forward_block(r, np.eye(rs.stop - rs.start, dtype=np.float32), 0, ones, None)
     np.testing.assert_array_equal(arr._readout(), y)
+
+
+def test_in_place_rebuild_never_writes_matrices_a_fork_shares() -> None:
+    """Forks share the per-core matrices; a sparse reprogramming of either side leaves the other's intact."""
+    W = np.random.default_rng(6).standard_normal((120, 70)) * 0.3
+    arr = PCMArray(W, CONFIGS["hermes_per_column"], rng=4)
+    arr.drift(3600.0)
+    d = np.random.default_rng(7).standard_normal(W.shape) * 0.1
+    for write_original in (True, False):
+        twin = arr.fork(5)
+        writer, reader = (arr, twin) if write_original else (twin, arr)
+        reader_mats = [m.copy() for m in reader._mats + (reader._vars or [])]
+        assert writer.reprogram(d).devices_written > 0
+        for a, b in zip(reader._mats + (reader._vars or []), reader_mats, strict=True):
+            np.testing.assert_array_equal(a, b)

@@ -135,6 +135,7 @@ class PCMArray(ConductanceState, DriftCompensation, CrossbarMVM):
         self._baseline = np.ones((R, self.n_out))
         self._alpha = np.ones((R, self.n_out))
         self._mats: list[np.ndarray] = []
+        self._mats_shared = False
         self._vars: list[np.ndarray] | None = None
         self._colf: list[np.ndarray] = []
         self._weff: np.ndarray | None = None
@@ -164,6 +165,7 @@ class PCMArray(ConductanceState, DriftCompensation, CrossbarMVM):
             if isinstance(value, np.ndarray):
                 setattr(new, name, value.copy())
         new._scratch = {}
+        self._mats_shared = new._mats_shared = True  # copy-on-write in _rebuild_at
         new.reseed(rng)
         return new
 

@@ -53,7 +53,8 @@ class ConductanceState(ArrayState):
             if c.drift_reencode:
                 raise ValueError("drift_reencode couples every weight of a group: no per-weight state")
             shape = (2, self.units, len(widx))
-            pick = lambda a: np.take(a.reshape(2 * self.units, -1), widx, axis=1).reshape(shape)  # noqa: E731
+            flat = (np.arange(2 * self.units)[:, None] * (self.n_in * self.n_out) + widx).reshape(-1)
+            pick = lambda a: a.reshape(-1)[flat].reshape(shape)  # noqa: E731
             g_prog, t_prog, nu, g_target, xi = (pick(a) for a in (g_prog, t_prog, nu, g_target, xi))
             factor = factor.reshape(-1)[widx]
         age = np.maximum(self.t_s - t_prog, 0.0)
@@ -87,25 +88,27 @@ class ConductanceState(ArrayState):
         else:
             self._vars = None
         self._mats_t = [torch.from_numpy(m) for m in self._mats]
+        self._mats_shared = False
         self._refresh_colf()
 
     def _rebuild_at(self, widx: np.ndarray) -> None:
         """``_rebuild`` for the weights with flat indices ``widx`` only (the others are unchanged): the same
-        numbers, at a cost proportional to len(widx). The per-core matrices are copied before the write
-        (forks share them)."""
+        numbers, at a cost proportional to len(widx). The per-core matrices are written in place, or copied
+        first while a fork shares them (``_mats_shared``)."""
         _, wn, var = self._device_state(widx)
         self._wn.reshape(-1)[widx] = wn
         rows, cols = np.divmod(widx, self.n_out)
-        mats = [m.copy() for m in self._mats]
-        vars_ = None if var is None else [v.copy() for v in self._vars]
+        own = not self._mats_shared  # a fork shares the matrices until one of the two writes
+        mats = self._mats if own else [m.copy() for m in self._mats]
+        vars_ = None if self._vars is None or var is None else (self._vars if own else [v.copy() for v in self._vars])
         for r, rs in enumerate(self._row_blocks):
             sel = (rows >= rs.start) & (rows < rs.stop) if not self._single_block else slice(None)
             mats[r][rows[sel] - rs.start, cols[sel]] = wn[sel]
             if vars_ is not None:
                 vars_[r][rows[sel] - rs.start, cols[sel]] = var[sel]
-        self._mats = mats
-        self._mats_t = [torch.from_numpy(m) for m in mats]
-        if vars_ is not None:
-            self._vars = vars_
-            self._vars_t = [torch.from_numpy(v) for v in vars_]
+        if not own:
+            self._mats, self._mats_t = mats, [torch.from_numpy(m) for m in mats]
+            if vars_ is not None:
+                self._vars, self._vars_t = vars_, [torch.from_numpy(v) for v in vars_]
+            self._mats_shared = False
         self._refresh_colf()

@@ -52,6 +52,7 @@ class ArrayState:
     _mats_t: list[torch.Tensor]
     _vars: list[np.ndarray] | None  # per-MVM read-noise variances per row block (None: no read noise)
     _vars_t: list[torch.Tensor]
+    _mats_shared: bool              # _mats / _vars are shared with a fork (copy before writing in place)
     _colf: list[np.ndarray]         # per row block, (n_out,) w_max * alpha
     _weff: np.ndarray | None        # every non-ideality off: the effective float32 matrix
     _periph: Any                    # periphery._Periphery
