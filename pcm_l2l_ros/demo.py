@@ -409,10 +409,10 @@ def print_summary(result: DemoResult, out: Path, wall_s: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="pcm-l2l demo", description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    logging.basicConfig(level=logging.INFO)
-    return run(p.parse_args(argv))
+    """``pcm-l2l demo ARGS`` (also ``python -m``): through the CLI, which configures logging."""
+    from pcm_l2l_ros.cli import main as cli_main  # noqa: PLC0415
+
+    return cli_main(["demo", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ import argparse
 import csv
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -198,11 +199,8 @@ def _plots(out: Path, traj, paths: dict[str, np.ndarray], errors: dict[str, np.n
 
 # ------------------------------------------------------------------------------------------------------ main
 def run(args: argparse.Namespace) -> int:
-    from pcm_l2l_ros.snn import episode, tasks  # noqa: PLC0415
+    from pcm_l2l_ros.snn import episode, families, tasks  # noqa: PLC0415
     from pcm_l2l_ros.snn.eprop import random_feedback  # noqa: PLC0415
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from pcm_l2l_ros.snn import families  # noqa: PLC0415
 
     if args.family == "all" and not args.parity:
         return _run_all(args)
@@ -463,10 +461,11 @@ def _run_all(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="pcm-l2l eval-snn", description=__doc__.split("\n")[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
+def main(argv: list[str] | None = None) -> int:
+    """``pcm-l2l eval-snn ARGS`` (also ``python -m``): through the CLI, which configures logging."""
+    from pcm_l2l_ros.cli import main as cli_main  # noqa: PLC0415
+
+    return cli_main(["eval-snn", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -127,13 +128,11 @@ def run(args: argparse.Namespace) -> int:
 
     resolve(args.pcm_preset)  # an unknown chip name fails now, not after the software evaluations
 
+    from pcm_l2l_ros.compute_threads import limit_compute_threads  # noqa: PLC0415
     from pcm_l2l_ros.vision.deploy import FewShotChip, chip_configs, support_query_features  # noqa: PLC0415
     from pcm_l2l_ros.vision.maml import evaluate_software  # noqa: PLC0415
     from pcm_l2l_ros.vision.omniglot import load_split  # noqa: PLC0415
     from pcm_l2l_ros.vision.sampler import TaskSampler  # noqa: PLC0415
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from pcm_l2l_ros.compute_threads import limit_compute_threads  # noqa: PLC0415
 
     limit_compute_threads(args.threads)
     out_dir = Path(args.out_dir)
@@ -296,9 +295,10 @@ def plot_results(csv_path: Path, out_dir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="pcm-l2l eval-cnn", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
+    """``pcm-l2l eval-cnn ARGS`` (also ``python -m``): through the CLI, which configures logging."""
+    from pcm_l2l_ros.cli import main as cli_main  # noqa: PLC0415
+
+    return cli_main(["eval-cnn", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -284,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", action="store_true", help="build the resized cache for both splits")
     p.add_argument("--source-dir", help="folder with images_<split>.(npz|zip) (default: shared/data/omniglot)")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # a standalone data tool, not a pcm-l2l sub-command: same log format as the CLI
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.download:
         download_official(args.download)
     if args.cache:

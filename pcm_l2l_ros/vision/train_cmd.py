@@ -24,6 +24,7 @@ import argparse
 import datetime as dt
 import logging
 import signal
+import sys
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np  # noqa: PLC0415
 
     from pcm_l2l_ros.checkpoint import save_checkpoint  # noqa: PLC0415
+    from pcm_l2l_ros.compute_threads import limit_compute_threads  # noqa: PLC0415
     from pcm_l2l_ros.vision import model as M  # noqa: PLC0415
     from pcm_l2l_ros.vision.maml import (  # noqa: PLC0415
         MetaTrainer,
@@ -134,9 +136,6 @@ def run(args: argparse.Namespace) -> int:
     )
     from pcm_l2l_ros.vision.omniglot import load_split  # noqa: PLC0415
     from pcm_l2l_ros.vision.sampler import TaskSampler  # noqa: PLC0415
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from pcm_l2l_ros.compute_threads import limit_compute_threads  # noqa: PLC0415
 
     limit_compute_threads(args.threads)
     device = init_distributed(args.device)
@@ -226,9 +225,10 @@ def plot_training(csv_path: Path, png: Path, window: int = 50) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="pcm-l2l train-cnn", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
+    """``pcm-l2l train-cnn ARGS`` (also ``python -m``): through the CLI, which configures logging."""
+    from pcm_l2l_ros.cli import main as cli_main  # noqa: PLC0415
+
+    return cli_main(["train-cnn", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
