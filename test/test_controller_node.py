@@ -20,6 +20,7 @@ from builtin_interfaces.msg import Duration  # noqa: E402
 from conftest import call_service, spin_until  # noqa: E402
 from pcm_l2l_interfaces.msg import ControllerStatus  # noqa: E402
 from pcm_l2l_interfaces.srv import LearnTrajectory  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -55,8 +56,10 @@ class Probe:
         node.create_subscription(Float64MultiArray, "/forward_velocity_controller/commands",
                                  lambda m: self.cmds.append((time.monotonic(), list(m.data))), 100)
         node.create_subscription(ControllerStatus, "/controller/status", self.status.append, 10)
+        # best effort, as the controller: matches the sim's reliable and a test arm's best-effort publisher
         node.create_subscription(JointState, "/joint_states", lambda m: setattr(self, "joint_states",
-                                                                                self.joint_states + 1), 10)
+                                                                                self.joint_states + 1),
+                                 qos_profile_sensor_data)
 
     def wait_ready(self, proc) -> None:
         for c in (self.learn, self.execute, self.reset):

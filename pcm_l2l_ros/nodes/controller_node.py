@@ -110,6 +110,7 @@ class ControllerNode(Node):
         self._last_q = None                 # positions of self.joints (rad)
         self._traj_end = None               # monotonic time at which a sent JointTrajectory ends
         self.js_ignored = 0                 # /joint_states messages ignored (malformed or out of order)
+        self._ignore_logged: dict[str, float] = {}   # kind of defect -> monotonic time of its last warning
 
         self._cmd_pub = self.create_publisher(Float64MultiArray, VELOCITY_TOPIC, 10)
         self._traj_pub = self.create_publisher(JointTrajectory, TRAJECTORY_TOPIC, 10)
@@ -283,10 +284,13 @@ class ControllerNode(Node):
         return response
 
     # ------------------------------------------------------------------------------------------ streaming
-    def _ignore(self, why: str) -> None:
+    def _ignore(self, kind: str, why: str) -> None:
+        """Count an unusable /joint_states; warn at most every 2 s per ``kind`` of defect."""
         self.js_ignored += 1
-        self.get_logger().warning(f"/joint_states ignored: {why} ({self.js_ignored} so far)",
-                                  throttle_duration_sec=2.0)
+        now = time.monotonic()
+        if now - self._ignore_logged.get(kind, -math.inf) >= 2.0:
+            self._ignore_logged[kind] = now
+            self.get_logger().warning(f"/joint_states ignored: {why} ({self.js_ignored} so far)")
 
     def _on_joint_states(self, msg: JointState) -> None:
         q = self._positions(msg)
@@ -294,16 +298,16 @@ class ControllerNode(Node):
             return
         stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
         if stamp <= 0.0:
-            return self._ignore("zero stamp (the execution is paced by the stamps)")
+            return self._ignore("stamp", "zero stamp (the execution is paced by the stamps)")
         with self._lock:
             now = time.monotonic()
             live = self._last_js_wall is not None and now - self._last_js_wall <= self.watchdog_timeout_s
             if live and self._last_js_stamp is not None and stamp < self._last_js_stamp:
                 # out of order while the stream is live; after a silence (driver restart) a new clock is fine
-                return self._ignore(f"stamp {stamp:.6f} s older than the last one {self._last_js_stamp:.6f} s")
+                return self._ignore("stamp", f"stamp {stamp:.6f} s older than the last one {self._last_js_stamp:.6f} s")
             if not live and self.state == "executing" and self._last_js_stamp is not None \
                     and stamp < self._last_js_stamp:
-                return self._ignore("stamps went backwards during an execution")
+                return self._ignore("stamp", "stamps went backwards during an execution")
             self._last_js_wall = now
             self._last_js_stamp = stamp
             self._last_q = q
@@ -325,15 +329,15 @@ class ControllerNode(Node):
     def _positions(self, msg: JointState):
         """Positions of ``self.joints`` (rad), or None (with a throttled warning) if the message is unusable."""
         if len(msg.position) != len(msg.name):
-            return self._ignore(f"{len(msg.position)} positions for {len(msg.name)} names")
+            return self._ignore("names", f"{len(msg.position)} positions for {len(msg.name)} names")
         index = {n: i for i, n in enumerate(msg.name)}
         if len(index) != len(msg.name):
-            return self._ignore("duplicate joint names")
+            return self._ignore("names", "duplicate joint names")
         missing = [j for j in self.joints if j not in index]
         if missing:
-            return self._ignore(f"joints {missing} missing")
+            return self._ignore("names", f"joints {missing} missing")
         q = np.array([msg.position[index[j]] for j in self.joints], dtype=np.float64)
-        return q if np.all(np.isfinite(q)) else self._ignore("non-finite position")
+        return q if np.all(np.isfinite(q)) else self._ignore("values", "non-finite position")
 
     def _safe(self, cmd: np.ndarray, q: np.ndarray) -> np.ndarray:
         """Clamp to velocity limits; no motion further out at a joint limit; never non-finite."""
