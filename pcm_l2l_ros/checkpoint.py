@@ -7,14 +7,17 @@ with a clear ``CheckpointError``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import shlex
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -46,6 +49,29 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file next to ``path`` for writing; on a clean exit flush it to disk and rename it to
+    ``path``.
+
+    If the body raises (or the process dies), ``path`` keeps its previous content (the temporary file is
+    removed on an exception), so a reader never sees a half-written file. The temporary name carries the
+    process id: processes writing the same file (e.g. a shared cache) do not clash.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], *, kind: str, seed: int | None,
                     metrics: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
                     command: str | None = None, code_git_hash: str | None = None) -> Path:
@@ -54,15 +80,13 @@ def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], *, kind: st
     ``code_git_hash``: the commit of the code that produced the arrays (e.g. taken when a training process
     started); default: the repository's state now.
 
-    The npz is written to a temporary name first and renamed, so an interrupted save never leaves a
-    half-written checkpoint behind.
+    Both files are written with :func:`atomic_write`, so an interrupted save never leaves a half-written
+    checkpoint behind.
     """
     path = Path(path).with_suffix(".npz")
     code = code_git_hash or git_hash()  # before writing: a checkpoint inside the repository would mark it dirty
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
-    tmp.replace(path)
+    with atomic_write(path) as f:
+        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
     meta = {
         "format_version": FORMAT_VERSION,
         "kind": kind,
@@ -75,10 +99,8 @@ def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], *, kind: st
         "config": config or {},
         "sha256": sha256_file(path),
     }
-    side = path.with_suffix(".json")
-    tmp_side = side.with_name(side.stem + ".tmp.json")
-    tmp_side.write_text(json.dumps(meta, indent=2, sort_keys=True, default=_json_default) + "\n")
-    tmp_side.replace(side)
+    with atomic_write(path.with_suffix(".json"), "w") as f:
+        f.write(json.dumps(meta, indent=2, sort_keys=True, default=_json_default) + "\n")
     return path
 
 

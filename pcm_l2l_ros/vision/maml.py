@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from pcm_l2l_ros.checkpoint import torch_load
+from pcm_l2l_ros.training import StopRequest, deadline_passed, save_state
 from pcm_l2l_ros.vision import model as M
 from pcm_l2l_ros.vision.sampler import TaskBatch, TaskSampler
 
@@ -250,9 +251,7 @@ class MetaTrainer:
         st = {"params": M.to_numpy(self.params), "opt": self.opt.state_dict(),
               "rng": self.rng.bit_generator.state, "iteration": self.iteration, "wall_s": self.wall_s,
               "settings": self.s.__dict__, "torch_rng": torch.get_rng_state()}
-        tmp = self.state_path.with_suffix(".tmp")
-        torch.save(st, tmp)
-        tmp.replace(self.state_path)
+        save_state(st, self.state_path)
 
     def _load(self) -> None:
         st = torch_load(self.state_path, map_location=self.device)
@@ -370,8 +369,9 @@ class MetaTrainer:
         return float(acc[:, -1].mean())
 
     def train(self, iterations: int | None = None, deadline_unix: float | None = None,
-              progress: bool = True) -> int:
-        """Run until ``iterations`` total (or the deadline); checkpoints every ckpt_every. Returns iteration."""
+              progress: bool = True, stop: StopRequest | None = None) -> int:
+        """Run until ``iterations`` total (or the deadline, or ``stop``, checked between iterations);
+        checkpoints every ckpt_every and at the end. Returns the iteration."""
         from tqdm import tqdm  # noqa: PLC0415
 
         total = iterations if iterations is not None else self.s.iterations
@@ -383,7 +383,9 @@ class MetaTrainer:
         bar = tqdm(total=total, initial=self.iteration, disable=not progress or self.rank != 0, mininterval=5.0)
         try:
             while self.iteration < total:
-                if deadline_unix is not None and time.time() > deadline_unix:
+                if stop is not None:
+                    stop.check()
+                if deadline_passed(deadline_unix):
                     log.info("deadline reached at iteration %d", self.iteration)
                     break
                 t0 = time.perf_counter()

@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pcm_l2l_ros.checkpoint import atomic_write
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("background", "evaluation")
@@ -228,10 +230,8 @@ def load_split(split: str = "background", source: str | Path | None = None, *,
     out = OmniglotSplit(images, ids, split)
     if cache_file is not None:
         try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_name(cache_file.stem + f".tmp{os.getpid()}.npz")
-            np.savez(tmp, images=images, char_ids=ids)
-            tmp.replace(cache_file)
+            with atomic_write(cache_file) as f:  # concurrent processes may build the same cache
+                np.savez(f, images=images, char_ids=ids)
         except OSError as e:
             log.warning("could not write cache %s: %s", cache_file, e)
     return out

@@ -44,6 +44,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pcm_l2l_ros.checkpoint import torch_load
+from pcm_l2l_ros.training import StopRequest, deadline_passed, save_state
 from pcm_l2l_ros.vision import model as M
 
 log = logging.getLogger(__name__)
@@ -152,12 +154,10 @@ class Pretrainer:
         st = {"params": {k: v.detach().clone() for k, v in self.params.items()}, "head": self.head.detach().clone(),
               "scale": float(self.scale.detach()), "opt": self.opt.state_dict(), "step": self.step_count,
               "wall_s": self.wall_s, "settings": asdict(self.s)}
-        tmp = self.state_path.with_suffix(".tmp")
-        torch.save(st, tmp)
-        tmp.replace(self.state_path)
+        save_state(st, self.state_path)
 
     def _load(self) -> None:
-        st = torch.load(self.state_path, weights_only=True)
+        st = torch_load(self.state_path)
         saved = PretrainSettings(**st["settings"])
         if (saved.epochs, saved.batch, saved.seed, saved.channels) != (self.s.epochs, self.s.batch, self.s.seed,
                                                                       self.s.channels):
@@ -245,8 +245,9 @@ class Pretrainer:
         return out
 
     def train(self, deadline_unix: float | None = None, progress: bool = True,
-              max_steps: int | None = None) -> int:
-        """Train to the end of the schedule (or ``max_steps`` total, or the deadline); returns the step."""
+              max_steps: int | None = None, stop: StopRequest | None = None) -> int:
+        """Train to the end of the schedule (or ``max_steps`` total, or the deadline, or ``stop``, checked
+        between steps); returns the step."""
         from tqdm import tqdm  # noqa: PLC0415
 
         end = self.total_steps if max_steps is None else min(max_steps, self.total_steps)
@@ -258,7 +259,9 @@ class Pretrainer:
         bar = tqdm(total=end, initial=self.step_count, disable=not progress, mininterval=5.0, unit="step")
         try:
             while self.step_count < end:
-                if deadline_unix is not None and time.time() > deadline_unix:
+                if stop is not None:
+                    stop.check()
+                if deadline_passed(deadline_unix):
                     log.info("deadline reached at step %d", self.step_count)
                     break
                 t0 = time.perf_counter()

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
+
+from pcm_l2l_ros.training import add_deadline_arguments, deadline_from_args, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt-every", type=int, default=d.ckpt_every)
     p.add_argument("--monitor-tasks", type=int, default=d.monitor_tasks,
                    help="evaluation-split tasks per monitored setting each epoch (0: off)")
-    p.add_argument("--until-utc", default=None, help="stop cleanly at this UTC time HH:MM")
+    add_deadline_arguments(p)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--export", default=None, help="write the backbone as a cnn_maml checkpoint (npz + json)")
     p.add_argument("--export-ways", type=int, default=20, help="readout columns of the exported checkpoint")
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from pcm_l2l_ros.vision.maml import calibrate_readout_wmax  # noqa: PLC0415
     from pcm_l2l_ros.vision.pretrain import Pretrainer, PretrainSettings  # noqa: PLC0415
     from pcm_l2l_ros.vision.sampler import TaskSampler  # noqa: PLC0415
-    from pcm_l2l_ros.vision.train_cmd import _deadline, split_source  # noqa: PLC0415
+    from pcm_l2l_ros.vision.train_cmd import split_source  # noqa: PLC0415
 
     code_hash = git_hash()  # the code that trains (the repository may change while a long run goes on)
     limit_compute_threads(args.threads)
@@ -76,16 +77,10 @@ def run(args: argparse.Namespace) -> int:
     ev = load_split("evaluation", split_source(args.data_dir, "evaluation")) if args.monitor_tasks else None
     trainer = Pretrainer(s, args.run_dir, bg.images, None if ev is None else ev.images, resume=args.resume)
 
-    def _term(signum, frame):  # noqa: ARG001 - SIGTERM becomes a clean, checkpointed stop
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, _term)
-    try:
-        if not args.export_only:
-            trainer.train(deadline_unix=_deadline(args.until_utc), progress=not args.no_progress,
-                          max_steps=args.max_steps)
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    if not args.export_only:
+        with stop_on_signals() as stop:  # SIGTERM / Ctrl-C: a clean, checkpointed stop
+            trainer.train(deadline_unix=deadline_from_args(args), progress=not args.no_progress,
+                          max_steps=args.max_steps, stop=stop)
     if args.export:
         params = trainer.numpy_params(args.export_ways)
         cfg = M.CNNConfig(ways=args.export_ways, channels=s.channels)

@@ -21,11 +21,11 @@ with the config (ways, channels, inner steps, inner lr, input convention, paddin
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
-import signal
 import sys
 from pathlib import Path
+
+from pcm_l2l_ros.training import add_deadline_arguments, deadline_from_args, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt-every", type=int, default=50)
     p.add_argument("--monitor-every", type=int, default=250,
                    help="evaluation-split monitor accuracy every N iterations (0: off; no model selection)")
-    p.add_argument("--until-utc", default=None, help="stop cleanly at this UTC time HH:MM")
+    add_deadline_arguments(p)
     p.add_argument("--threads", type=int, default=1, help="compute threads per process (per rank)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (with torchrun: rank r uses cuda:r)")
     p.add_argument("--export", default=None, help="write the shipped checkpoint (npz + json) here at the end")
@@ -111,17 +111,6 @@ def split_source(data_dir: str | None, split: str) -> Path | None:
     return found
 
 
-def _deadline(hhmm: str | None) -> float | None:
-    if not hhmm:
-        return None
-    now = dt.datetime.now(dt.UTC)
-    h, m = (int(v) for v in hhmm.split(":"))
-    t = now.replace(hour=h, minute=m, second=0, microsecond=0)
-    if t < now:
-        t += dt.timedelta(days=1)
-    return t.timestamp()
-
-
 def run(args: argparse.Namespace) -> int:
     import numpy as np  # noqa: PLC0415
 
@@ -154,15 +143,9 @@ def run(args: argparse.Namespace) -> int:
     if args.init_from and not (args.resume and trainer.iteration > 0):
         trainer.init_from(args.init_from)
 
-    def _term(signum, frame):  # noqa: ARG001 - turn SIGTERM into a clean, checkpointed stop
-        raise KeyboardInterrupt
-
-    old_handler = signal.signal(signal.SIGTERM, _term)
-    try:
-        if not args.export_only:
-            trainer.train(deadline_unix=_deadline(args.until_utc), progress=not args.no_progress)
-    finally:
-        signal.signal(signal.SIGTERM, old_handler)
+    if not args.export_only:
+        with stop_on_signals() as stop:  # SIGTERM / Ctrl-C: a clean, checkpointed stop
+            trainer.train(deadline_unix=deadline_from_args(args), progress=not args.no_progress, stop=stop)
     if trainer.rank != 0:
         return 0
     if args.export:
