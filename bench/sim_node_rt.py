@@ -13,12 +13,9 @@ Usage: python bench/sim_node_rt.py [--rates 100 500] [--duration 10] [--json out
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -73,35 +70,27 @@ def bench_step_cost(n_steps: int = 5000, rate_hz: float = 100.0) -> dict:
     }
 
 
-def _pdeathsig():
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-
-
 def bench_node(rate_hz: float, duration_s: float, command_rate_hz: float) -> dict:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64MultiArray
 
-    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-    log = open(os.path.join(tempfile.gettempdir(), f"sim_node_rt_{os.getpid()}_{int(rate_hz)}.log"), "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pcm_l2l_ros.nodes.sim_node",
-            "--ros-args",
-            "-p",
-            f"rate_hz:={float(rate_hz)}",
-            "-p",
-            "command_timeout_s:=0.5",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=_pdeathsig,
-    )
+    from pcm_l2l_ros.nodes.runner import NodeProcess, node_env
+
+    log = Path(tempfile.gettempdir()) / f"sim_node_rt_{os.getpid()}_{int(rate_hz)}.log"
+    log.unlink(missing_ok=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "pcm_l2l_ros.nodes.sim_node",
+        "--ros-args",
+        "-p",
+        f"rate_hz:={float(rate_hz)}",
+        "-p",
+        "command_timeout_s:=0.5",
+    ]
+    proc = NodeProcess(argv, node_env(), log, cwd=REPO)
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     node = rclpy.create_node("sim_node_rt_probe", context=ctx)
@@ -121,7 +110,7 @@ def bench_node(rate_hz: float, duration_s: float, command_rate_hz: float) -> dic
         while (len(recv) < 10 or pub.get_subscription_count() == 0) and time.monotonic() < deadline:
             ex.spin_once(timeout_sec=0.01)
         if len(recv) < 10:
-            raise RuntimeError(f"sim node did not come up; log: {log.name}")
+            raise RuntimeError(f"sim node did not come up; log: {log}")
         q0 = recv[-1][2].copy()
         recv.clear()
         cmd_log: list[tuple[float, np.ndarray]] = []
@@ -148,13 +137,7 @@ def bench_node(rate_hz: float, duration_s: float, command_rate_hz: float) -> dic
         ex.shutdown(timeout_sec=1.0)
         node.destroy_node()
         rclpy.try_shutdown(context=ctx)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            rc = proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = proc.wait(5)
-        log.close()
+        rc = proc.stop(timeout=10)
 
     rx = np.array([r[0] for r in recv])
     st = np.array([r[1] for r in recv])

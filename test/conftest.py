@@ -4,18 +4,17 @@ ROS rules enforced here for every test (docs/conventions.md §8):
 * ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` is set before anything can import rclpy, so DDS discovery
   never leaves loopback;
 * every test that uses ROS gets its own ``ROS_DOMAIN_ID`` (``ros_domain``);
-* node processes are started with ``PR_SET_PDEATHSIG`` and stopped with SIGTERM (``node_process``); a test
-  that had to SIGKILL runs ``fastdds shm clean``; nothing is left running after a test.
+* node processes are started with ``PR_SET_PDEATHSIG`` and stopped with SIGTERM (``node_process``: the
+  demo runner's :class:`pcm_l2l_ros.nodes.runner.NodeProcess`); a test that had to SIGKILL runs
+  ``fastdds shm clean``; nothing is left running after a test.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,69 +50,29 @@ def ros_domain(monkeypatch) -> int:
     return d
 
 
-def _pdeathsig() -> None:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-class NodeProcess:
-    """A node running in its own process; ``stop()`` sends SIGTERM and returns the exit code."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path):
-        self.argv = argv
-        self.log_path = log_path
-        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
-                                     preexec_fn=_pdeathsig)
-        self.killed = False
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def output(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-                self.killed = True
-        self._log.close()
-        return self.proc.returncode
-
-
 @pytest.fixture
 def node_process(ros_domain, tmp_path):
-    """Factory: ``node_process("pcm_l2l_ros.nodes.sim_node", ["--ros-args", ...])`` -> NodeProcess.
+    """Factory: ``node_process("pcm_l2l_ros.nodes.sim_node", ["--ros-args", ...])`` -> ``NodeProcess`` (the
+    runner's: ``proc``, ``pid``, ``alive()``, ``output()``, ``stop(sig)``, ``killed``).
 
     A module runs as ``python -m <module>``, a path ending in ``.py`` as a script, from the source
     tree with this test's ROS domain; every
     process still running at teardown is stopped (SIGTERM, then SIGKILL + ``fastdds shm clean``).
     """
+    from pcm_l2l_ros.nodes.runner import NodeProcess, node_env
+
     started: list[NodeProcess] = []
     shm_before = _shm_files()
 
     def start(module: str, args: list[str] | None = None, env: dict[str, str] | None = None) -> NodeProcess:
-        full_env = dict(os.environ)
-        full_env.update(env or {})
-        full_env["ROS_DOMAIN_ID"] = str(ros_domain)
-        full_env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-        full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), full_env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        full_env["PYTHONUNBUFFERED"] = "1"
+        full_env = node_env({**os.environ, **(env or {}), "ROS_DOMAIN_ID": str(ros_domain),
+                             "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"})
         if module.endswith(".py"):  # a script (test helpers live in test/, which is not importable as a package)
             argv, stem = [sys.executable, module], Path(module).stem
         else:
             argv, stem = [sys.executable, "-m", module], module.rsplit(".", 1)[-1]
         log = tmp_path / f"{stem}-{len(started)}.log"
-        p = NodeProcess([*argv, *(args or [])], full_env, log)
+        p = NodeProcess([*argv, *(args or [])], full_env, log, cwd=REPO)
         started.append(p)
         return p
 
@@ -121,7 +80,7 @@ def node_process(ros_domain, tmp_path):
     bad = []
     for p in started:
         was_running = p.alive()
-        code = p.stop()
+        code = p.stop(timeout=5.0)
         if p.killed or (was_running and code != 0):
             bad.append(f"{' '.join(p.argv[1:3])}: exit {code}{' (killed)' if p.killed else ''}\n{p.output()[-2000:]}")
     if any(p.killed or p.proc.returncode == -signal.SIGKILL for p in started):  # also killed by the test itself
@@ -133,9 +92,9 @@ def clean_killed_shm(before: set[str]) -> None:
     """After a participant was SIGKILLed: ``fastdds shm clean``, then remove what it could not (it needs psutil)
     of the fastdds segments created since ``before`` that no live process maps or holds open (a killed
     participant's port segments; the sem mutex of a port stays, see ``_shm_files``)."""
-    fastdds = Path(sys.executable).parent / "fastdds"
-    if fastdds.exists():
-        subprocess.run([str(fastdds), "shm", "clean"], capture_output=True, timeout=30)
+    from pcm_l2l_ros.nodes.runner import clean_stale_shm
+
+    clean_stale_shm()
     for name in _shm_files() - before - _shm_in_use():
         with contextlib.suppress(OSError):
             (Path("/dev/shm") / name).unlink()

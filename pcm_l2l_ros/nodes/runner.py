@@ -2,7 +2,8 @@
 
 * ``subprocess`` mode (the demo): one process per node, ``python -m <module> --ros-args ...`` with the same
   name, parameter file, overrides and remappings a launch file passes (``pcm_l2l_ros.graph``). Children die
-  with the runner (``PR_SET_PDEATHSIG``) and are stopped with SIGTERM, then SIGKILL after a timeout.
+  with the runner (``PR_SET_PDEATHSIG``) and are stopped with SIGTERM, then SIGKILL after a timeout
+  (:class:`NodeProcess`, also what the tests' ``node_process`` fixture starts).
 * ``inprocess`` mode (tests): every node object on one ``SingleThreadedExecutor`` spinning in a thread.
 
 Both keep ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` unless the caller chose a range.
@@ -25,6 +26,7 @@ from typing import Any
 from pcm_l2l_ros.graph import NodeSpec, ros_args
 
 log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _pdeathsig() -> None:
@@ -38,6 +40,69 @@ def clean_stale_shm() -> None:
         subprocess.run([str(fastdds), "shm", "clean"], capture_output=True, timeout=30, check=False)
 
 
+def node_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of a node process: ``env`` (default: this process's) with localhost-only discovery unless a
+    range was chosen, unbuffered output and the source tree first on ``PYTHONPATH``."""
+    out = dict(os.environ if env is None else env)
+    out.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    out["PYTHONUNBUFFERED"] = "1"
+    out["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), out.get("PYTHONPATH", "")) if p)
+    return out
+
+
+class NodeProcess:
+    """One node (any command line) in its own process that dies with this one (``PR_SET_PDEATHSIG``), stdout
+    and stderr appended to ``log_path`` (discarded without one). ``stop()``: a signal (SIGTERM), then SIGKILL
+    after ``timeout`` (``killed`` is then set); returns the exit code."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path | None = None,
+                 cwd: Path | None = None):
+        self.argv, self.log_path = argv, log_path
+        self._log: Any = subprocess.DEVNULL
+        if log_path is not None:
+            Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(log_path, "a")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     preexec_fn=_pdeathsig)
+        self.killed = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        """What the process wrote so far (empty without a log file)."""
+        if self.log_path is None:
+            return ""
+        if not self._log.closed:
+            self._log.flush()
+        return Path(self.log_path).read_text(errors="replace")
+
+    def send_stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        """Wait up to ``timeout`` s, then SIGKILL; closes the log; returns the exit code."""
+        try:
+            self.proc.wait(max(0.0, timeout))
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop within %.1f s: killing it", " ".join(self.argv[1:3]), timeout)
+            self.proc.kill()
+            self.proc.wait(5)
+            self.killed = True
+        if self.log_path is not None:
+            self._log.close()
+        return self.proc.returncode
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        self.send_stop(sig)
+        return self.wait(timeout)
+
+
 class SubprocessGraph:
     """The graph as child processes; use as a context manager."""
 
@@ -46,13 +111,8 @@ class SubprocessGraph:
         self.nodes, self.config_dir = nodes, Path(config_dir)
         self.overrides = overrides or {}
         self.log_dir = Path(log_dir) if log_dir else None
-        self.env = dict(os.environ if env is None else env)
-        self.env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-        self.env["PYTHONUNBUFFERED"] = "1"
-        repo = str(Path(__file__).resolve().parents[2])
-        self.env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, self.env.get("PYTHONPATH", "")) if p)
-        self.procs: dict[str, subprocess.Popen] = {}
-        self._logs: list[Any] = []
+        self.env = node_env(env)
+        self.procs: dict[str, NodeProcess] = {}
 
     def start(self, name: str | None = None) -> None:
         """Start every node (or the one called ``name``, e.g. to restart it)."""
@@ -60,41 +120,23 @@ class SubprocessGraph:
             if name is not None and n.name != name:
                 continue
             argv = [sys.executable, "-m", n.module, *ros_args(n, self.config_dir, self.overrides.get(n.name))]
-            out = subprocess.DEVNULL
-            if self.log_dir is not None:
-                self.log_dir.mkdir(parents=True, exist_ok=True)
-                out = open(self.log_dir / f"{n.name}.log", "a")  # noqa: SIM115 - closed in stop()
-                self._logs.append(out)
             log.info("starting %s: %s", n.name, " ".join(argv[2:]))
-            self.procs[n.name] = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                                  preexec_fn=_pdeathsig)
+            self.procs[n.name] = NodeProcess(argv, self.env,
+                                             None if self.log_dir is None else self.log_dir / f"{n.name}.log")
 
     def alive(self, name: str) -> bool:
         p = self.procs.get(name)
-        return p is not None and p.poll() is None
+        return p is not None and p.alive()
 
     def stop(self, name: str | None = None, timeout: float = 10.0) -> dict[str, int]:
         """SIGTERM, wait, SIGKILL; returns the exit codes."""
-        codes = {}
         targets = [k for k in self.procs if name is None or k == name]
         for k in targets:
-            if self.procs[k].poll() is None:
-                self.procs[k].send_signal(signal.SIGTERM)
+            self.procs[k].send_stop(signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        for k in targets:
-            p = self.procs[k]
-            try:
-                p.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop within %.1f s: killing it", k, timeout)
-                p.kill()
-                p.wait(5)
-            codes[k] = p.returncode
+        codes = {k: self.procs[k].wait(deadline - time.monotonic()) for k in targets}
         if any(c == -signal.SIGKILL for c in codes.values()):
             clean_stale_shm()
-        if name is None:
-            for f in self._logs:
-                f.close()
         return codes
 
     def __enter__(self) -> SubprocessGraph:
