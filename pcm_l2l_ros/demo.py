@@ -168,7 +168,8 @@ class DemoClient:
 def pick_unseen_target(seed: int):
     """A trajectory of the task family from the demo's held-out seed that the arm can execute: inside the
     joint limits (resampled family) and within the URDF velocity limits. Returns (TrajectoryBatch of 1, cfg)."""
-    from pcm_l2l_ros.arm.kinematics import TaskKinematics, load_chain  # noqa: PLC0415
+    from pcm_l2l_ros.arm.kinematics import TaskKinematics  # noqa: PLC0415
+    from pcm_l2l_ros.arm.urdf import load_chain  # noqa: PLC0415
     from pcm_l2l_ros.snn.params import SNNConfig  # noqa: PLC0415
     from pcm_l2l_ros.snn.tasks import sample_trajectories  # noqa: PLC0415
 
