@@ -93,3 +93,19 @@ def test_shipped_checkpoints_load():
         assert meta["metrics"]["iterations"] > 0
     if not found:
         pytest.skip("no shipped CNN checkpoints")
+
+
+def test_export_fewer_ways_from_a_larger_model(tmp_path):
+    """--export-ways 5 from a 20-way run: the first 5 readout columns, full scale calibrated on 5-way tasks."""
+    data = str(shared_dir() / "data" / "omniglot")
+    run_dir = tmp_path / "run"
+    common = ["--ways", "20", "--shots", "1", "--queries", "1", "--meta-batch", "1", "--monitor-every", "0",
+              "--run-dir", str(run_dir), "--data-dir", data, "--no-progress", "--seed", "4", "--iterations", "2"]
+    assert train_cmd.run(_parse(train_cmd, [*common, "--export", str(tmp_path / "m20.npz")])) == 0
+    assert train_cmd.run(_parse(train_cmd, [*common, "--resume", "--export-only", "--export-ways", "5",
+                                            "--export", str(tmp_path / "m5.npz")])) == 0
+    p20, cfg20, _ = M.load_model(tmp_path / "m20.npz")
+    p5, cfg5, meta5 = M.load_model(tmp_path / "m5.npz")
+    assert cfg20.ways == 20 and cfg5.ways == 5 and meta5["config"]["trained_ways"] == 20
+    assert np.array_equal(p5["readout"], p20["readout"][:, :5]) and np.array_equal(p5["conv3"], p20["conv3"])
+    assert cfg5.readout_w_max > 0 and cfg5.readout_w_max != cfg20.readout_w_max

@@ -62,6 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (with torchrun: rank r uses cuda:r)")
     p.add_argument("--export", default=None, help="write the shipped checkpoint (npz + json) here at the end")
     p.add_argument("--export-only", action="store_true", help="with --resume: export without training")
+    p.add_argument("--export-ways", type=int, default=None,
+                   help="export the model for N <= --ways classes (its first N readout columns, readout full "
+                        "scale calibrated on N-way tasks); default --ways")
     p.add_argument("--note", default=None,
                    help="with --export: free text for the sidecar's config.note, e.g. where a run was forked "
                         "or which options changed across resumes (the sidecar's command is the export's)")
@@ -150,17 +153,18 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.export:
         metrics = trainer.recent_metrics()
-        cal = TaskSampler(bg.images, s.ways, max(s.shots), s.queries)
-        trainer.cfg.readout_w_max = round(calibrate_readout_wmax(trainer.numpy_params(), trainer.cfg, cal, 64,
-                                                                 np.random.default_rng(s.seed + 1000)), 5)
-        cfg = trainer.cfg.to_dict()
-        cfg.update(train_shots=list(s.shots), queries=s.queries, meta_batch=s.meta_batch,
+        ways = args.export_ways or s.ways  # a model serves fewer ways with its first N readout columns
+        params, mcfg = M.restrict_ways(trainer.numpy_params(), trainer.cfg, ways)
+        cal = TaskSampler(bg.images, ways, max(s.shots), s.queries)
+        mcfg.readout_w_max = round(calibrate_readout_wmax(params, mcfg, cal, 64,
+                                                          np.random.default_rng(s.seed + 1000)), 5)
+        cfg = mcfg.to_dict()
+        cfg.update(trained_ways=s.ways, train_shots=list(s.shots), queries=s.queries, meta_batch=s.meta_batch,
                    outer_lr=s.outer_lr, outer_lr_steps=[list(v) for v in s.outer_lr_steps],
                    first_order=s.first_order, weight_noise=s.weight_noise, mvm_noise=s.mvm_noise,
                    rotations=s.rotations,
                    train_split="background", init_from=args.init_from, note=args.note)
-        out = save_checkpoint(args.export, trainer.numpy_params(), kind=M.KIND, seed=s.seed, metrics=metrics,
-                              config=cfg)
+        out = save_checkpoint(args.export, params, kind=M.KIND, seed=s.seed, metrics=metrics, config=cfg)
         log.info("exported %s (%s)", out, metrics)
     try:
         if args.out_plot or not args.export_only:
