@@ -50,19 +50,20 @@ def sha256_file(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
+def atomic_write(path: str | Path, mode: str = "wb", **open_kw: Any) -> Iterator[IO[Any]]:
     """Open a temporary file next to ``path`` for writing; on a clean exit flush it to disk and rename it to
     ``path``.
 
     If the body raises (or the process dies), ``path`` keeps its previous content (the temporary file is
     removed on an exception), so a reader never sees a half-written file. The temporary name carries the
-    process id: processes writing the same file (e.g. a shared cache) do not clash.
+    process id: processes writing the same file (e.g. a shared cache) do not clash. ``open_kw`` go to ``open``
+    (e.g. ``newline=""`` for a CSV).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, mode) as f:
+        with open(tmp, mode, **open_kw) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

@@ -6,6 +6,10 @@
 * :func:`stop_on_signals`: SIGTERM (and Ctrl-C) become a clean, checkpointed stop. The first signal only
   sets a flag that the trainer looks at between two steps, so the state it saves is one of a step boundary
   and the resumed run equals an uninterrupted one; a second signal stops at once (``KeyboardInterrupt``).
+* :func:`drop_rows_after`: on resume, the ``metrics.csv`` rows of the steps after the saved state go (they
+  are recomputed identically), so a resumed run's CSV equals an uninterrupted one's.
+* :func:`run_loop`: the loop around a trainer's step (metrics.csv rows, progress bar, the stop and deadline
+  checks between steps, a checkpoint every N steps and at the end, also after an interrupt).
 * One deadline option for every trainer, ``--until-utc HH:MM`` (stop cleanly at that UTC time, the next one
   from now). ``--time-limit SECONDS`` (``train-snn``'s former option, stop after that many seconds) is kept
   as a hidden, deprecated alias, so recorded commands still run.
@@ -15,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import datetime as dt
 import logging
+import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +86,65 @@ def stop_on_signals(signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[StopReq
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def drop_rows_after(csv_path: Path, key: str, last: int, fields: Sequence[str] | None = None) -> None:
+    """Keep the rows of ``csv_path`` whose ``key`` column is at most ``last``; the header becomes ``fields``
+    (the columns the trainer writes now; default: the file's own)."""
+    if not csv_path.exists():
+        return
+    with csv_path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if int(r[key]) <= last]
+        fields = list(fields or reader.fieldnames or [])
+    with atomic_write(csv_path, "w", newline="") as f:
+        w = csv.DictWriter(f, fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def run_loop(step: Callable[[], tuple[int, dict[str, Any], dict[str, str]]], start: int, end: int,
+             save: Callable[[], None], ckpt_every: int, csv_path: Path | None, csv_fields: Sequence[str], *,
+             deadline_unix: float | None = None, stop: StopRequest | None = None, progress: bool = True,
+             unit: str = "step") -> int:
+    """Call ``step()`` until its count reaches ``end``; returns the count.
+
+    ``step()`` does one training step and returns (the count after it, its ``metrics.csv`` row, the progress
+    bar's postfix). Before every step the stop request (a ``KeyboardInterrupt``, like Ctrl-C) and the deadline
+    are checked; ``save()`` runs every ``ckpt_every`` steps (after the CSV is flushed) and once at the end,
+    also after an interrupt. ``csv_path`` None: no rows are written (a read-only run).
+    """
+    from tqdm import tqdm  # noqa: PLC0415
+
+    new = csv_path is not None and not csv_path.exists()
+    f = open(os.devnull, "w") if csv_path is None else csv_path.open("a", newline="")  # noqa: SIM115
+    writer = csv.DictWriter(f, list(csv_fields))
+    if new:
+        writer.writeheader()
+    bar = tqdm(total=end, initial=start, disable=not progress, mininterval=5.0, unit=unit)
+    done = start
+    try:
+        while done < end:
+            if stop is not None:
+                stop.check()
+            if deadline_passed(deadline_unix):
+                log.info("deadline reached at %s %d", unit, done)
+                break
+            done, row, postfix = step()
+            writer.writerow(row)
+            bar.update(1)
+            bar.set_postfix(**postfix)
+            if done % ckpt_every == 0:
+                f.flush()
+                save()
+    except KeyboardInterrupt:
+        log.warning("interrupted at %s %d; saving", unit, done)
+    finally:
+        bar.close()
+        f.flush()
+        f.close()
+        save()
+    return done
 
 
 # ---------------------------------------------------------------------------------------------- deadline

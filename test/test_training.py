@@ -16,6 +16,7 @@ from pcm_l2l_ros.checkpoint import torch_load
 from pcm_l2l_ros.training import (
     add_deadline_arguments,
     deadline_from_args,
+    drop_rows_after,
     parse_until_utc,
     save_state,
     stop_on_signals,
@@ -42,6 +43,17 @@ def test_atomic_save_keeps_the_old_state_and_leaves_no_partial_file(tmp_path):
     np.testing.assert_array_equal(st["rng"], np.arange(3))
     save_state({"iteration": 3}, path)
     assert torch_load(path)["iteration"] == 3 and sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"]
+
+
+def test_resume_drops_the_csv_rows_after_the_saved_step(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("iteration,loss,val_x\r\n1,0.5,\r\n2,0.4,0.3\r\n3,0.35,\r\n4,0.3,\r\n")
+    drop_rows_after(path, "iteration", 2)  # the file's own columns (train-snn: a run keeps its CSV's columns)
+    assert path.read_bytes() == b"iteration,loss,val_x\r\n1,0.5,\r\n2,0.4,0.3\r\n"
+    drop_rows_after(path, "iteration", 1, ["iteration", "loss", "acc"])  # the trainer's current columns
+    assert path.read_bytes() == b"iteration,loss,acc\r\n1,0.5,\r\n"
+    drop_rows_after(tmp_path / "none.csv", "iteration", 1)  # a run without a CSV yet
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"]
 
 
 def _deliver(sig: int) -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from pcm_l2l_ros.checkpoint import torch_load
-from pcm_l2l_ros.training import StopRequest, deadline_passed, save_state
+from pcm_l2l_ros.training import StopRequest, drop_rows_after, run_loop, save_state
 from pcm_l2l_ros.vision import model as M
 from pcm_l2l_ros.vision.sampler import TaskBatch, TaskSampler
 
@@ -262,15 +261,8 @@ class MetaTrainer:
         self.rng.bit_generator.state = st["rng"]
         torch.set_rng_state(st["torch_rng"])
         self.iteration, self.wall_s = st["iteration"], st["wall_s"]
-        # drop CSV rows written after the saved iteration (they will be recomputed identically)
-        if self.csv_path.exists() and not self.read_only:
-            with self.csv_path.open() as f:
-                rows = list(csv.DictReader(f))
-            rows = [r for r in rows if int(r["iteration"]) <= self.iteration]
-            with self.csv_path.open("w", newline="") as f:
-                w = csv.DictWriter(f, CSV_FIELDS)
-                w.writeheader()
-                w.writerows(rows)
+        if not self.read_only:  # CSV rows after the saved iteration go (they will be recomputed identically)
+            drop_rows_after(self.csv_path, "iteration", self.iteration, CSV_FIELDS)
         log.info("resumed %s at iteration %d", self.run_dir, self.iteration)
 
     def init_from(self, path: str | Path) -> list[str]:
@@ -372,44 +364,22 @@ class MetaTrainer:
               progress: bool = True, stop: StopRequest | None = None) -> int:
         """Run until ``iterations`` total (or the deadline, or ``stop``, checked between iterations);
         checkpoints every ckpt_every and at the end. Returns the iteration."""
-        from tqdm import tqdm  # noqa: PLC0415
-
         total = iterations if iterations is not None else self.s.iterations
-        new = not self.csv_path.exists()
-        f = open(os.devnull, "w") if self.read_only else self.csv_path.open("a", newline="")  # noqa: SIM115
-        writer = csv.DictWriter(f, CSV_FIELDS)
-        if new:
-            writer.writeheader()
-        bar = tqdm(total=total, initial=self.iteration, disable=not progress or self.rank != 0, mininterval=5.0)
-        try:
-            while self.iteration < total:
-                if stop is not None:
-                    stop.check()
-                if deadline_passed(deadline_unix):
-                    log.info("deadline reached at iteration %d", self.iteration)
-                    break
-                t0 = time.perf_counter()
-                r = self.step()
-                self.wall_s += time.perf_counter() - t0
-                row = {"iteration": self.iteration, "wall_s": round(self.wall_s, 2), "shots": r["shots"],
-                       "loss": round(r["loss"], 5), "outer_lr": r["outer_lr"]}
-                row.update({f"acc_step{k}": round(float(a), 4) for k, a in enumerate(r["accs"])})
-                if self.s.monitor_every and self.iteration % self.s.monitor_every == 0 and self.rank == 0:
-                    row["monitor_acc_final"] = round(self.monitor_accuracy(), 4)
-                writer.writerow(row)
-                bar.update(1)
-                bar.set_postfix(loss=f"{r['loss']:.3f}", acc=f"{r['accs'][-1]:.3f}")
-                if self.iteration % self.s.ckpt_every == 0:
-                    f.flush()
-                    self._save()
-        except KeyboardInterrupt:
-            log.warning("interrupted at iteration %d; saving", self.iteration)
-        finally:
-            bar.close()
-            f.flush()
-            f.close()
-            self._save()
-        return self.iteration
+        return run_loop(self._logged_step, self.iteration, total, self._save, self.s.ckpt_every,
+                        None if self.read_only else self.csv_path, CSV_FIELDS, deadline_unix=deadline_unix,
+                        stop=stop, progress=progress and self.rank == 0, unit="iteration")
+
+    def _logged_step(self) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """One step (timed) with its metrics.csv row (and the monitor every monitor_every) and bar postfix."""
+        t0 = time.perf_counter()
+        r = self.step()
+        self.wall_s += time.perf_counter() - t0
+        row = {"iteration": self.iteration, "wall_s": round(self.wall_s, 2), "shots": r["shots"],
+               "loss": round(r["loss"], 5), "outer_lr": r["outer_lr"]}
+        row.update({f"acc_step{k}": round(float(a), 4) for k, a in enumerate(r["accs"])})
+        if self.s.monitor_every and self.iteration % self.s.monitor_every == 0 and self.rank == 0:
+            row["monitor_acc_final"] = round(self.monitor_accuracy(), 4)
+        return self.iteration, row, {"loss": f"{r['loss']:.3f}", "acc": f"{r['accs'][-1]:.3f}"}
 
     def recent_metrics(self, window: int = 100) -> dict[str, float]:
         rows = []

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from pcm_l2l_ros.checkpoint import torch_load
-from pcm_l2l_ros.training import StopRequest, deadline_passed, save_state
+from pcm_l2l_ros.training import StopRequest, drop_rows_after, run_loop, save_state
 from pcm_l2l_ros.vision import model as M
 
 log = logging.getLogger(__name__)
@@ -170,13 +170,7 @@ class Pretrainer:
             self.scale.fill_(st["scale"])
         self.opt.load_state_dict(st["opt"])
         self.step_count, self.wall_s = int(st["step"]), float(st["wall_s"])
-        if self.csv_path.exists():  # rows after the saved step are recomputed identically
-            with self.csv_path.open() as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step_count]
-            with self.csv_path.open("w", newline="") as f:
-                w = csv.DictWriter(f, CSV_FIELDS)
-                w.writeheader()
-                w.writerows(rows)
+        drop_rows_after(self.csv_path, "step", self.step_count, CSV_FIELDS)  # rows after it are recomputed identically
         log.info("resumed %s at step %d of %d", self.run_dir, self.step_count, self.total_steps)
 
     def last_metrics(self, window: int = 100) -> dict[str, float]:
@@ -248,41 +242,18 @@ class Pretrainer:
               max_steps: int | None = None, stop: StopRequest | None = None) -> int:
         """Train to the end of the schedule (or ``max_steps`` total, or the deadline, or ``stop``, checked
         between steps); returns the step."""
-        from tqdm import tqdm  # noqa: PLC0415
-
         end = self.total_steps if max_steps is None else min(max_steps, self.total_steps)
-        new = not self.csv_path.exists()
-        f = self.csv_path.open("a", newline="")
-        writer = csv.DictWriter(f, CSV_FIELDS)
-        if new:
-            writer.writeheader()
-        bar = tqdm(total=end, initial=self.step_count, disable=not progress, mininterval=5.0, unit="step")
-        try:
-            while self.step_count < end:
-                if stop is not None:
-                    stop.check()
-                if deadline_passed(deadline_unix):
-                    log.info("deadline reached at step %d", self.step_count)
-                    break
-                t0 = time.perf_counter()
-                r = self.step()
-                self.wall_s += time.perf_counter() - t0
-                row: dict[str, Any] = {"step": self.step_count, "epoch": self.step_count // self.steps_per_epoch,
-                                       "wall_s": round(self.wall_s, 2), "lr": f"{r['lr']:.6g}",
-                                       "loss": round(r["loss"], 5), "acc": round(r["acc"], 4)}
-                if self.step_count % self.steps_per_epoch == 0 or self.step_count == self.total_steps:
-                    row.update(self.monitor())
-                writer.writerow(row)
-                bar.update(1)
-                bar.set_postfix(loss=f"{r['loss']:.3f}", acc=f"{r['acc']:.3f}", lr=f"{r['lr']:.2g}")
-                if self.step_count % self.s.ckpt_every == 0:
-                    f.flush()
-                    self._save()
-        except KeyboardInterrupt:
-            log.warning("interrupted at step %d; saving", self.step_count)
-        finally:
-            bar.close()
-            f.flush()
-            f.close()
-            self._save()
-        return self.step_count
+        return run_loop(self._logged_step, self.step_count, end, self._save, self.s.ckpt_every, self.csv_path,
+                        CSV_FIELDS, deadline_unix=deadline_unix, stop=stop, progress=progress, unit="step")
+
+    def _logged_step(self) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """One step (timed) with its metrics.csv row (the monitor at each epoch's end) and bar postfix."""
+        t0 = time.perf_counter()
+        r = self.step()
+        self.wall_s += time.perf_counter() - t0
+        row: dict[str, Any] = {"step": self.step_count, "epoch": self.step_count // self.steps_per_epoch,
+                               "wall_s": round(self.wall_s, 2), "lr": f"{r['lr']:.6g}",
+                               "loss": round(r["loss"], 5), "acc": round(r["acc"], 4)}
+        if self.step_count % self.steps_per_epoch == 0 or self.step_count == self.total_steps:
+            row.update(self.monitor())
+        return self.step_count, row, {"loss": f"{r['loss']:.3f}", "acc": f"{r['acc']:.3f}", "lr": f"{r['lr']:.2g}"}
