@@ -41,12 +41,20 @@ import csv
 import logging
 import math
 import shlex
-import signal
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from pcm_l2l_ros.training import (
+    add_deadline_arguments,
+    deadline_from_args,
+    deadline_passed,
+    drop_rows_after,
+    save_state,
+    stop_on_signals,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +86,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-every", type=int, default=100)
     p.add_argument("--val-size", type=int, default=64)
     p.add_argument("--save-every", type=int, default=100)
-    p.add_argument("--time-limit", type=float, default=0.0, help="stop (and save) after this many seconds")
+    add_deadline_arguments(p)  # --until-utc HH:MM (the former --time-limit SECONDS still works, hidden)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 on the shared CI machine)")
     p.add_argument("--export", type=Path, default=None, help="write the best weights here at the end")
     p.add_argument("--export-eval-n", type=int, default=270,
@@ -153,14 +161,6 @@ def _check_seed(args) -> str | None:
 
 def _chip_seed(args, iteration: int) -> int:
     return args.seed * 1_000_003 + iteration
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    import torch  # noqa: PLC0415
-
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
 
 
 def _save_weights(path: Path, model, cfg, args, metrics: dict, iteration: int) -> None:
@@ -262,12 +262,10 @@ def run(args) -> int:
     import torch  # noqa: PLC0415
     from tqdm import tqdm  # noqa: PLC0415
 
+    from pcm_l2l_ros.compute_threads import limit_compute_threads  # noqa: PLC0415
     from pcm_l2l_ros.snn import metatrain as mt  # noqa: PLC0415
     from pcm_l2l_ros.snn import tasks  # noqa: PLC0415
     from pcm_l2l_ros.snn.params import SNNWeights  # noqa: PLC0415
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from pcm_l2l_ros.compute_threads import limit_compute_threads  # noqa: PLC0415
 
     limit_compute_threads(max(1, args.threads))
     if not getattr(args, "command_line", None):
@@ -315,6 +313,7 @@ def run(args) -> int:
         torch.set_rng_state(st["torch_rng"])
         it0, best = st["iteration"], st["best"]
         log.info("resumed %s at iteration %d (best val loss after %.4f)", run_dir, it0, best)
+        drop_rows_after(csv_path, "iteration", it0)  # rows after the saved state are recomputed identically
         old_mix = families.parse_mixture((st.get("args") or {}).get("families") or "brownian")
         if old_mix != mix:  # a curriculum step; the validation set (and so "best") follows the new mixture
             log.warning("task families changed on resume: %s -> %s; best reset", old_mix, mix)
@@ -341,23 +340,17 @@ def run(args) -> int:
     def lr_at(it: int) -> float:
         return args.lr * args.lr_decay ** (it // max(1, args.lr_every))
 
-    stop = {"flag": False}
-
-    def _handler(signum, _frame):
-        log.warning("signal %d: saving and stopping", signum)
-        stop["flag"] = True
-
-    old = {s: signal.signal(s, _handler) for s in (signal.SIGTERM, signal.SIGINT)}
-
-    def save_state(it: int) -> None:
-        _atomic_torch_save({"model": model.state_dict(), "opt": opt.state_dict(), "iteration": it,
-                            "np_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                            "best": best, "cfg": cfg.to_dict(), "args": vars(args)}, state_path)
+    def save_run(it: int) -> None:
+        save_state({"model": model.state_dict(), "opt": opt.state_dict(), "iteration": it,
+                    "np_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                    "best": best, "cfg": cfg.to_dict(), "args": vars(args)}, state_path)
 
     t_start = time.perf_counter()
     t_last = t_start
     it = it0
-    with open(csv_path, "a", newline="") as fcsv:
+    deadline = deadline_from_args(args)
+    # SIGTERM / Ctrl-C: stop after the current iteration, state saved (a second signal stops at once)
+    with stop_on_signals() as stop, open(csv_path, "a", newline="") as fcsv:
         writer = csv.DictWriter(fcsv, fields, extrasaction="ignore")
         bar = tqdm(range(it0, args.iterations), initial=it0, total=args.iterations, desc="train-snn",
                    mininterval=5.0, file=sys.stderr)
@@ -422,16 +415,14 @@ def run(args) -> int:
             fcsv.flush()
             bar.set_postfix(loss=f"{m['loss']:.4f}", tr=f"{m['rate_trainee_hz']:.0f}", lsg=f"{m['rate_lsg_hz']:.0f}")
             if done % args.save_every == 0:
-                save_state(done)
-            if stop["flag"] or (args.time_limit > 0 and now - t_start > args.time_limit):
+                save_run(done)
+            if stop.requested or deadline_passed(deadline):
                 log.info("stopping at iteration %d", done)
                 break
         else:
             done = it0 if args.iterations <= it0 else args.iterations
         bar.close()
-    save_state(done)
-    for s, h in old.items():
-        signal.signal(s, h)
+    save_run(done)
     if args.export is not None:
         src = run_dir / "best.npz"
         if not src.exists():
@@ -442,10 +433,11 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:  # pragma: no cover - convenience entry for ``python -m``
-    p = argparse.ArgumentParser(prog="pcm-l2l train-snn", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - convenience entry for ``python -m``
+    """``pcm-l2l train-snn ARGS`` (also ``python -m``): through the CLI, which configures logging."""
+    from pcm_l2l_ros.cli import main as cli_main  # noqa: PLC0415
+
+    return cli_main(["train-snn", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":  # pragma: no cover
