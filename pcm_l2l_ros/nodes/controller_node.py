@@ -122,10 +122,12 @@ class ControllerNode(Node):
         self.pool.serve(self, LearnTrajectory, "~/learn_trajectory", self._on_learn)
         self.create_service(Trigger, "~/execute", self._on_execute)
         self._reset_send = WorkerPool.attach(self.create_service(Trigger, "~/reset", self._on_reset))
-        # the watchdog ticks at a tenth of its timeout (at least every ms), only while executing
-        self._watchdog_period = max(0.001, self.watchdog_timeout_s / 10.0)
+        # the watchdog: one timer of period watchdog_timeout_s, only while executing, re-armed by every accepted
+        # /joint_states, so it fires exactly that long after the last one (no fast ticking; the old period
+        # min(0.001, timeout / 10) ticked at 1 kHz or faster)
+        self._watchdog_period = self.watchdog_timeout_s
         self._watchdog_timer = None
-        self._last_watchdog = time.monotonic()
+        self._watchdog_due = 0.0            # monotonic time at which the watchdog timer is due
         self.create_timer(1.0 / p["status_rate_hz"], self._publish_status)
 
     # ------------------------------------------------------------------------------------------ parameters
@@ -311,7 +313,13 @@ class ControllerNode(Node):
             self._last_js_wall = now
             self._last_js_stamp = stamp
             self._last_q = q
-            if self.state != "executing" or self.command_mode != "velocity":
+            if self.state != "executing":
+                return
+            self._rearm_watchdog()
+            if self._traj_end is not None and now > self._traj_end:   # the sent trajectory has ended
+                self.state, self._traj_end = "idle", None
+                return
+            if self.command_mode != "velocity":
                 return
             if self._exec_t0 is None:
                 self._exec_t0 = stamp
@@ -391,8 +399,16 @@ class ControllerNode(Node):
 
     def _start_watchdog(self) -> None:
         if self._watchdog_timer is None:
-            self._last_watchdog = time.monotonic()
             self._watchdog_timer = self.create_timer(self._watchdog_period, self._on_watchdog)
+        else:
+            self._watchdog_timer.reset()
+        self._watchdog_due = time.monotonic() + self._watchdog_period
+
+    def _rearm_watchdog(self) -> None:
+        """A fresh /joint_states: the watchdog fires ``watchdog_timeout_s`` after this one (unless re-armed)."""
+        if self._watchdog_timer is not None:
+            self._watchdog_timer.reset()
+            self._watchdog_due = time.monotonic() + self._watchdog_period
 
     def _on_watchdog(self) -> None:
         if self.state != "executing":          # nothing is commanded: the watchdog rests
@@ -406,11 +422,11 @@ class ControllerNode(Node):
                     self.state = "idle"
                 self._traj_end = None
             return
-        starved = now - self._last_watchdog > max(0.01, 4 * self._watchdog_period)
-        self._last_watchdog = now
-        if starved:
+        late = now - self._watchdog_due
+        self._watchdog_due = now + self._watchdog_period
+        if late > max(0.01, 0.2 * self._watchdog_period):
             # This process did not run for a while: /joint_states may be waiting in the queue unread, so
-            # its age says nothing about the arm. Judge on the next tick, after the queue is served.
+            # its age says nothing about the arm. Judge at the next expiry, after the queue is served.
             return
         with self._lock:
             if self.state == "executing" and not self._joint_states_fresh():
