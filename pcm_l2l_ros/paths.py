@@ -25,8 +25,10 @@ def shared_dir() -> Path:
         c = Path(env)
         if (c / "data").is_dir() or (c / "reference").is_dir():
             return c.resolve()
-        raise FileNotFoundError(f"PCM_L2L_SHARED={env} holds neither data/ nor reference/ (unset it to use the "
-                                "shared folder next to the repository)")
+        raise FileNotFoundError(
+            f"PCM_L2L_SHARED={env} holds neither data/ nor reference/ (unset it to use the "
+            "shared folder next to the repository)"
+        )
     candidates = [REPO_DIR.parent / "shared", Path.cwd().parent / "shared", Path.cwd() / "shared"]
     for c in candidates:
         if (c / "data").is_dir() or (c / "reference").is_dir():

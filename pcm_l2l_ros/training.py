@@ -103,10 +103,20 @@ def drop_rows_after(csv_path: Path, key: str, last: int, fields: Sequence[str] |
         w.writerows(rows)
 
 
-def run_loop(step: Callable[[], tuple[int, dict[str, Any], dict[str, str]]], start: int, end: int,
-             save: Callable[[], None], ckpt_every: int, csv_path: Path | None, csv_fields: Sequence[str], *,
-             deadline_unix: float | None = None, stop: StopRequest | None = None, progress: bool = True,
-             unit: str = "step") -> int:
+def run_loop(
+    step: Callable[[], tuple[int, dict[str, Any], dict[str, str]]],
+    start: int,
+    end: int,
+    save: Callable[[], None],
+    ckpt_every: int,
+    csv_path: Path | None,
+    csv_fields: Sequence[str],
+    *,
+    deadline_unix: float | None = None,
+    stop: StopRequest | None = None,
+    progress: bool = True,
+    unit: str = "step",
+) -> int:
     """Call ``step()`` until its count reaches ``end``; returns the count.
 
     ``step()`` does one training step and returns (the count after it, its ``metrics.csv`` row, the progress
@@ -172,8 +182,13 @@ def parse_until_utc(hhmm: str, now: dt.datetime | None = None) -> float:
 
 def add_deadline_arguments(p: argparse.ArgumentParser) -> None:
     """``--until-utc HH:MM`` and the hidden, deprecated ``--time-limit SECONDS``."""
-    p.add_argument("--until-utc", type=_hhmm, default=None, metavar="HH:MM",
-                   help="stop cleanly (checkpointed) at this UTC time, the next one from now")
+    p.add_argument(
+        "--until-utc",
+        type=_hhmm,
+        default=None,
+        metavar="HH:MM",
+        help="stop cleanly (checkpointed) at this UTC time, the next one from now",
+    )
     p.add_argument("--time-limit", type=float, default=0.0, help=argparse.SUPPRESS)  # deprecated: seconds from start
 
 

@@ -87,8 +87,9 @@ def test_sigterm_mid_step_stops_at_the_step_boundary_and_resumes_exactly(tmp_pat
     from pcm_l2l_ros.vision.omniglot import load_split
 
     imgs = load_split("evaluation").images[:60]
-    s = TrainSettings(ways=5, shots=(1, 2), queries=1, meta_batch=2, iterations=4, seed=5, ckpt_every=100,
-                      monitor_every=0)
+    s = TrainSettings(
+        ways=5, shots=(1, 2), queries=1, meta_batch=2, iterations=4, seed=5, ckpt_every=100, monitor_every=0
+    )
     a = MetaTrainer(s, tmp_path / "a", imgs)
     a.train(4, progress=False)
 
@@ -130,8 +131,10 @@ def test_deadline_parsing():
     assert deadline_from_args(_parser().parse_args(["--until-utc", "15:10"]), t) == t + 39 * 60 + 40
     # the deprecated alias (train-snn's former option): seconds from the start
     assert deadline_from_args(_parser().parse_args(["--time-limit", "600"]), t) == t + 600
-    assert deadline_from_args(_parser().parse_args(["--time-limit", "5400", "--until-utc", "15:10"]), t) == \
-        t + 39 * 60 + 40  # the earlier one
+    assert (
+        deadline_from_args(_parser().parse_args(["--time-limit", "5400", "--until-utc", "15:10"]), t)
+        == t + 39 * 60 + 40
+    )  # the earlier one
     with pytest.raises(SystemExit):
         _parser().parse_args(["--until-utc", "25:00"])  # refused when parsed, not when training starts
     assert "--time-limit" not in _parser().format_help() and "--until-utc" in _parser().format_help()
