@@ -23,8 +23,8 @@ from std_msgs.msg import Float64MultiArray  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
 
-from pcm_l2l_ros.arm.kinematics import ee_position, load_chain  # noqa: E402
 from pcm_l2l_ros.arm.sim import TrajectoryPlan  # noqa: E402
+from pcm_l2l_ros.arm.urdf import ee_position, load_chain  # noqa: E402
 
 SIM = "pcm_l2l_ros.nodes.sim_node"
 VEL = "/forward_velocity_controller/commands"

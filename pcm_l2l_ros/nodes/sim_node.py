@@ -38,8 +38,8 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
-from pcm_l2l_ros.arm.kinematics import URDFError, default_urdf_path, load_chain
 from pcm_l2l_ros.arm.sim import ArmSim, TrajectoryError, TrajectoryPlan
+from pcm_l2l_ros.arm.urdf import URDFError, default_urdf_path, load_chain
 from pcm_l2l_ros.nodes.common import declare_validated, positive, run_node
 
 VELOCITY_TOPIC = "/forward_velocity_controller/commands"
