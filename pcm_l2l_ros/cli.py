@@ -1,7 +1,7 @@
 """The ``pcm-l2l`` command.
 
 Sub-commands (each lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``):
-demo, train-cnn, eval-cnn, train-snn, eval-snn, bench, report.
+demo, pretrain-cnn, train-cnn, eval-cnn, train-snn, eval-snn, bench, report.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("pcm_l2l_ros.demo", "run the demo scenario: one-shot arm trajectory + few-shot vision over ROS 2"),
+    "pretrain-cnn": ("pcm_l2l_ros.vision.pretrain_cmd", "pre-train the CNN backbone as a classifier (resumable)"),
     "train-cnn": ("pcm_l2l_ros.vision.train_cmd", "meta-train the Omniglot CNN with MAML (resumable)"),
     "eval-cnn": ("pcm_l2l_ros.vision.eval_cmd", "evaluate the CNN in software and on the simulated PCM chip"),
     "train-snn": ("pcm_l2l_ros.snn.train_cmd", "meta-train the trainee + LSG with natural e-prop (resumable)"),
