@@ -24,7 +24,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
@@ -235,15 +236,30 @@ def declare_validated(node: Node, name: str, default: Any, description: str,
                       check: Callable[[Any], str | None] | None = None, read_only: bool = False) -> Any:
     """Declare a parameter with a descriptor; validate the initial value and later changes.
 
-    ``check(value)`` returns an error message or None. An invalid initial value raises ``ValueError``
-    (the node refuses to start with a clear message); an invalid later change is rejected.
+    ``check(value)`` returns an error message or None. A check made by :func:`float_range` or :func:`int_range`
+    also puts its range into the descriptor (``floating_point_range`` / ``integer_range``: what
+    ``ros2 param describe`` and the ``~/describe_parameters`` service show, and what rclpy enforces), as
+    ``read_only`` does. The initial value (the override from ``--ros-args``/a parameter file, else ``default``)
+    is checked *before* the parameter is declared: an invalid one raises ``ValueError`` (the node refuses to
+    start with a clear message) and nothing is changed. A later change is checked (range, then ``check``)
+    before it is applied, and rejected if invalid.
     """
-    node.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=read_only))
+    descriptor = ParameterDescriptor(description=description, read_only=read_only)
+    rng = getattr(check, "ros_range", None)
+    if isinstance(rng, FloatingPointRange) and isinstance(default, float):
+        descriptor.floating_point_range = [rng]
+    elif isinstance(rng, IntegerRange) and isinstance(default, int) and not isinstance(default, bool):
+        descriptor.integer_range = [rng]
+    overrides = getattr(node, "_parameter_overrides", None) or {}   # rclpy's: what declare_parameter will use
+    initial = overrides[name].value if name in overrides else default
+    _raise_if_invalid(name, initial, check)
+    try:
+        node.declare_parameter(name, default, descriptor)
+    except (InvalidParameterValueException, InvalidParameterTypeException) as e:
+        raise ValueError(f"parameter '{name}' = {initial!r} is invalid: {e}") from e
     value = node.get_parameter(name).value
+    _raise_if_invalid(name, value, check)
     if check is not None:
-        err = check(value)
-        if err:
-            raise ValueError(f"parameter '{name}' = {value!r} is invalid: {err}")
         checks = getattr(node, "_pcm_param_checks", None)
         if checks is None:
             checks = {}
@@ -251,6 +267,12 @@ def declare_validated(node: Node, name: str, default: Any, description: str,
             node.add_on_set_parameters_callback(lambda params: _check_all(checks, params))
         checks[name] = check
     return value
+
+
+def _raise_if_invalid(name: str, value: Any, check: Callable[[Any], str | None] | None) -> None:
+    err = check(value) if check is not None else None
+    if err:
+        raise ValueError(f"parameter '{name}' = {value!r} is invalid: {err}")
 
 
 def _check_all(checks: dict[str, Callable[[Any], str | None]], params) -> SetParametersResult:
@@ -262,6 +284,23 @@ def _check_all(checks: dict[str, Callable[[Any], str | None]], params) -> SetPar
     return SetParametersResult(successful=True)
 
 
+def float_range(lo: float, hi: float, lo_open: bool = False):
+    """Check helper factory: a finite number in [lo, hi] (``lo_open``: in (lo, hi]). Carries the matching
+    ``FloatingPointRange`` (ROS ranges are closed: an open lower end shows as ``from_value`` = lo, and lo itself
+    is still refused by the check)."""
+    text = f"{'(' if lo_open else '['}{lo}, {hi}]"
+
+    def check(v: Any) -> str | None:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return f"must be a finite number in {text}"
+        if (v <= lo if lo_open else v < lo) or v > hi:
+            return f"must be in {text}"
+        return None
+
+    check.ros_range = FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)  # type: ignore[attr-defined]
+    return check
+
+
 def positive(value: Any) -> str | None:
     """Check helper: a finite number > 0."""
     if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
@@ -270,11 +309,13 @@ def positive(value: Any) -> str | None:
 
 
 def int_range(lo: int, hi: int):
-    """Check helper factory: an integer (not a bool) in [lo, hi]."""
+    """Check helper factory: an integer (not a bool) in [lo, hi]; carries the matching ``IntegerRange``."""
     def check(v: Any) -> str | None:
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             return f"must be an integer in [{lo}, {hi}]"
         return None
+
+    check.ros_range = IntegerRange(from_value=int(lo), to_value=int(hi), step=1)  # type: ignore[attr-defined]
     return check
 
 

@@ -48,12 +48,14 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from pcm_l2l_ros.arm.kinematics import default_urdf_path, load_chain
 from pcm_l2l_ros.compute_threads import limit_compute_threads
-from pcm_l2l_ros.nodes.common import WorkerPool, declare_validated, int_range, non_negative, positive, run_node
+from pcm_l2l_ros.nodes.common import WorkerPool, declare_validated, float_range, int_range, run_node
 from pcm_l2l_ros.snn.controller import OneShotController, TargetError
 
 VELOCITY_TOPIC = "/forward_velocity_controller/commands"
 TRAJECTORY_TOPIC = "/joint_trajectory_controller/joint_trajectory"
 MODES = ("velocity", "trajectory")
+#: longest simulated time since programming (s): 10 years, as the vision service
+MAX_DRIFT_S = 10 * 365.25 * 86400.0
 #: /joint_states QoS: best effort matches both reliable and best-effort (sensor-data) publishers
 JOINT_STATES_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=20, reliability=ReliabilityPolicy.BEST_EFFORT)
 #: longest wait (s) at shutdown for the stop command to be acknowledged by its (reliable) subscribers
@@ -83,6 +85,8 @@ class ControllerNode(Node):
         missing = [j for j in p["learned_joints"] if j not in p["joints"]]
         if missing:
             raise ValueError(f"parameter 'learned_joints': {missing} not in 'joints'")
+        # every parameter is valid: only now does anything change (process-wide thread pools, the chip)
+        limit_compute_threads(p["compute_threads"])
         self.joints, self.learned_joints = list(p["joints"]), list(p["learned_joints"])
         self._learned_idx = [self.joints.index(j) for j in self.learned_joints]
         self.lower = np.array([chain.joint(j).lower for j in self.joints])
@@ -153,7 +157,8 @@ class ControllerNode(Node):
                                               "by the other controller", _one_of(MODES), read_only=True)
         p["start_tolerance_rad"] = declare_validated(self, "start_tolerance_rad", 0.05, "~/execute is refused "
                                                      "unless every learned joint is within this of the "
-                                                     "trajectory's start (rad)", positive, read_only=True)
+                                                     "trajectory's start (rad)",
+                                                     float_range(0.0, math.pi, lo_open=True), read_only=True)
         self.start_tolerance_rad = p["start_tolerance_rad"]
         p["max_target_points"] = declare_validated(self, "max_target_points", 10_000, "cap on the points of a "
                                                    "LearnTrajectory target (refused before conversion)",
@@ -162,9 +167,10 @@ class ControllerNode(Node):
         p["max_pending"] = declare_validated(self, "max_pending", 4, "learn requests queued or running at most; "
                                              "more are refused at once (busy)", int_range(1, 100), read_only=True)
         self.watchdog_timeout_s = declare_validated(self, "watchdog_timeout_s", 0.05, "stop (zero velocity) when "
-                                                    "/joint_states is older than this (s)", positive, read_only=True)
-        p["status_rate_hz"] = declare_validated(self, "status_rate_hz", 1.0, "rate of ~/status (Hz)", positive,
-                                                read_only=True)
+                                                    "/joint_states is older than this (s)",
+                                                    float_range(0.0, 10.0, lo_open=True), read_only=True)
+        p["status_rate_hz"] = declare_validated(self, "status_rate_hz", 1.0, "rate of ~/status (Hz)",
+                                                float_range(0.0, 1000.0, lo_open=True), read_only=True)
         p["pcm.enabled"] = declare_validated(self, "pcm.enabled", True, "run the trainee's W_in/W_rec on the "
                                              "simulated PCM chip (false: float software)", read_only=True)
         from pcm_l2l_ros.pcm import PRESET_NAMES  # noqa: PLC0415
@@ -173,19 +179,17 @@ class ControllerNode(Node):
                                             "pcm.presets (old name hermes_like = hermes_per_column)",
                                             _one_of(PRESET_NAMES), read_only=True)
         p["pcm.drift_time_s"] = declare_validated(self, "pcm.drift_time_s", 3600.0, "time since programming "
-                                                  "simulated for the runs (s), drift-compensated", non_negative,
-                                                  read_only=True)
+                                                  "simulated for the runs (s), drift-compensated",
+                                                  float_range(0.0, MAX_DRIFT_S), read_only=True)
         p["pcm.update_rounding"] = declare_validated(
             self, "pcm.update_rounding", "stochastic", "rounding of the one update to the device resolution (1/16): "
             "stochastic (unbiased) or nearest (the paper's)", _one_of(("stochastic", "nearest")), read_only=True)
-        p["pcm.seed"] = declare_validated(self, "pcm.seed", 0, "seed of the device noise",
-                                          lambda v: None if isinstance(v, int) and v >= 0 else "must be an int >= 0",
+        p["pcm.seed"] = declare_validated(self, "pcm.seed", 0, "seed of the device noise", int_range(0, 2**31 - 1),
                                           read_only=True)
-        threads = declare_validated(self, "compute_threads", 1, "threads of the SNN / chip simulation: torch "
-                                    "intra-op and the BLAS pools (1: no oversubscription of the cores shared with "
-                                    "the ROS executor and the control loop)",
-                                    int_range(1, 64), read_only=True)
-        limit_compute_threads(threads)
+        p["compute_threads"] = declare_validated(
+            self, "compute_threads", 1, "threads of the SNN / chip simulation: torch intra-op and the BLAS pools (1: "
+            "no oversubscription of the cores shared with the ROS executor and the control loop)", int_range(1, 64),
+            read_only=True)
         return p
 
     # ------------------------------------------------------------------------------------------ services

@@ -26,7 +26,6 @@ command acts for exactly as long as it was in force.
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -40,7 +39,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from pcm_l2l_ros.arm.sim import ArmSim, TrajectoryError, TrajectoryPlan
 from pcm_l2l_ros.arm.urdf import URDFError, default_urdf_path, load_chain
-from pcm_l2l_ros.nodes.common import declare_validated, positive, run_node
+from pcm_l2l_ros.nodes.common import declare_validated, float_range, int_range, run_node
 
 VELOCITY_TOPIC = "/forward_velocity_controller/commands"
 TRAJECTORY_TOPIC = "/joint_trajectory_controller/joint_trajectory"
@@ -52,13 +51,7 @@ MAX_CATCH_UP_S = 0.1
 
 
 def _range(lo: float, hi: float, lo_open: bool = True):
-    def check(v):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            return "must be a finite number"
-        if (v <= lo if lo_open else v < lo) or v > hi:
-            return f"must be in {'(' if lo_open else '['}{lo}, {hi}]"
-        return None
-    return check
+    return float_range(lo, hi, lo_open=lo_open)   # the check, and the range shown in the parameter's descriptor
 
 
 class SimNode(Node):
@@ -110,7 +103,7 @@ class SimNode(Node):
         self.time_step_s = float(declare_validated(self, "time_step_s", 0.002, "physics time step (s)",
                                                    _range(0.0, 0.05), read_only=True))
         declare_validated(self, "command_timeout_s", 0.2, "stop and hold when no velocity command arrives "
-                          "for this long (s)", positive)
+                          "for this long (s)", _range(0.0, 60.0))
         self.command_joints = list(declare_validated(
             self, "command_joints", list(movable), "joints of the velocity command, in the order of the "
             "Float64MultiArray (like forward_command_controller's 'joints'; default: all movable joints)", joints_check,
@@ -125,9 +118,7 @@ class SimNode(Node):
                                   read_only=True)
         self.max_points = declare_validated(self, "max_trajectory_points", 10_000, "cap on the points of a "
                                             "JointTrajectory (more are rejected unread)",
-                                            lambda v: None if isinstance(v, int) and not isinstance(v, bool)
-                                            and 2 <= v <= 1_000_000 else "must be an integer in [2, 1000000]",
-                                            read_only=True)
+                                            int_range(2, 1_000_000), read_only=True)
 
         self._sim = ArmSim(urdf or None, time_step_s=self.time_step_s, gui=bool(gui),
                            home=[float(x) for x in home], position_gain=float(pgain))
