@@ -1,7 +1,8 @@
 """The ``pcm-l2l`` command.
 
 Sub-commands (each lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``):
-demo, pretrain-cnn, train-cnn, eval-cnn, train-snn, eval-snn, bench, report.
+demo, pretrain-cnn, train-cnn, eval-cnn, train-snn, eval-snn, bench, report; and the clients of a running
+node graph (no ros2 CLI needed): classify, learn, execute.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval-snn": ("pcm_l2l_ros.snn.eval_cmd", "evaluate one-shot trajectory learning, software and PCM"),
     "bench": ("pcm_l2l_ros.bench_cmd", "run the benchmarks in bench/ and print ratios against peers"),
     "report": ("pcm_l2l_ros.report", "plot metrics CSVs of training/evaluation runs"),
+    "classify": ("pcm_l2l_ros.client.classify_cmd", "client of the running graph: classify image files few-shot"),
+    "learn": ("pcm_l2l_ros.client.learn_cmd", "client of the running graph: learn a trajectory CSV in one update"),
+    "execute": ("pcm_l2l_ros.client.execute_cmd", "client of the running graph: execute the learned trajectory"),
 }
 
 

@@ -101,3 +101,57 @@ def images_to_input(msgs) -> np.ndarray:
     return to_model_inputs([decode(int(m.height), int(m.width), str(m.encoding), int(m.is_bigendian),
                                    int(m.step), m.data) for m in msgs])
 
+
+
+#: file name endings :func:`image_file_fields` reads (whatever Pillow opens; PNG is the usual)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".pbm", ".tif", ".tiff", ".gif", ".webp")
+
+
+def image_file_fields(path) -> dict:
+    """An image file as the fields of a sensor_msgs/Image (``height``, ``width``, ``encoding``, ``is_bigendian``,
+    ``step``, ``data``) that the vision node decodes with :func:`decode`, exactly as a camera's message: grey
+    images (1-bit as Omniglot's PNGs, 8-bit, grey palettes) as ``mono8``, 16-bit ones as ``mono16``, float ones as
+    ``32FC1``, colour as ``rgb8``; transparency is composited onto white paper. The header is checked as the node
+    checks it (:func:`check_header`); raises ImageError with the file's name if it cannot be used."""
+    from PIL import Image as PILImage  # noqa: PLC0415 - Pillow only where files are read
+
+    try:
+        with PILImage.open(path) as im:
+            im.load()
+            if "A" in im.mode or (im.mode == "P" and "transparency" in im.info):
+                grey = im.mode in ("LA", "La") or (im.mode == "P" and _grey_palette(im))
+                paper = PILImage.new("RGBA", im.size, (255, 255, 255, 255))
+                im = PILImage.alpha_composite(paper, im.convert("RGBA")).convert("L" if grey else "RGB")
+            if im.mode.startswith("I;16"):
+                a = np.asarray(im).astype("<u2")
+                encoding = "mono16"
+            elif im.mode == "I":
+                a32 = np.asarray(im)
+                if a32.size and (a32.min() < 0 or a32.max() > 65535):
+                    raise ImageError("32-bit integer pixels outside 0..65535")
+                a, encoding = a32.astype("<u2"), "mono16"
+            elif im.mode == "F":
+                a, encoding = np.asarray(im).astype("<f4"), "32FC1"
+            elif im.mode in ("1", "L") or (im.mode == "P" and _grey_palette(im)):
+                a, encoding = np.asarray(im.convert("L"), dtype=np.uint8), "mono8"
+            else:
+                a, encoding = np.asarray(im.convert("RGB"), dtype=np.uint8), "rgb8"
+    except ImageError as e:
+        raise ImageError(f"{path}: {e}") from e
+    except (OSError, ValueError) as e:   # not an image, truncated, unknown format
+        raise ImageError(f"{path}: cannot read the image: {e}") from e
+    a = np.ascontiguousarray(a)
+    height, width = a.shape[:2]
+    step = a.strides[0]
+    data = a.tobytes()
+    try:
+        check_header(height, width, encoding, step, len(data))
+    except ImageError as e:
+        raise ImageError(f"{path}: {e}") from e
+    return {"height": height, "width": width, "encoding": encoding, "is_bigendian": 0, "step": step, "data": data}
+
+
+def _grey_palette(im) -> bool:
+    pal = im.getpalette() or []
+    rgb = np.asarray(pal[: 3 * (len(pal) // 3)]).reshape(-1, 3)
+    return bool(len(rgb)) and bool(np.all(rgb[:, 0] == rgb[:, 1]) and np.all(rgb[:, 1] == rgb[:, 2]))

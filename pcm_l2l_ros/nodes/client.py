@@ -1,0 +1,72 @@
+"""A thin ROS client of the running node graph, for the ``pcm-l2l classify / learn / execute`` commands.
+
+One rclpy context and node of its own (DDS discovery on this host unless ``ROS_AUTOMATIC_DISCOVERY_RANGE`` is
+set), spun in the calling thread: ``call()`` waits for the service to appear, sends one request and waits for the
+answer, each with its own timeout. Ctrl-C raises KeyboardInterrupt (rclpy's signal handlers are not installed).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
+
+from pcm_l2l_ros.nodes.common import ensure_localhost_discovery
+
+
+class GraphClient:
+    """``with GraphClient() as c: c.call(Trigger, "/controller/execute", Trigger.Request())``."""
+
+    def __init__(self, name: str = "pcm_l2l_cli"):
+        ensure_localhost_discovery()
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node(f"{name}_{os.getpid()}", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+
+    def __enter__(self) -> GraphClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def spin_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Spin until ``predicate()`` holds or ``timeout`` s pass; returns the predicate's last value."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return bool(predicate())
+            self.executor.spin_once(timeout_sec=min(0.05, left))
+        return True
+
+    def call(self, srv_type, service: str, request, connect_timeout: float = 30.0, timeout: float = 120.0) -> Any:
+        """Send ``request`` to ``service`` and return the response; TimeoutError if the service does not appear
+        within ``connect_timeout`` s or does not answer within ``timeout`` s."""
+        client = self.node.create_client(srv_type, service)
+        try:
+            if not self.spin_until(client.service_is_ready, connect_timeout):
+                raise TimeoutError(
+                    f"service {service} is not available after {connect_timeout:g} s: is the node graph running, "
+                    f"with the same ROS_DOMAIN_ID ({os.environ.get('ROS_DOMAIN_ID', '0')}) and discovery range "
+                    f"({os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE')})?"
+                )
+            future = client.call_async(request)
+            if not self.spin_until(future.done, timeout):
+                client.remove_pending_request(future)
+                raise TimeoutError(f"{service}: no answer within {timeout:g} s")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self.context.destroy()
