@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from pcm_l2l_ros.training import add_deadline_arguments, deadline_from_args, stop_on_signals
 
@@ -99,9 +100,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="pcm-l2l pretrain-cnn", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    return run(p.parse_args(argv))
+    """``pcm-l2l pretrain-cnn ARGS`` (also ``python -m``): through the CLI, which configures logging."""
+    from pcm_l2l_ros.cli import main as cli_main  # noqa: PLC0415
+
+    return cli_main(["pretrain-cnn", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
