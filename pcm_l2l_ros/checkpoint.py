@@ -93,7 +93,7 @@ def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], *, kind: st
         "kind": kind,
         "shapes": {k: list(np.shape(v)) for k, v in arrays.items()},
         "dtypes": {k: str(np.asarray(v).dtype) for k, v in arrays.items()},
-        "command": command if command is not None else " ".join(shlex.quote(a) for a in sys.argv),
+        "command": command if command is not None else _command_line(),
         "git_hash": code,
         "seed": seed,
         "metrics": metrics or {},
@@ -160,6 +160,12 @@ def torch_load(path: str | Path, map_location=None) -> Any:
     allowed += [t for t in vars(np.dtypes).values() if isinstance(t, type) and issubclass(t, np.dtype)]
     with torch.serialization.safe_globals(allowed):
         return torch.load(path, weights_only=True, map_location=map_location)
+
+
+def _command_line() -> str:
+    """The running command as a user would type it: the program's name without its folder (no machine path)."""
+    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else list(sys.argv)
+    return " ".join(shlex.quote(a) for a in argv)
 
 
 def _json_default(o: Any) -> Any:

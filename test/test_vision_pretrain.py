@@ -168,3 +168,12 @@ def test_mvm_noise_works_with_both_paddings():
         p = M.to_torch(M.init_params(cfg, np.random.default_rng(0)))
         h = M.features(p, torch.rand(2, 5, 28, 28), cfg, 0.04, torch.Generator().manual_seed(0))
         assert h.shape == (2, 5, 56) and torch.isfinite(h).all()
+
+
+def test_sidecar_command_holds_no_machine_path(tmp_path, monkeypatch):
+    import json  # noqa: PLC0415
+
+    monkeypatch.setattr("sys.argv", ["/some/where/bin/pcm-l2l", "pretrain-cnn", "--note", "a b"])
+    save_checkpoint(tmp_path / "c.npz", {"w": np.zeros(2, np.float32)}, kind="x", seed=0)
+    meta = json.loads((tmp_path / "c.json").read_text())
+    assert meta["command"] == "pcm-l2l pretrain-cnn --note 'a b'"

@@ -50,6 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export", default=None, help="write the backbone as a cnn_maml checkpoint (npz + json)")
     p.add_argument("--export-ways", type=int, default=20, help="readout columns of the exported checkpoint")
     p.add_argument("--export-only", action="store_true", help="with --resume: export without training")
+    p.add_argument("--note", default=None, help="with --export: free text for the sidecar's config.note (lineage)")
     p.add_argument("--data-dir", default=None, help="folder with images_background.(npz|zip)")
     p.add_argument("--no-progress", action="store_true")
 
@@ -90,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
                                   5)
         conf = cfg.to_dict()
         conf.update(pretrain={k: v for k, v in vars(s).items()}, train_split="background",
-                    stage="pretrained backbone (supervised, cosine head dropped, zero readout)")
+                    stage="pretrained backbone (supervised, cosine head dropped, zero readout)",
+                    note=args.note)
         metrics = {"steps": trainer.step_count, "epochs_done": round(trainer.step_count / trainer.steps_per_epoch, 3),
                    "train_wall_s": round(trainer.wall_s, 1), **trainer.last_metrics()}
         out = save_checkpoint(args.export, params, kind=M.KIND, seed=s.seed, metrics=metrics, config=conf,
