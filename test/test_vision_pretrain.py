@@ -177,3 +177,19 @@ def test_sidecar_command_holds_no_machine_path(tmp_path, monkeypatch):
     save_checkpoint(tmp_path / "c.npz", {"w": np.zeros(2, np.float32)}, kind="x", seed=0)
     meta = json.loads((tmp_path / "c.json").read_text())
     assert meta["command"] == "pcm-l2l pretrain-cnn --note 'a b'"
+
+
+def test_hardware_aware_pretraining_resumes_exactly(tmp_path, background):
+    imgs = background[:10]
+    s = _small(weight_noise=0.04, mvm_noise=0.04)
+    a = Pretrainer(s, tmp_path / "a", imgs)
+    a.train(progress=False)
+    b = Pretrainer(dataclasses.replace(s), tmp_path / "b", imgs)
+    b.train(progress=False, max_steps=3)
+    b = Pretrainer(dataclasses.replace(s), tmp_path / "b", imgs, resume=True)
+    b.train(progress=False)
+    clean = Pretrainer(dataclasses.replace(s, weight_noise=0.0, mvm_noise=0.0), tmp_path / "c", imgs)
+    clean.train(progress=False)
+    for k in a.params:
+        assert torch.equal(a.params[k], b.params[k]), k
+    assert not torch.equal(a.params["conv3"], clean.params["conv3"])

@@ -21,6 +21,11 @@ background) outside the image.
 Optimiser: Adam with a one-cycle learning rate (linear warm-up over ``warmup`` of the run to ``lr_max``,
 cosine decay to ``lr_max / 1000``), weight decay ``weight_decay`` (decoupled, AdamW).
 
+Hardware-aware option (``weight_noise``, ``mvm_noise``, off by default): the convolutions are read as a
+simulated chip reads them, as in ``pcm-l2l train-cnn`` (docs/vision_training.md §3): per step the kernels get
+Gaussian noise relative to each column's full scale, and every conv output per-MVM noise relative to its DAC scale
+and column full scale, both drawn from the step's generator.
+
 Reproducible and resumable: the order of images in epoch ``e`` is ``default_rng([seed, e]).permutation``;
 the augmentation of global step ``t`` is drawn from a ``torch.Generator`` seeded by ``(seed, t)``; the
 learning rate is a function of ``t``. ``state.pt`` (atomic writes every ``ckpt_every`` steps and at the end)
@@ -68,6 +73,8 @@ class PretrainSettings:
     aug_scale: float = 0.1
     head_scale0: float = 10.0
     label_smoothing: float = 0.1
+    weight_noise: float = 0.0  # hardware-aware: conv kernels read as W + this * max|W_col| * N(0, 1) per step
+    mvm_noise: float = 0.0  # hardware-aware: per-MVM conv output noise (model.features)
     seed: int = 0
     ckpt_every: int = 200
     monitor_tasks: int = 100  # per monitored setting, every epoch (0: off)
@@ -210,7 +217,11 @@ class Pretrainer:
         gen = torch.Generator().manual_seed(s.seed * 1_000_003 + self.step_count)
         x = augment(x, gen, s.aug_shift_px, s.aug_rot_deg, s.aug_scale)
         groups = s.batch // s.bn_group if s.bn_group else 1
-        h = M.features(self.params, x.reshape(groups, -1, *x.shape[2:]), self.cfg).reshape(s.batch, -1)
+        params = self.params
+        if s.weight_noise:  # one simulated chip per step (the same kind of noise as train-cnn --weight-noise)
+            params = {k: w + s.weight_noise * w.detach().abs().amax(dim=(1, 2, 3), keepdim=True)
+                      * torch.randn(w.shape, generator=gen) for k, w in self.params.items()}
+        h = M.features(params, x.reshape(groups, -1, *x.shape[2:]), self.cfg, s.mvm_noise, gen).reshape(s.batch, -1)
         logits = cosine_logits(h, self.head, self.scale)
         loss = F.cross_entropy(logits, cls, label_smoothing=s.label_smoothing)
         lr = one_cycle_lr(self.step_count, self.total_steps, s.lr_max, s.warmup)

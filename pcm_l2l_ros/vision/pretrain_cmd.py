@@ -37,6 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aug-shift-px", type=float, default=d.aug_shift_px)
     p.add_argument("--aug-rot-deg", type=float, default=d.aug_rot_deg)
     p.add_argument("--aug-scale", type=float, default=d.aug_scale)
+    p.add_argument("--weight-noise", type=float, default=d.weight_noise,
+                   help="hardware-aware: conv kernels read as W + this * max|W_col| * N(0,1), a draw per step")
+    p.add_argument("--mvm-noise", type=float, default=d.mvm_noise,
+                   help="hardware-aware: conv outputs get noise of std this * s * max|W_col| per MVM (s: DAC scale)")
     p.add_argument("--no-rotations", action="store_true", help="no 90-degree rotation classes (964 classes)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--run-dir", default="runs/cnn/pretrain", help="state.pt + metrics.csv live here")
@@ -72,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
                          weight_decay=args.weight_decay, channels=args.channels,
                          label_smoothing=args.label_smoothing, aug_shift_px=args.aug_shift_px,
                          aug_rot_deg=args.aug_rot_deg, aug_scale=args.aug_scale, rotations=not args.no_rotations,
+                         weight_noise=args.weight_noise, mvm_noise=args.mvm_noise,
                          seed=args.seed, ckpt_every=args.ckpt_every, monitor_tasks=args.monitor_tasks)
     from pcm_l2l_ros.vision.omniglot import load_split  # noqa: PLC0415
 
