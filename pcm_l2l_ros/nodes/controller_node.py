@@ -48,28 +48,16 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from pcm_l2l_ros.arm.kinematics import default_urdf_path, load_chain
 from pcm_l2l_ros.compute_threads import limit_compute_threads
-from pcm_l2l_ros.nodes.common import WorkerPool, declare_validated, float_range, int_range, run_node
+from pcm_l2l_ros.nodes.common import WorkerPool, run_node
+from pcm_l2l_ros.nodes.controller_params import MAX_DRIFT_S, MODES, declare_parameters  # noqa: F401 - public names
 from pcm_l2l_ros.snn.controller import OneShotController, TargetError
 
 VELOCITY_TOPIC = "/forward_velocity_controller/commands"
 TRAJECTORY_TOPIC = "/joint_trajectory_controller/joint_trajectory"
-MODES = ("velocity", "trajectory")
-#: longest simulated time since programming (s): 10 years, as the vision service
-MAX_DRIFT_S = 10 * 365.25 * 86400.0
 #: /joint_states QoS: best effort matches both reliable and best-effort (sensor-data) publishers
 JOINT_STATES_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=20, reliability=ReliabilityPolicy.BEST_EFFORT)
 #: longest wait (s) at shutdown for the stop command to be acknowledged by its (reliable) subscribers
 STOP_ACK_TIMEOUT_S = 0.3
-
-
-def _one_of(options):
-    return lambda v: None if v in options else f"must be one of {list(options)}"
-
-
-def _string_list(v):
-    if not isinstance(v, (list, tuple)) or not v or not all(isinstance(s, str) and s for s in v):
-        return "must be a non-empty list of joint names"
-    return None if len(set(v)) == len(v) else "joint names must be unique"
 
 
 class ControllerNode(Node):
@@ -77,7 +65,9 @@ class ControllerNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__("controller", **kwargs)
-        p = self._declare_parameters()
+        p = declare_parameters(self)
+        self.command_mode, self.start_tolerance_rad = p["command_mode"], p["start_tolerance_rad"]
+        self.max_target_points, self.watchdog_timeout_s = p["max_target_points"], p["watchdog_timeout_s"]
         chain = load_chain(p["urdf_path"] or default_urdf_path())
         unknown = [j for j in p["joints"] if j not in chain.movable]
         if unknown:
@@ -133,64 +123,6 @@ class ControllerNode(Node):
         self._watchdog_timer = None
         self._watchdog_due = 0.0            # monotonic time at which the watchdog timer is due
         self.create_timer(1.0 / p["status_rate_hz"], self._publish_status)
-
-    # ------------------------------------------------------------------------------------------ parameters
-    def _declare_parameters(self) -> dict:
-        p = {}
-        p["checkpoint"] = declare_validated(self, "checkpoint", "", "meta-trained SNN checkpoint (.npz with sidecar "
-                                            ".json); empty = the package's models/snn_l2l.npz",
-                                            lambda v: None if isinstance(v, str) else "must be a path",
-                                            read_only=True)
-        p["urdf_path"] = declare_validated(self, "urdf_path", "", "URDF of the arm (limits, kinematics); empty = "
-                                           "the package's urdf/edscorbot.urdf", read_only=True)
-        p["joints"] = declare_validated(self, "joints", ["base_joint", "shoulder", "elbow", "pitch", "roll"],
-                                        "order of the velocity command array (all commanded joints)",
-                                        _string_list, read_only=True)
-        p["learned_joints"] = declare_validated(self, "learned_joints", ["base_joint", "shoulder"],
-                                                "joints driven by the trainee's two outputs (base, shoulder)",
-                                                lambda v: _string_list(v) or (None if len(v) == 2 else
-                                                                              "the trainee has exactly 2 outputs"),
-                                                read_only=True)
-        self.command_mode = declare_validated(self, "command_mode", "velocity", "velocity: stream "
-                                              "Float64MultiArray rad/s; trajectory: one JointTrajectory (rad). "
-                                              "Read-only: switching mid-execution would leave the arm commanded "
-                                              "by the other controller", _one_of(MODES), read_only=True)
-        p["start_tolerance_rad"] = declare_validated(self, "start_tolerance_rad", 0.05, "~/execute is refused "
-                                                     "unless every learned joint is within this of the "
-                                                     "trajectory's start (rad)",
-                                                     float_range(0.0, math.pi, lo_open=True), read_only=True)
-        self.start_tolerance_rad = p["start_tolerance_rad"]
-        p["max_target_points"] = declare_validated(self, "max_target_points", 10_000, "cap on the points of a "
-                                                   "LearnTrajectory target (refused before conversion)",
-                                                   int_range(2, 1_000_000), read_only=True)
-        self.max_target_points = p["max_target_points"]
-        p["max_pending"] = declare_validated(self, "max_pending", 4, "learn requests queued or running at most; "
-                                             "more are refused at once (busy)", int_range(1, 100), read_only=True)
-        self.watchdog_timeout_s = declare_validated(self, "watchdog_timeout_s", 0.05, "stop (zero velocity) when "
-                                                    "/joint_states is older than this (s)",
-                                                    float_range(0.0, 10.0, lo_open=True), read_only=True)
-        p["status_rate_hz"] = declare_validated(self, "status_rate_hz", 1.0, "rate of ~/status (Hz)",
-                                                float_range(0.0, 1000.0, lo_open=True), read_only=True)
-        p["pcm.enabled"] = declare_validated(self, "pcm.enabled", True, "run the trainee's W_in/W_rec on the "
-                                             "simulated PCM chip (false: float software)", read_only=True)
-        from pcm_l2l_ros.pcm import PRESET_NAMES  # noqa: PLC0415
-
-        p["pcm.preset"] = declare_validated(self, "pcm.preset", "hermes_per_column", "PCM chip, a name of "
-                                            "pcm.presets (old name hermes_like = hermes_per_column)",
-                                            _one_of(PRESET_NAMES), read_only=True)
-        p["pcm.drift_time_s"] = declare_validated(self, "pcm.drift_time_s", 3600.0, "time since programming "
-                                                  "simulated for the runs (s), drift-compensated",
-                                                  float_range(0.0, MAX_DRIFT_S), read_only=True)
-        p["pcm.update_rounding"] = declare_validated(
-            self, "pcm.update_rounding", "stochastic", "rounding of the one update to the device resolution (1/16): "
-            "stochastic (unbiased) or nearest (the paper's)", _one_of(("stochastic", "nearest")), read_only=True)
-        p["pcm.seed"] = declare_validated(self, "pcm.seed", 0, "seed of the device noise", int_range(0, 2**31 - 1),
-                                          read_only=True)
-        p["compute_threads"] = declare_validated(
-            self, "compute_threads", 1, "threads of the SNN / chip simulation: torch intra-op and the BLAS pools (1: "
-            "no oversubscription of the cores shared with the ROS executor and the control loop)", int_range(1, 64),
-            read_only=True)
-        return p
 
     # ------------------------------------------------------------------------------------------ services
     def _on_learn(self, request: LearnTrajectory.Request, response: LearnTrajectory.Response):
