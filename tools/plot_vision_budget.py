@@ -23,7 +23,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 def main() -> int:
     rows = list(csv.DictReader((DOCS / "vision_budget.csv").open()))
     settings = sorted({r["setting"] for r in rows}, key=lambda s: (-int(s.split("w")[0]), s))
-    fig, axes = plt.subplots(1, len(settings), figsize=(5 * len(settings), 3.6))
+    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 5.2))
     for ax, setting in zip(axes, settings, strict=True):
         curves: dict[str, list[dict]] = defaultdict(list)
         for r in rows:
@@ -39,8 +39,9 @@ def main() -> int:
         ax.set_xlabel("training time, hours on one CPU core")
         ax.set_ylabel("query accuracy after 4 readout steps (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
     fig.savefig(DOCS / "vision_budget.png", dpi=110)
     print(f"wrote {DOCS / 'vision_budget.png'}")
     return 0
