@@ -35,6 +35,8 @@ sys.path.insert(0, str(REPO))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # DDS stays on this machine
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid() + 7).randint(120, 200)))
 
+from _spin import spinning_node  # noqa: E402 - bench/_spin.py, next to this script
+
 
 def main() -> int:
     from pcm_l2l_ros.snn import families
@@ -49,22 +51,8 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_fidelity", help="CSV and node logs")
     args = p.parse_args()
 
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-
-    rclpy.init()
-    node = rclpy.create_node("fidelity_bench")
-    ex = SingleThreadedExecutor()
-    ex.add_node(node)
-    spinner = threading.Thread(target=ex.spin, daemon=True)
-    spinner.start()
-    try:
+    with spinning_node("fidelity_bench") as node:
         return _run(args, node)
-    finally:  # stop the executor thread before the context goes away
-        ex.shutdown()
-        spinner.join(timeout=10.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
 
 
 def _run(args, node) -> int:

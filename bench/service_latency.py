@@ -29,6 +29,8 @@ sys.path.insert(0, str(REPO))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # DDS stays on this machine
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(120, 200)))
 
+from _spin import spinning_node  # noqa: E402 - bench/_spin.py, next to this script
+
 
 def stats(ms: list[float]) -> str:
     a = np.asarray(ms)
@@ -50,24 +52,10 @@ def main() -> int:
     )
     args = p.parse_args()
 
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-
     learn_calls = args.calls if args.learn_calls is None else args.learn_calls
     wanted = ("vision", "controller") if learn_calls else ("vision",)
-    rclpy.init()
-    node = rclpy.create_node("latency_bench")
-    ex = SingleThreadedExecutor()
-    ex.add_node(node)
-    spinner = threading.Thread(target=ex.spin, daemon=True)
-    spinner.start()
-    try:
+    with spinning_node("latency_bench") as node:
         return _run(args, node, learn_calls, wanted)
-    finally:  # stop the executor thread before the context goes away (else the C++ side aborts at exit)
-        ex.shutdown()
-        spinner.join(timeout=10.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
 
 
 def _run(args, node, learn_calls: int, wanted) -> int:

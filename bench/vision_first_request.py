@@ -25,6 +25,8 @@ sys.path.insert(0, str(REPO))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # DDS stays on this machine
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(120, 200)))
 
+from _spin import spinning_node  # noqa: E402 - bench/_spin.py, next to this script
+
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -32,22 +34,8 @@ def main() -> int:
     p.add_argument("--shots", type=int, default=5)
     args = p.parse_args()
 
-    import rclpy  # noqa: PLC0415
-    from rclpy.executors import SingleThreadedExecutor  # noqa: PLC0415
-
-    rclpy.init()
-    node = rclpy.create_node("first_request_bench")
-    ex = SingleThreadedExecutor()
-    ex.add_node(node)
-    spinner = threading.Thread(target=ex.spin, daemon=True)
-    spinner.start()
-    try:
+    with spinning_node("first_request_bench") as node:
         return _run(args, node)
-    finally:
-        ex.shutdown()
-        spinner.join(timeout=10.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
 
 
 def _run(args, node) -> int:
