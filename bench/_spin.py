@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -29,3 +30,14 @@ def spinning_node(name: str) -> Iterator[Any]:
         spinner.join(timeout=10.0)
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+def timed_call(client: Any, request: Any, timeout: float = 60.0) -> tuple[float, Any]:
+    """Send ``request`` with ``client`` (its node spun elsewhere) and wait; returns (round trip ms, response)."""
+    done = threading.Event()
+    t = time.perf_counter()
+    fut = client.call_async(request)
+    fut.add_done_callback(lambda _f: done.set())
+    if not done.wait(timeout):
+        raise TimeoutError(client.srv_name)
+    return (time.perf_counter() - t) * 1e3, fut.result()

@@ -18,8 +18,6 @@ import argparse
 import os
 import random
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +27,7 @@ sys.path.insert(0, str(REPO))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # DDS stays on this machine
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(120, 200)))
 
-from _spin import spinning_node  # noqa: E402 - bench/_spin.py, next to this script
+from _spin import spinning_node, timed_call  # noqa: E402 - bench/_spin.py, next to this script
 
 
 def stats(ms: list[float]) -> str:
@@ -67,14 +65,7 @@ def _run(args, node, learn_calls: int, wanted) -> int:
 
     nodes = [n for n in load_graph() if n.name in wanted]
 
-    def call(client, req, timeout=60.0):
-        done = threading.Event()
-        t = time.perf_counter()
-        fut = client.call_async(req)
-        fut.add_done_callback(lambda _f: done.set())
-        if not done.wait(timeout):
-            raise TimeoutError(client.srv_name)
-        return (time.perf_counter() - t) * 1e3, fut.result()
+    call = timed_call
 
     print(
         f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']} (localhost only); nodes as separate processes; "

@@ -14,7 +14,6 @@ import argparse
 import os
 import random
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ sys.path.insert(0, str(REPO))
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # DDS stays on this machine
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(120, 200)))
 
-from _spin import spinning_node  # noqa: E402 - bench/_spin.py, next to this script
+from _spin import spinning_node, timed_call  # noqa: E402 - bench/_spin.py, next to this script
 
 
 def main() -> int:
@@ -46,15 +45,9 @@ def _run(args, node) -> int:
     from pcm_l2l_ros.nodes.runner import SubprocessGraph  # noqa: PLC0415
 
     def call(client, req, timeout=60.0):
-        done = threading.Event()
-        t = time.perf_counter()
-        fut = client.call_async(req)
-        fut.add_done_callback(lambda _f: done.set())
-        if not done.wait(timeout):
-            raise TimeoutError(client.srv_name)
-        res = fut.result()
+        ms, res = timed_call(client, req, timeout)
         assert res.success, res.message
-        return (time.perf_counter() - t) * 1e3, res.total_time_s * 1e3
+        return ms, res.total_time_s * 1e3
 
     reqs = []
     for i in range(8):
