@@ -154,6 +154,19 @@ def ros_node(ros_domain):
         rclpy.try_shutdown(context=ctx)
 
 
+@pytest.fixture
+def vision_service(no_shm_leak, node_process, ros_node):
+    """The vision node in its own process and a client of ``/pcm_l2l/classify`` that is ready:
+    ``(process, node, executor, client)`` (start-up allows 120 s: a loaded machine, first Numba compile)."""
+    from pcm_l2l_interfaces.srv import FewShotClassify  # noqa: PLC0415
+
+    proc = node_process("pcm_l2l_ros.nodes.vision_node")
+    node, ex = ros_node
+    client = node.create_client(FewShotClassify, "/pcm_l2l/classify")
+    assert spin_until(ex, client.service_is_ready, 120.0), proc.output()
+    return proc, node, ex, client
+
+
 def spin_until(ex, predicate, timeout: float) -> bool:
     """Spin ``ex`` until ``predicate()`` is true or ``timeout`` s pass; returns the predicate's value."""
     deadline = time.monotonic() + timeout

@@ -17,7 +17,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 from conftest import REPO, spin_until  # noqa: E402
-from pcm_l2l_interfaces.srv import FewShotClassify, LearnTrajectory  # noqa: E402
+from pcm_l2l_interfaces.srv import LearnTrajectory  # noqa: E402
 from PIL import Image  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -81,12 +81,8 @@ def omniglot_task(tmp_path: Path, ways=5, shots=5, queries=2, seed=7):
 
 
 @pytest.fixture
-def vision(no_shm_leak, node_process, ros_node):
-    proc = node_process("pcm_l2l_ros.nodes.vision_node")
-    node, ex = ros_node
-    client = node.create_client(FewShotClassify, "/pcm_l2l/classify")
-    assert spin_until(ex, client.service_is_ready, STARTUP_S), proc.output()
-    return proc
+def vision(vision_service):
+    return vision_service[0]
 
 
 def test_classify_png_folders(vision, tmp_path):

@@ -103,12 +103,8 @@ def hostile_requests() -> dict[str, FewShotClassify.Request]:
 
 
 @pytest.fixture
-def vision(no_shm_leak, node_process, ros_node):
-    proc = node_process(VISION)
-    node, ex = ros_node
-    client = node.create_client(FewShotClassify, "/pcm_l2l/classify")
-    assert spin_until(ex, client.service_is_ready, STARTUP_S), proc.output()
-    return proc, node, ex, client
+def vision(vision_service):
+    return vision_service
 
 
 def test_hostile_requests_are_refused_and_memory_stays_bounded(vision):

@@ -27,12 +27,8 @@ def _request(seed: int, ways=5, shots=5, queries=5, drift=3600.0, steps=0):
 
 
 @pytest.fixture
-def vision(no_shm_leak, node_process, ros_node):
-    proc = node_process("pcm_l2l_ros.nodes.vision_node")
-    node, ex = ros_node
-    client = node.create_client(FewShotClassify, "/pcm_l2l/classify")
-    assert spin_until(ex, client.service_is_ready, STARTUP_S), proc.output()
-    return proc, node, ex, client
+def vision(vision_service):
+    return vision_service
 
 
 def test_classifies_unseen_omniglot_characters_on_the_chip(vision):
