@@ -259,6 +259,12 @@ def arm_scenario(client: DemoClient, args, out: Path, result: DemoResult) -> Non
         js_log.clear()
     t_exec = node.get_clock().now().nanoseconds * 1e-9
     r = client.call(execute, Trigger.Request(), timeout=10.0)
+    for _ in range(20):  # right after the sim's reset the controller may not have seen a fresh /joint_states yet
+        if r.success or not r.message.startswith("no fresh /joint_states"):
+            break
+        time.sleep(0.1)
+        t_exec = node.get_clock().now().nanoseconds * 1e-9
+        r = client.call(execute, Trigger.Request(), timeout=10.0)
     if not r.success:
         raise RuntimeError(f"execute refused: {r.message}")
     time.sleep(T * dt + (0.5 if args.quick else 1.0))
