@@ -19,9 +19,6 @@ pitch and roll stay at 0. Two conventions exist (docs/conventions.md §4):
 
 Both evaluate ``p = t_b + R_b (Rot(a1, q1) (t_s + R_s Rot(a2, q2) c))`` (Rodrigues rotations), which
 works on numpy arrays and on torch tensors (differentiable; torch is imported lazily).
-
-The URDF names (``load_chain``, ``fk``, ``ee_position``, ``Chain``, ...) are re-exported here for existing
-importers; their home is :mod:`pcm_l2l_ros.arm.urdf`.
 """
 
 from __future__ import annotations
@@ -31,32 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pcm_l2l_ros.arm.urdf import (
-    Chain,
-    Joint,
-    Link,
-    URDFError,
-    default_urdf_path,
-    ee_position,
-    fk,
-    load_chain,
-    rpy_to_matrix,
-)
+from pcm_l2l_ros.arm.urdf import URDFError, load_chain
 from pcm_l2l_ros.arrays import is_torch
 
-__all__ = [
-    "Joint",
-    "Link",
-    "Chain",
-    "URDFError",
-    "load_chain",
-    "fk",
-    "ee_position",
-    "rpy_to_matrix",
-    "TaskKinematics",
-    "PAPER_TASK_LIMITS",
-    "default_urdf_path",
-]
+__all__ = ["TaskKinematics", "PAPER_TASK_LIMITS"]
 
 #: The paper's task joint limits (rad): base ±130°, shoulder ±70° (paper convention).
 PAPER_TASK_LIMITS: tuple[tuple[float, float], tuple[float, float]] = (

@@ -46,7 +46,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from pcm_l2l_ros.arm.kinematics import default_urdf_path, load_chain
+from pcm_l2l_ros.arm.urdf import default_urdf_path, load_chain
 from pcm_l2l_ros.compute_threads import limit_compute_threads
 from pcm_l2l_ros.nodes.common import WorkerPool, run_node
 from pcm_l2l_ros.nodes.controller_params import MAX_DRIFT_S, MODES, declare_parameters  # noqa: F401 - public names
