@@ -133,16 +133,12 @@ def run(args: argparse.Namespace) -> int:
     from pcm_l2l_ros.vision.maml import evaluate_software  # noqa: PLC0415
     from pcm_l2l_ros.vision.omniglot import load_split  # noqa: PLC0415
     from pcm_l2l_ros.vision.sampler import TaskSampler  # noqa: PLC0415
+    from pcm_l2l_ros.vision.train_cmd import split_source  # noqa: PLC0415
 
     limit_compute_threads(args.threads)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    src = None
-    if args.data_dir:
-        d = Path(args.data_dir)
-        src = next((d / n for n in ("images_evaluation.npz", "images_evaluation.zip", "images_evaluation")
-                    if (d / n).exists()), None)
-    ev = load_split("evaluation", src)
+    ev = load_split("evaluation", split_source(args.data_dir, "evaluation"))
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     drifts = [float(v) for v in args.drift_times.split(",") if v.strip()]
     pcm_tasks = args.pcm_tasks or args.tasks
