@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP_REQ := $(VENV)/.requirements.stamp
 STAMP_BUILD := install/.build.stamp
-INTERFACES := $(wildcard pcm_l2l_interfaces/msg/*.msg pcm_l2l_interfaces/srv/*.srv) \
+INTERFACES := $(wildcard pcm_l2l_interfaces/msg/*.msg pcm_l2l_interfaces/srv/*.srv pcm_l2l_interfaces/action/*.action) \
               pcm_l2l_interfaces/CMakeLists.txt pcm_l2l_interfaces/package.xml
 PKG_FILES := package.xml setup.py setup.cfg $(wildcard launch/*.py config/*.yaml urdf/*.urdf)
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
