@@ -152,14 +152,22 @@ def test_learn_csv_and_execute(no_shm_leak, node_process, ros_node, tmp_path):
     assert out["success"] and out["joints"] == ["base_joint", "shoulder"] and out["points"] > 100
     assert out["loss_after"] < out["loss_before"] and out["devices_written"] > 0
 
-    r = pcm_l2l("execute", "--wait", "--json", "--timeout", "60", spin=spin)
+    # the ExecuteLearned action: a feedback line per feedback message, then the result
+    r = pcm_l2l("execute", "--feedback-every", "0", "--timeout", "60", spin=spin)
     assert r.returncode == 0, r.stderr + ctrl.output()[-2000:]
-    out = json.loads(r.stdout)
-    assert out["success"] and "velocity commands" in out["message"]
-    assert out["final_state"] == "idle", out  # ran to its end (not 'stopped' by the watchdog)
+    lines = r.stdout.splitlines()
+    progress = [float(line.split()[1]) for line in lines if line.startswith("execute:") and " % " in line]
+    assert len(progress) >= 20 and progress == sorted(progress) and progress[-1] >= 90.0, r.stdout
+    assert "executed to its end" in lines[-1] and "tracking error median" in lines[-1], r.stdout
     spin_until(ex, lambda: len(cmds) >= 100 and not any(cmds[-1]), 10.0)
     moving = [c for c in cmds if any(c)]
     assert len(moving) >= 100, len(cmds)  # the learned trajectory was streamed to the arm
+    # the arm is no longer at home: the next goal is refused with the controller's reason, JSON on stdout
+    r = pcm_l2l("execute", "--json", spin=spin)
+    assert r.returncode == 1 and "NOT_AT_START" in r.stderr, r.stderr
+    out = json.loads(r.stdout)
+    assert not out["success"] and out["code"] == "NOT_AT_START" and out["status"] == "aborted"
+    assert "not at the trajectory's start" in out["message"]
 
     # malformed CSV: one clear line, exit 1; a target the controller refuses: its message, exit 1
     bad = tmp_path / "bad.csv"

@@ -2,7 +2,8 @@
 
 One rclpy context and node of its own (DDS discovery on this host unless ``ROS_AUTOMATIC_DISCOVERY_RANGE`` is
 set), spun in the calling thread: ``call()`` waits for the service to appear, sends one request and waits for the
-answer, each with its own timeout. Ctrl-C raises KeyboardInterrupt (rclpy's signal handlers are not installed).
+answer, each with its own timeout; ``send_goal()`` does the same for an action goal, with its feedback. Ctrl-C
+raises KeyboardInterrupt (rclpy's signal handlers are not installed).
 """
 
 from __future__ import annotations
@@ -64,6 +65,49 @@ class GraphClient:
             return future.result()
         finally:
             self.node.destroy_client(client)
+
+    def send_goal(
+        self,
+        action_type,
+        action: str,
+        goal,
+        on_feedback: Callable[[Any], None] | None = None,
+        connect_timeout: float = 30.0,
+        timeout: float = 120.0,
+    ) -> tuple[int, Any]:
+        """Send ``goal`` to the action server ``action``, call ``on_feedback(feedback)`` for each feedback, and
+        return (goal status, result) once the goal has ended (``action_msgs/GoalStatus`` codes). TimeoutError if the
+        server does not appear within ``connect_timeout`` s or the goal does not end within ``timeout`` s (the goal
+        is then canceled). Ctrl-C cancels the goal (waiting up to 2 s for the server to confirm) and re-raises."""
+        from rclpy.action import ActionClient  # noqa: PLC0415
+
+        client = ActionClient(self.node, action_type, action)
+        handle = None
+        try:
+            if not self.spin_until(client.server_is_ready, connect_timeout):
+                raise TimeoutError(
+                    f"action {action} is not available after {connect_timeout:g} s: is the node graph running, "
+                    f"with the same ROS_DOMAIN_ID ({os.environ.get('ROS_DOMAIN_ID', '0')}) and discovery range "
+                    f"({os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE')})?"
+                )
+            callback = None if on_feedback is None else (lambda msg: on_feedback(msg.feedback))
+            sent = client.send_goal_async(goal, feedback_callback=callback)
+            if not self.spin_until(sent.done, timeout):
+                raise TimeoutError(f"{action}: no goal response within {timeout:g} s")
+            handle = sent.result()
+            if not handle.accepted:
+                return 0, None  # GoalStatus.STATUS_UNKNOWN: rejected
+            result = handle.get_result_async()
+            try:
+                if not self.spin_until(result.done, timeout):
+                    raise TimeoutError(f"{action}: the goal did not end within {timeout:g} s (canceled)")
+            except BaseException:  # timeout, Ctrl-C: the arm must not go on moving for a client that left
+                cancel = handle.cancel_goal_async()
+                self.spin_until(cancel.done, 2.0)
+                raise
+            return result.result().status, result.result().result
+        finally:
+            client.destroy()
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=1.0)

@@ -6,10 +6,22 @@ Interfaces (README "Interfaces"; data path: docs/architecture.md §2.3):
   values, joint and velocity limits, a start at home, a duration and sampling the trainee can represent),
   then runs the training run, the learning-signal generator (LSG) and ONE natural e-prop update written to
   the chip by sparse reprogramming, and a test run; answers loss before/after, devices written, time.
-* ``~/execute`` (std_srvs/Trigger): streams the trainee's angular-velocity output (rad/s) as
-  ``/forward_velocity_controller/commands`` (std_msgs/Float64MultiArray, order = parameter ``joints``) paced
-  by the stamps of ``/joint_states``, or (``command_mode: trajectory``) sends it once as a
-  ``/joint_trajectory_controller/joint_trajectory`` of positions (rad) for position-controlled arms.
+* ``~/execute_learned`` (pcm_l2l_interfaces/action/ExecuteLearned): streams the trainee's angular-velocity
+  output (rad/s) as ``/forward_velocity_controller/commands`` (std_msgs/Float64MultiArray, order = parameter
+  ``joints``) paced by the stamps of ``/joint_states``, or (``command_mode: trajectory``) sends it once as a
+  ``/joint_trajectory_controller/joint_trajectory`` of positions (rad) for position-controlled arms; optional
+  time scaling. Feedback every ``FEEDBACK_PERIOD_S`` of ``/joint_states`` (progress 0..1, end-effector tracking
+  error in m from the forward kinematics of ``/joint_states``); result: final and median tracking error (m), a
+  code and a message. Cancel commands zero velocity at once, in the cancel callback (the arm holds). A goal
+  that cannot run (nothing learned, stale ``/joint_states``, another goal or a learn running, the arm not at
+  the start, a bad ``time_scale``) is accepted and aborted at once with its code and reason (a goal response
+  carries no reason). The goal's execute callback awaits a future that the ``/joint_states`` callback, the
+  watchdog, ``~/reset`` or the cancel completes: nothing blocks the single-threaded executor.
+* ``~/execute`` (std_srvs/Trigger): a thin alias: starts the same execution (time scale 1) and answers at once.
+* ``~/path_markers`` (visualization_msgs/MarkerArray, transient local): LINE_STRIPs of the target and the
+  executed end-effector path in the URDF's root frame (forward kinematics of ``pcm_l2l_ros/arm``), published
+  after a learn and during (every ``MARKER_PERIOD_S``) and after an execution; at most ``MAX_MARKER_POINTS``
+  points each.
 * ``~/reset`` (std_srvs/Trigger): restores the meta-trained weights on the chip (sparse reprogramming).
 * ``~/status`` (pcm_l2l_interfaces/ControllerStatus) at ``status_rate_hz``.
 
@@ -17,7 +29,7 @@ Safety: commands are clamped to the URDF velocity limits and to the joint limits
 no velocity further out; in trajectory mode the integrated positions as well); a watchdog stops the execution
 when ``/joint_states`` is older than ``watchdog_timeout_s``; nothing non-finite is ever published. Every
 stop (watchdog, ``~/reset``, SIGINT/SIGTERM) commands zero velocity, and in trajectory mode an empty
-JointTrajectory (joint_trajectory_controller's stop). ``~/execute`` is refused unless the learned joints
+JointTrajectory (joint_trajectory_controller's stop). An execution is refused unless the learned joints
 are within ``start_tolerance_rad`` of the trajectory's start (home, 0 rad). ``command_mode`` is read-only.
 ``/joint_states`` is subscribed best-effort (matches reliable and best-effort drivers); a message with
 duplicate or missing joint names, a non-finite position, a zero stamp or a stamp older than the last one
@@ -30,23 +42,30 @@ and reset run on a worker thread (the executor keeps serving ``/joint_states``, 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
 
 import numpy as np
 from builtin_interfaces.msg import Duration
+from geometry_msgs.msg import Point
+from pcm_l2l_interfaces.action import ExecuteLearned
 from pcm_l2l_interfaces.msg import ControllerStatus
 from pcm_l2l_interfaces.srv import LearnTrajectory
+from rclpy.action import ActionServer, CancelResponse
+from rclpy.action.server import ServerGoalHandle
 from rclpy.duration import Duration as RclDuration
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.task import Future
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import ColorRGBA, Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from visualization_msgs.msg import Marker, MarkerArray
 
-from pcm_l2l_ros.arm.urdf import default_urdf_path, load_chain
+from pcm_l2l_ros.arm.urdf import default_urdf_path, ee_position, load_chain
 from pcm_l2l_ros.compute_threads import limit_compute_threads
 from pcm_l2l_ros.nodes.common import WorkerPool, run_node
 from pcm_l2l_ros.nodes.controller_params import MAX_DRIFT_S, MODES, declare_parameters  # noqa: F401 - public names
@@ -58,6 +77,20 @@ TRAJECTORY_TOPIC = "/joint_trajectory_controller/joint_trajectory"
 JOINT_STATES_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=20, reliability=ReliabilityPolicy.BEST_EFFORT)
 #: longest wait (s) at shutdown for the stop command to be acknowledged by its (reliable) subscribers
 STOP_ACK_TIMEOUT_S = 0.3
+#: action name of the execution (relative: /controller/execute_learned)
+ACTION_NAME = "~/execute_learned"
+#: valid ExecuteLearned.time_scale (besides 0 = 1): the learned motion at most 2x faster, 4x slower
+TIME_SCALE_RANGE = (0.5, 4.0)
+#: period (s) of the action feedback (and of the tracking-error bookkeeping), in /joint_states time: 20 Hz
+FEEDBACK_PERIOD_S = 0.05
+#: period (s) of ~/path_markers during an execution (5 Hz)
+MARKER_PERIOD_S = 0.2
+#: most points of one path marker (the executed path is thinned by 2 whenever it would exceed this)
+MAX_MARKER_POINTS = 1000
+#: ~/path_markers QoS: the latest array stays available to late subscribers (RViz started afterwards)
+MARKER_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
+R = ExecuteLearned.Result
 
 
 class ControllerNode(Node):
@@ -82,6 +115,8 @@ class ControllerNode(Node):
         self.lower = np.array([chain.joint(j).lower for j in self.joints])
         self.upper = np.array([chain.joint(j).upper for j in self.joints])
         self.vmax = np.array([chain.joint(j).velocity for j in self.joints])
+        self._chain = chain
+        self._fk_index = [chain.movable.index(j) for j in self.joints]   # self.joints -> the URDF's q order
 
         self.get_logger().info("loading the meta-trained SNN and programming the trainee onto the PCM chip ...")
         t = time.perf_counter()
@@ -105,6 +140,8 @@ class ControllerNode(Node):
         self._traj_end = None               # monotonic time at which a sent JointTrajectory ends
         self.js_ignored = 0                 # /joint_states messages ignored (malformed or out of order)
         self._ignore_logged: dict[str, float] = {}   # kind of defect -> monotonic time of its last warning
+        self._target_path: np.ndarray | None = None   # (T + 1, 3) target end-effector path from home (m)
+        self._reset_execution_record(1.0)
 
         self._cmd_pub = self.create_publisher(Float64MultiArray, VELOCITY_TOPIC, 10)
         self._traj_pub = self.create_publisher(JointTrajectory, TRAJECTORY_TOPIC, 10)
@@ -115,6 +152,8 @@ class ControllerNode(Node):
         self.worker_pools = [self.pool]
         self.pool.serve(self, LearnTrajectory, "~/learn_trajectory", self._on_learn)
         self.create_service(Trigger, "~/execute", self._on_execute)
+        self._setup_action_server()
+        self._setup_markers()
         self._reset_send = WorkerPool.attach(self.create_service(Trigger, "~/reset", self._on_reset))
         # the watchdog: one timer of period watchdog_timeout_s, only while executing, re-armed by every accepted
         # /joint_states, so it fires exactly that long after the last one (no fast ticking; the old period
@@ -153,11 +192,15 @@ class ControllerNode(Node):
             with self._lock:
                 self.state = "error"
             return response
+        home = ee_position(self._chain, np.zeros(len(self._chain.movable)))
         with self._lock:
             self._omega = result.omega
             self.learned = True
             self.last_loss = result.loss_after
             self.state = "idle"
+            self._target_path = np.vstack([home[None], np.asarray(result.xyz_target, dtype=np.float64)])
+            self._reset_execution_record(1.0)
+            self._publish_markers()
         response.success = True
         response.loss_before, response.loss_after = result.loss_before, result.loss_after
         response.devices_written = int(result.devices_written)
@@ -167,34 +210,10 @@ class ControllerNode(Node):
         return response
 
     def _on_execute(self, request: Trigger.Request, response: Trigger.Response):
+        """``~/execute``: the alias of an ExecuteLearned goal with time scale 1 that answers at once."""
         with self._lock:
-            if self.state in ("learning", "executing"):
-                response.success, response.message = False, f"busy: {self.state}"
-                return response
-            if not self._joint_states_fresh():
-                response.success, response.message = False, ("no fresh /joint_states (watchdog): is the arm "
-                                                              "driver running?")
-                return response
-            if not self.learned or self._omega is None:
-                response.success, response.message = False, "nothing learned yet: call ~/learn_trajectory first"
-                return response
-            off = np.abs(self._last_q[self._learned_idx])
-            if np.any(off > self.start_tolerance_rad):
-                response.success = False
-                response.message = (f"the arm is not at the trajectory's start: {self.learned_joints} at "
-                                    f"{self._last_q[self._learned_idx].round(4).tolist()} rad, start 0 rad "
-                                    f"(tolerance {self.start_tolerance_rad} rad)")
-                return response
-            self.state = "executing"
-            self._exec_t0 = None
-            self._start_watchdog()
-            if self.command_mode == "trajectory":
-                duration = self._send_trajectory()
-                self._traj_end = time.monotonic() + duration
-                response.message = f"sent a JointTrajectory of {len(self._omega)} points"
-            else:
-                response.message = f"streaming {len(self._omega)} velocity commands"
-        response.success = True
+            code, message = self._start_execution(1.0)
+        response.success, response.message = code == R.SUCCEEDED, message
         return response
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response):
@@ -202,10 +221,13 @@ class ControllerNode(Node):
         with self._lock:
             if self.state == "executing":
                 self._stop_motion()
-                self.state = "idle"
+                self._end_execution("idle", R.INTERRUPTED, "stopped by ~/reset (zero velocity commanded)")
             self.learned = False
             self._omega = None
             self.last_loss = 0.0
+            self._target_path = None
+            self._reset_execution_record(1.0)
+            self._publish_markers()
         return self.pool.defer(self._reset_send, self._reset_chip, request, response)
 
     def _reset_chip(self, request: Trigger.Request, response: Trigger.Response):
@@ -220,6 +242,185 @@ class ControllerNode(Node):
             return response
         response.success, response.message = True, f"meta-trained weights restored ({written} devices rewritten)"
         return response
+
+    # ------------------------------------------------------------------------------------- execution (action)
+    def _setup_action_server(self) -> None:
+        """The ExecuteLearned action server (``~/execute_learned``). Every goal is accepted; one that cannot run
+        is aborted at once with its code and reason (see the module docstring)."""
+        self._exec_goal: ServerGoalHandle | None = None
+        self._exec_done: Future | None = None
+        self._action_server = ActionServer(self, ExecuteLearned, ACTION_NAME, execute_callback=self._execute_goal,
+                                           cancel_callback=self._on_cancel_goal)
+
+    async def _execute_goal(self, goal_handle: ServerGoalHandle) -> ExecuteLearned.Result:
+        """Start the execution and await its end (a future completed by the /joint_states callback, the watchdog,
+        ``~/reset`` or the cancel): the executor keeps serving every callback meanwhile."""
+        if goal_handle.is_cancel_requested:   # canceled before it started: nothing moved
+            goal_handle.canceled()
+            return R(success=False, code=R.CANCELED, message="canceled before the execution started")
+        done = Future()
+        with self._lock:
+            code, message = self._start_execution(float(goal_handle.request.time_scale), goal_handle, done)
+        if code != R.SUCCEEDED:
+            self.get_logger().warning(f"ExecuteLearned goal refused: {message}")
+            goal_handle.abort()
+            return R(success=False, code=code, message=message)
+        result = await done
+        if result.code == R.CANCELED and goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+        elif result.success:
+            goal_handle.succeed()
+        else:
+            goal_handle.abort()
+        return result
+
+    def _on_cancel_goal(self, goal_handle: ServerGoalHandle) -> CancelResponse:
+        """Cancel (executor thread, at the cancel request): zero velocity now, then the goal ends as canceled."""
+        with self._lock:
+            if self.state == "executing" and self._exec_goal is not None and self._exec_goal == goal_handle:
+                self._stop_motion()
+                self._end_execution("idle", R.CANCELED, "canceled: zero velocity commanded, the arm holds")
+                self.get_logger().info("ExecuteLearned goal canceled: zero velocity commanded")
+        return CancelResponse.ACCEPT
+
+    def _start_execution(self, time_scale: float, goal: ServerGoalHandle | None = None,
+                         done: Future | None = None) -> tuple[int, str]:
+        """Start executing the learned trajectory (the action's goal and the ``~/execute`` alias); returns
+        (code, message): ``R.SUCCEEDED`` and what was started, or why not. Caller holds the lock."""
+        lo, hi = TIME_SCALE_RANGE
+        if not math.isfinite(time_scale) or not (time_scale == 0.0 or lo <= time_scale <= hi):
+            return R.INVALID_GOAL, f"time_scale {time_scale} is out of range: 0 (= 1) or [{lo}, {hi}]"
+        scale = time_scale or 1.0
+        if self.state in ("learning", "executing"):
+            return R.BUSY, f"busy: {self.state}"
+        if not self._joint_states_fresh():
+            return R.STALE_JOINT_STATES, "no fresh /joint_states (watchdog): is the arm driver running?"
+        if not self.learned or self._omega is None:
+            return R.NOT_LEARNED, "nothing learned yet: call ~/learn_trajectory first"
+        off = np.abs(self._last_q[self._learned_idx])
+        if np.any(off > self.start_tolerance_rad):
+            return R.NOT_AT_START, (f"the arm is not at the trajectory's start: {self.learned_joints} at "
+                                    f"{self._last_q[self._learned_idx].round(4).tolist()} rad, start 0 rad "
+                                    f"(tolerance {self.start_tolerance_rad} rad)")
+        peak = float(np.max(np.abs(self._omega))) if self._omega.size else 0.0
+        vlim = float(np.min(self.vmax[self._learned_idx]))
+        if scale < 1.0 and peak / scale > vlim:
+            return R.INVALID_GOAL, (f"time_scale {scale} is too fast: the learned velocities (up to {peak:.3f} "
+                                    f"rad/s) would reach {peak / scale:.3f} rad/s, above the velocity limit "
+                                    f"{vlim} rad/s")
+        self.state = "executing"
+        self._exec_t0 = None
+        self._reset_execution_record(scale)
+        self._exec_goal, self._exec_done = goal, done
+        self._publish_markers()   # the executed path of the previous execution is cleared
+        self._start_watchdog()
+        if self.command_mode == "trajectory":
+            duration = self._send_trajectory(scale)
+            self._traj_end = time.monotonic() + duration
+            return R.SUCCEEDED, f"sent a JointTrajectory of {len(self._omega)} points"
+        return R.SUCCEEDED, f"streaming {len(self._omega)} velocity commands"
+
+    def _reset_execution_record(self, scale: float) -> None:
+        """Forget the bookkeeping of the last execution (tracking errors, executed path, feedback clocks)."""
+        self._exec_scale = float(scale)
+        self._exec_pending: list[tuple[float, np.ndarray]] = []   # (elapsed s, q rad) not yet through the FK
+        self._exec_errors: list[float] = []                        # tracking error per /joint_states (m)
+        self._exec_path: list[np.ndarray] = []                     # executed end-effector points (m), thinned
+        self._exec_path_stride, self._exec_path_seen = 1, 0
+        self._exec_elapsed = 0.0
+        self._next_feedback = -math.inf                            # monotonic time of the next feedback
+        self._next_markers = -math.inf
+        self._last_result = R(success=False, code=R.NOT_LEARNED, message="nothing executed yet")
+
+    def _flush_samples(self) -> None:
+        """Forward kinematics of the pending /joint_states (one batch): tracking errors and executed path."""
+        if not self._exec_pending:
+            return
+        elapsed = np.array([e for e, _ in self._exec_pending])
+        q = np.zeros((len(self._exec_pending), len(self._chain.movable)))
+        q[:, self._fk_index] = np.stack([qq for _, qq in self._exec_pending])
+        self._exec_pending = []
+        xyz = ee_position(self._chain, q)
+        if self._target_path is not None:
+            n = len(self._target_path) - 1
+            j = np.clip(np.rint(elapsed / (self.learner.dt * self._exec_scale)), 0, n).astype(int)
+            err = np.linalg.norm(xyz - self._target_path[j], axis=1)
+            self._exec_errors.extend(float(e) for e in err if math.isfinite(e))
+        for p in xyz:
+            if self._exec_path_seen % self._exec_path_stride == 0 and np.all(np.isfinite(p)):
+                self._exec_path.append(p)
+                if len(self._exec_path) >= MAX_MARKER_POINTS:   # thin by 2, keep every 2nd point from now on
+                    self._exec_path = self._exec_path[::2]
+                    self._exec_path_stride *= 2
+            self._exec_path_seen += 1
+
+    def _progress_update(self, now: float) -> None:
+        """Every ``FEEDBACK_PERIOD_S``: tracking errors, the action's feedback; every ``MARKER_PERIOD_S`` the
+        markers. Caller holds the lock (executor thread, /joint_states callback)."""
+        if now < self._next_feedback:
+            return
+        self._next_feedback = now + FEEDBACK_PERIOD_S
+        self._flush_samples()
+        if self._exec_goal is not None:
+            total = len(self._omega) * self.learner.dt * self._exec_scale
+            fb = ExecuteLearned.Feedback(progress=float(min(1.0, max(0.0, self._exec_elapsed / total))),
+                                         tracking_error_m=self._exec_errors[-1] if self._exec_errors else 0.0,
+                                         elapsed_s=float(self._exec_elapsed))
+            self._exec_goal.publish_feedback(fb)
+        if now >= self._next_markers:
+            self._next_markers = now + MARKER_PERIOD_S
+            self._publish_markers()
+
+    def _end_execution(self, state: str, code: int, message: str) -> None:
+        """The execution ended (run to its end, canceled, stopped): the result, the final markers, and the waiting
+        goal completed. Caller holds the lock and has commanded the stop where one is needed."""
+        self.state = state
+        self._traj_end = None
+        self._flush_samples()
+        err = np.asarray(self._exec_errors)
+        self._last_result = R(success=code == R.SUCCEEDED, code=code, message=message,
+                              final_error_m=float(err[-1]) if err.size else 0.0,
+                              median_error_m=float(np.median(err)) if err.size else 0.0,
+                              samples=int(err.size), duration_s=float(self._exec_elapsed))
+        self._publish_markers()
+        done, self._exec_done, self._exec_goal = self._exec_done, None, None
+        if done is not None and not done.done():
+            done.set_result(self._last_result)
+        if code == R.SUCCEEDED:
+            self.get_logger().info(f"execution ended: tracking error final {100 * self._last_result.final_error_m:.2f}"
+                                   f" cm, median {100 * self._last_result.median_error_m:.2f} cm over "
+                                   f"{err.size} /joint_states")
+
+    # ------------------------------------------------------------------------------------------ markers
+    def _setup_markers(self) -> None:
+        """``~/path_markers``: target and executed end-effector path (see the module docstring)."""
+        self._frame_id = self._chain.root
+        self._marker_pub = self.create_publisher(MarkerArray, "~/path_markers", MARKER_QOS)
+        self._publish_markers()
+
+    def _path_marker(self, ns: str, mid: int, points, color: tuple[float, float, float]) -> Marker:
+        m = Marker(ns=ns, id=mid, type=Marker.LINE_STRIP)
+        m.header.frame_id = self._frame_id
+        m.header.stamp = self.get_clock().now().to_msg()
+        pts = [p for p in points if np.all(np.isfinite(p))]
+        if len(pts) > MAX_MARKER_POINTS:
+            pts = pts[:: math.ceil(len(pts) / MAX_MARKER_POINTS)]
+        if len(pts) < 2:    # nothing to draw (a LINE_STRIP needs 2 points): remove what RViz shows
+            m.action = Marker.DELETE
+            return m
+        m.action = Marker.ADD
+        m.pose.orientation.w = 1.0
+        m.scale.x = 0.006   # line width (m)
+        m.color = ColorRGBA(r=color[0], g=color[1], b=color[2], a=1.0)
+        m.points = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in pts]
+        return m
+
+    def _publish_markers(self) -> None:
+        """Publish both path markers (target: green, executed: orange); nothing non-finite."""
+        target = [] if self._target_path is None else list(self._target_path)
+        msg = MarkerArray(markers=[self._path_marker("target", 0, target, (0.1, 0.8, 0.2)),
+                                   self._path_marker("executed", 1, list(self._exec_path), (1.0, 0.5, 0.0))])
+        self._marker_pub.publish(msg)
 
     # ------------------------------------------------------------------------------------------ streaming
     def _ignore(self, kind: str, why: str) -> None:
@@ -252,23 +453,24 @@ class ControllerNode(Node):
             if self.state != "executing":
                 return
             self._rearm_watchdog()
-            if self._traj_end is not None and now > self._traj_end:   # the sent trajectory has ended
-                self.state, self._traj_end = "idle", None
-                return
-            if self.command_mode != "velocity":
-                return
             if self._exec_t0 is None:
                 self._exec_t0 = stamp
-            k = int(math.floor((stamp - self._exec_t0) / self.learner.dt + 1e-6))
-            if k < 0:
+            elapsed = stamp - self._exec_t0
+            self._exec_pending.append((elapsed, q))
+            self._exec_elapsed = elapsed
+            if self._traj_end is not None and now > self._traj_end:   # the sent trajectory has ended
+                self._end_execution("idle", R.SUCCEEDED, "the trajectory was executed to its end")
                 return
-            if k >= len(self._omega):
-                self._publish_zero()
-                self.state = "idle"
-                return
-            cmd = np.zeros(len(self.joints))
-            cmd[self._learned_idx] = self._omega[k]
-            self._publish_velocity(self._safe(cmd, q))
+            if self.command_mode == "velocity":
+                k = int(math.floor(elapsed / (self.learner.dt * self._exec_scale) + 1e-6))
+                if k >= len(self._omega):
+                    self._publish_zero()
+                    self._end_execution("idle", R.SUCCEEDED, "the trajectory was executed to its end")
+                    return
+                cmd = np.zeros(len(self.joints))
+                cmd[self._learned_idx] = self._omega[max(k, 0)] / self._exec_scale
+                self._publish_velocity(self._safe(cmd, q))
+            self._progress_update(now)
 
     def _positions(self, msg: JointState):
         """Positions of ``self.joints`` (rad), or None (with a throttled warning) if the message is unusable."""
@@ -307,9 +509,10 @@ class ControllerNode(Node):
             self._traj_pub.publish(JointTrajectory(joint_names=list(self.learned_joints)))
         self._traj_end = None
 
-    def _send_trajectory(self) -> float:
+    def _send_trajectory(self, scale: float = 1.0) -> float:
         """Integrate the learned velocities (clamped to the velocity limits) from the current positions into
-        one JointTrajectory (clamped to the joint limits) and send it; returns its duration (s)."""
+        one JointTrajectory (clamped to the joint limits) and send it, its times stretched by ``scale``;
+        returns its duration (s)."""
         dt = self.learner.dt
         q0 = self._last_q[self._learned_idx]
         lo, hi = self.lower[self._learned_idx], self.upper[self._learned_idx]
@@ -323,12 +526,12 @@ class ControllerNode(Node):
         q = qs
         traj = JointTrajectory(joint_names=list(self.learned_joints))
         for k in range(len(q)):
-            t = (k + 1) * dt
+            t = (k + 1) * dt * scale
             traj.points.append(JointTrajectoryPoint(
                 positions=[float(v) for v in q[k]],
                 time_from_start=Duration(sec=int(t), nanosec=int(round((t - int(t)) * 1e9)) % 1_000_000_000)))
         self._traj_pub.publish(traj)
-        return len(q) * dt
+        return len(q) * dt * scale
 
     def _joint_states_fresh(self) -> bool:
         return self._last_js_wall is not None and time.monotonic() - self._last_js_wall <= self.watchdog_timeout_s
@@ -355,7 +558,7 @@ class ControllerNode(Node):
         if self._traj_end is not None and now > self._traj_end:
             with self._lock:                   # the sent trajectory has ended
                 if self.state == "executing":
-                    self.state = "idle"
+                    self._end_execution("idle", R.SUCCEEDED, "the trajectory was executed to its end")
                 self._traj_end = None
             return
         late = now - self._watchdog_due
@@ -367,9 +570,9 @@ class ControllerNode(Node):
         with self._lock:
             if self.state == "executing" and not self._joint_states_fresh():
                 self._stop_motion()
-                self.state = "stopped"
-                self.get_logger().warning(f"/joint_states older than {self.watchdog_timeout_s} s: zero velocity "
-                                          "commanded, execution stopped")
+                self._end_execution("stopped", R.STOPPED_WATCHDOG, f"/joint_states older than "
+                                    f"{self.watchdog_timeout_s} s: zero velocity commanded, execution stopped")
+                self.get_logger().warning(self._last_result.message)
 
     def _publish_status(self) -> None:
         msg = ControllerStatus()
@@ -390,12 +593,26 @@ class ControllerNode(Node):
             if self.state != "executing":
                 return
             self._stop_motion()
-            self.state = "stopped"
+            goal = self._exec_goal
+            self._end_execution("stopped", R.INTERRUPTED, "the controller node is shutting down (zero velocity "
+                                "commanded)")
+        if goal is not None:   # the executor no longer spins: end the goal here (best effort)
+            with contextlib.suppress(Exception):   # the goal may have ended already
+                goal.abort()
         for pub in (self._cmd_pub, self._traj_pub):
             try:
                 pub.wait_for_all_acked(RclDuration(seconds=STOP_ACK_TIMEOUT_S))
             except Exception:  # noqa: BLE001, S112 - best effort; the command is published either way
                 continue
+
+    def destroy_node(self) -> None:
+        """Also destroy the action server: ``Node.destroy_node`` leaves waitables alone, and a live action server
+        keeps the node (and its DDS participant with its shared-memory files) from being destroyed."""
+        server = getattr(self, "_action_server", None)
+        if server is not None:
+            server.destroy()
+            self._action_server = None
+        super().destroy_node()
 
 
 def main(args=None) -> int:
