@@ -2,8 +2,10 @@
 
 ``config/demo.yaml`` lists the nodes: name, console-script ``executable``, python ``module``, node
 ``plugin`` class (for in-process runs), a ROS parameter file under ``config/``, parameter overrides,
-remappings, and the launch ``groups`` (``arm``, ``vision``) a node belongs to. Because both front ends
-build their command lines from here, they cannot drift apart (test/test_launch_graph.py checks it).
+remappings, the launch ``groups`` (``arm``, ``vision``) a node belongs to, and ``lifecycle: true`` for a
+managed node (``rclpy.lifecycle.LifecycleNode``): the launch files start it as a launch_ros ``LifecycleNode``
+and emit configure, then activate; the runner (``nodes/runner.py``) drives the same transitions. Because both
+front ends build their command lines from here, they cannot drift apart (test/test_launch_graph.py checks it).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class NodeSpec:
     parameters: dict[str, Any] = field(default_factory=dict)
     remappings: dict[str, str] = field(default_factory=dict)
     groups: tuple[str, ...] = ()
+    lifecycle: bool = False   # a managed node: brought up to active with configure + activate
 
     def params_path(self, config_dir: Path) -> Path | None:
         return (config_dir / self.params_file) if self.params_file else None
@@ -53,10 +56,13 @@ def load_graph(path: str | Path | None = None) -> list[NodeSpec]:
         missing = [k for k in REQUIRED if not n.get(k)]
         if missing:
             raise ValueError(f"{path}: node #{i} lacks {missing}")
+        if not isinstance(n.get("lifecycle", False), bool):
+            raise ValueError(f"{path}: node #{i}: lifecycle must be true or false, got {n['lifecycle']!r}")
         nodes.append(NodeSpec(
             name=n["name"], executable=n["executable"], module=n["module"], plugin=n["plugin"],
             params_file=n.get("params_file"), parameters=dict(n.get("parameters") or {}),
             remappings=dict(n.get("remappings") or {}), groups=tuple(n.get("groups") or ()),
+            lifecycle=n.get("lifecycle", False),
         ))
     names = [n.name for n in nodes]
     if len(set(names)) != len(names):

@@ -154,16 +154,32 @@ def ros_node(ros_domain):
         rclpy.try_shutdown(context=ctx)
 
 
+def bring_up(ex, node, name: str, proc, timeout: float = 180.0) -> None:
+    """Take the managed node ``name`` (running in ``proc``) to ``active`` over DDS with its standard lifecycle
+    services (configure, activate), as the demo runner does; fails the test with the node's output otherwise."""
+    from pcm_l2l_ros.nodes.lifecycle import LifecycleManager  # noqa: PLC0415
+
+    manager = LifecycleManager(node, lambda t: ex.spin_once(timeout_sec=t))
+    try:
+        manager.bring_up(name, timeout, alive=proc.alive)
+    except (RuntimeError, TimeoutError) as e:
+        pytest.fail(f"{name} did not become active: {e}\n{proc.output()[-3000:]}")
+    finally:
+        manager.close()
+
+
 @pytest.fixture
 def vision_service(no_shm_leak, node_process, ros_node):
-    """The vision node in its own process and a client of ``/pcm_l2l/classify`` that is ready:
-    ``(process, node, executor, client)`` (start-up allows 120 s: a loaded machine, first Numba compile)."""
+    """The vision node in its own process, brought up to active (configure, activate over DDS), and a client of
+    ``/pcm_l2l/classify`` that is ready: ``(process, node, executor, client)`` (start-up allows 180 s: a loaded
+    machine, first Numba compile)."""
     from pcm_l2l_interfaces.srv import FewShotClassify  # noqa: PLC0415
 
     proc = node_process("pcm_l2l_ros.nodes.vision_node")
     node, ex = ros_node
+    bring_up(ex, node, "vision", proc)
     client = node.create_client(FewShotClassify, "/pcm_l2l/classify")
-    assert spin_until(ex, client.service_is_ready, 120.0), proc.output()
+    assert spin_until(ex, client.service_is_ready, 30.0), proc.output()
     return proc, node, ex, client
 
 

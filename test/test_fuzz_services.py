@@ -15,7 +15,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 from builtin_interfaces.msg import Duration  # noqa: E402
-from conftest import call_service, spin_until  # noqa: E402
+from conftest import bring_up, call_service, spin_until  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from pcm_l2l_interfaces.srv import FewShotClassify, LearnTrajectory  # noqa: E402
@@ -128,6 +128,7 @@ def nodes(no_shm_leak, node_process, ros_node):
     vision = node_process("pcm_l2l_ros.nodes.vision_node")
     ctrl = node_process("pcm_l2l_ros.nodes.controller_node")
     node, ex = ros_node
+    bring_up(ex, node, "vision", vision)   # a managed node: configure + activate over DDS
     classify = node.create_client(FewShotClassify, "/pcm_l2l/classify")
     learn = node.create_client(LearnTrajectory, "/controller/learn_trajectory")
     assert spin_until(ex, classify.service_is_ready, 90.0), vision.output()

@@ -46,16 +46,19 @@ def test_broken_checkpoint_is_a_clear_error(tmp_path, kind):
         load_checkpoint(path)
 
 
-@pytest.mark.parametrize("module,param,model", [
-    ("pcm_l2l_ros.nodes.controller_node", "checkpoint", "snn_l2l.npz"),
-    ("pcm_l2l_ros.nodes.vision_node", "checkpoint_5way", "cnn_5way.npz"),
+@pytest.mark.parametrize("module,param,model,extra", [
+    ("pcm_l2l_ros.nodes.controller_node", "checkpoint", "snn_l2l.npz", []),
+    # a managed node loads its checkpoint at configure: autostart configures at start-up
+    # (over the lifecycle services: test_vision_lifecycle.py)
+    ("pcm_l2l_ros.nodes.vision_node", "checkpoint_5way", "cnn_5way.npz", ["-p", "autostart:=true"]),
 ])
-def test_node_with_a_corrupt_checkpoint_stops_at_start_with_one_line(ros_domain, tmp_path, module, param, model):
+def test_node_with_a_corrupt_checkpoint_stops_at_start_with_one_line(ros_domain, tmp_path, module, param, model,
+                                                                     extra):
     path = _copy_checkpoint(MODELS_DIR / model, tmp_path / model, garbage=True, fix_sha=True)
     env = dict(os.environ, ROS_DOMAIN_ID=str(ros_domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    r = subprocess.run([sys.executable, "-m", module, "--ros-args", "-p", f"{param}:={path}"], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-m", module, "--ros-args", "-p", f"{param}:={path}", *extra], cwd=REPO,
+                       env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 1, r.stderr[-3000:]
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
     errors = [line for line in r.stderr.splitlines() if "cannot start" in line]

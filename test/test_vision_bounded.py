@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from conftest import call_service, spin_until  # noqa: E402
+from conftest import bring_up, call_service, spin_until  # noqa: E402
 from pcm_l2l_interfaces.srv import FewShotClassify  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from test_vision_node import STARTUP_S, _request  # noqa: E402
@@ -175,6 +175,7 @@ HEAVY_ARGS = ["--ros-args", "-p", "max_images:=5000"]
 def test_a_big_request_does_not_stall_a_second_client(no_shm_leak, node_process, ros_node):
     proc = node_process(VISION, HEAVY_ARGS)
     node, ex = ros_node
+    bring_up(ex, node, "vision", proc)
     big_client = node.create_client(FewShotClassify, "/pcm_l2l/classify")
     small_client = node.create_client(FewShotClassify, "/pcm_l2l/classify")
     assert spin_until(ex, big_client.service_is_ready, STARTUP_S), proc.output()
@@ -209,6 +210,7 @@ def test_a_big_request_does_not_stall_a_second_client(no_shm_leak, node_process,
 def test_sigterm_while_computing_a_big_request_exits_0_within_1s(no_shm_leak, node_process, ros_node):
     proc = node_process(VISION, HEAVY_ARGS)
     node, ex = ros_node
+    bring_up(ex, node, "vision", proc)
     client = node.create_client(FewShotClassify, "/pcm_l2l/classify")
     assert spin_until(ex, client.service_is_ready, STARTUP_S), proc.output()
     fut = client.call_async(_heavy_request(2000))

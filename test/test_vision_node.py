@@ -137,6 +137,7 @@ def test_requests_never_modify_the_shared_chip(ros_domain):
     rclpy.init(context=ctx, domain_id=ros_domain)
     try:
         node = VisionNode(context=ctx)
+        node.bring_up()   # in-process lifecycle transitions: configure (programs the chip), activate
         chip = node.chips[5]
         drifted = node._chip(5, 3600.0)
         before = [a.target_weights().copy() for a in (chip.readout, drifted.readout)]
@@ -149,6 +150,8 @@ def test_requests_never_modify_the_shared_chip(ros_domain):
         for b, a in zip(before, after, strict=True):
             np.testing.assert_array_equal(b, a)
         np.testing.assert_array_equal(g_before, drifted.readout.conductances())
+        node.trigger_shutdown()
+        assert node.chips == {} and node.pool is None
         node.destroy_node()
     finally:
         rclpy.try_shutdown(context=ctx)

@@ -2,8 +2,9 @@
 
 ``run_node`` is the hardened ``main()`` of every node. It installs its own SIGINT/SIGTERM handlers
 (rclpy's would invalidate the context before the node can command a safe stop): a signal ends the spin
-loop within ``SPIN_POLL_S``, then the node's ``on_shutdown()`` runs while the context is still valid
-(the controller publishes its stop command and waits for it to be acknowledged), then the node is
+loop within ``SPIN_POLL_S``, then the node is stopped while the context is still valid (``stop_node``: a
+managed node takes its ``shutdown`` transition, a plain node's ``on_shutdown()`` runs; the controller
+publishes its stop command and waits for it to be acknowledged), then the node is
 destroyed and the process exits 0 — within 1 s also when a worker thread is busy with a request. It
 spins a ``SingleThreadedExecutor`` because this rclpy's ``MultiThreadedExecutor`` starves callbacks
 (ros2/rclpy#1452); long requests run on a ``WorkerPool`` instead, so they never block the executor.
@@ -45,8 +46,10 @@ def run_node(node_factory: Callable[..., Node], args: Sequence[str] | None = Non
     A signal while the node is being built aborts the construction (KeyboardInterrupt, exit 0); a signal
     while spinning sets a flag the spin loop sees within ``SPIN_POLL_S`` s. ``fast_exit``: after the
     clean-up the process ends at once (``os._exit``) instead of returning, which saves the interpreter's
-    finalization (about 2 s with torch and numba loaded) and keeps the exit within 1 s. An error while
-    building the node (an invalid parameter, a corrupt checkpoint) is one line on stderr and exit code 1.
+    finalization (about 2 s with torch and numba loaded) and keeps the exit within 1 s. A managed node whose
+    ``autostart`` attribute is true (its ``autostart`` parameter, nodes/lifecycle.py) is configured and
+    activated before spinning. An error while building or bringing up the node (an invalid parameter, a corrupt
+    checkpoint) is one line on stderr and exit code 1.
     """
     ensure_localhost_discovery()
     stop = threading.Event()
@@ -66,6 +69,8 @@ def run_node(node_factory: Callable[..., Node], args: Sequence[str] | None = Non
     try:
         try:
             node = node_factory(context=context)
+            if getattr(node, "autostart", False):  # a managed node asked to bring itself up (nodes/lifecycle.py)
+                node.bring_up()
         except (KeyboardInterrupt, ExternalShutdownException):
             raise
         except Exception as e:  # noqa: BLE001 - a bad parameter or checkpoint: one clear line, no traceback
@@ -90,12 +95,11 @@ def run_node(node_factory: Callable[..., Node], args: Sequence[str] | None = Non
         state["spinning"] = True  # a second signal during the clean-up must not raise inside it
         busy = False
         if node is not None:
-            _on_shutdown = getattr(node, "on_shutdown", None)
-            if callable(_on_shutdown) and context.ok():
+            if context.ok():  # context still valid: a stop command is really sent
                 try:
-                    _on_shutdown()  # context still valid: a stop command is really sent
+                    stop_node(node)
                 except Exception as e:  # noqa: BLE001 - exit cleanly anyway
-                    print(f"{node.get_name()}: on_shutdown failed: {type(e).__name__}: {e}", file=sys.stderr)
+                    print(f"{node.get_name()}: shutdown failed: {type(e).__name__}: {e}", file=sys.stderr)
             busy = any(p.busy() for p in getattr(node, "worker_pools", ()))
         executor.shutdown(timeout_sec=0.5)
         if node is not None:
@@ -112,6 +116,22 @@ def run_node(node_factory: Callable[..., Node], args: Sequence[str] | None = Non
         sys.stderr.flush()
         os._exit(rc)
     return rc
+
+
+def stop_node(node: Node) -> None:
+    """Stop ``node`` before it is destroyed: a managed node (``rclpy.lifecycle.LifecycleNode``) takes its
+    ``shutdown`` transition from whatever primary state it is in (its ``on_shutdown(state)`` releases what it
+    holds); a plain node's ``on_shutdown()`` runs if it has one."""
+    from rclpy.lifecycle import LifecycleNode  # noqa: PLC0415
+
+    if isinstance(node, LifecycleNode):
+        label = getattr(node, "lifecycle_state", None) or node._state_machine.current_state[1]
+        if label in ("unconfigured", "inactive", "active"):
+            node.trigger_shutdown()
+        return
+    on_shutdown = getattr(node, "on_shutdown", None)
+    if callable(on_shutdown):
+        on_shutdown()
 
 
 def limit_heap_growth(mmap_threshold: int = 1 << 20) -> None:
@@ -158,11 +178,12 @@ class WorkerPool:
     def __init__(self, name: str, workers: int = 1, max_pending: int = 8, logger=None):
         self.name, self.max_pending, self._logger = name, int(max_pending), logger
         sys.setswitchinterval(min(sys.getswitchinterval(), self.SWITCH_INTERVAL_S))
-        self._queue: queue.Queue[_Deferred] = queue.Queue()
+        self._queue: queue.Queue[_Deferred | None] = queue.Queue()
         self._lock = threading.Lock()
         self._pending = 0
         self.served = 0
         self.refused_busy = 0
+        self._closed = False
         self._threads = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
                          for i in range(int(workers))]
         for t in self._threads:
@@ -172,6 +193,24 @@ class WorkerPool:
         """True while a request is queued or being computed."""
         with self._lock:
             return self._pending > 0
+
+    def alive(self) -> bool:
+        """True while every worker thread runs (False after ``close`` or if one died)."""
+        return all(t.is_alive() for t in self._threads)
+
+    def close(self, timeout_s: float = 5.0) -> bool:
+        """Stop the workers: each ends after the requests queued before this call are answered. Waits up to
+        ``timeout_s`` s in all; returns True if every worker has ended (a worker still inside a long request ends
+        when it is done; the threads are daemons and never keep the process alive). Idempotent."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                for _ in self._threads:
+                    self._queue.put(None)   # one stop marker per worker, after what is queued
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in self._threads)
 
     def serve(self, node: Node, srv_type, name: str, fn: Callable, **kwargs):
         """``node.create_service`` whose callback runs ``fn`` on this pool (see the class docstring)."""
@@ -201,6 +240,10 @@ class WorkerPool:
     def defer(self, send, fn: Callable, request, response):
         """Queue ``fn(request, response)``; returns the deferred marker, or ``response`` refused if full."""
         with self._lock:
+            if self._closed:
+                response.success = False
+                response.message = f"inactive: the {self.name} workers are stopped"
+                return response
             if self._pending >= self.max_pending:
                 self.refused_busy += 1
                 response.success = False
@@ -214,6 +257,8 @@ class WorkerPool:
     def _loop(self) -> None:
         while True:
             job = self._queue.get()
+            if job is None:   # close(): stop marker
+                return
             try:
                 try:
                     response = job.fn(job.request, job.response)

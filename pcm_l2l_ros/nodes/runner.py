@@ -6,6 +6,12 @@
   (:class:`NodeProcess`, also what the tests' ``node_process`` fixture starts).
 * ``inprocess`` mode (tests): every node object on one ``SingleThreadedExecutor`` spinning in a thread.
 
+Managed nodes (``lifecycle: true`` in the graph) are brought up to ``active`` before the graph is handed over:
+``subprocess`` mode calls their standard lifecycle services over DDS (``<node>/get_state``,
+``<node>/change_state``: configure, then activate; :class:`pcm_l2l_ros.nodes.lifecycle.LifecycleManager`),
+``inprocess`` mode triggers the same transitions on the node objects. A failed transition is an error that
+names the node; at the end a managed node takes its ``shutdown`` transition (SIGTERM in its own process).
+
 Both keep ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` unless the caller chose a range.
 """
 
@@ -104,18 +110,22 @@ class NodeProcess:
 
 
 class SubprocessGraph:
-    """The graph as child processes; use as a context manager."""
+    """The graph as child processes; use as a context manager. ``activate_timeout_s``: longest wait (s) for the
+    managed nodes to reach ``active`` (their configure loads and programs the chip)."""
 
     def __init__(self, nodes: list[NodeSpec], config_dir: Path, overrides: dict[str, dict[str, Any]] | None = None,
-                 log_dir: Path | None = None, env: dict[str, str] | None = None):
+                 log_dir: Path | None = None, env: dict[str, str] | None = None, activate_timeout_s: float = 300.0):
         self.nodes, self.config_dir = nodes, Path(config_dir)
         self.overrides = overrides or {}
         self.log_dir = Path(log_dir) if log_dir else None
         self.env = node_env(env)
+        self.activate_timeout_s = float(activate_timeout_s)
         self.procs: dict[str, NodeProcess] = {}
 
-    def start(self, name: str | None = None) -> None:
-        """Start every node (or the one called ``name``, e.g. to restart it)."""
+    def start(self, name: str | None = None, activate: bool = True) -> None:
+        """Start every node (or the one called ``name``, e.g. to restart it); with ``activate``, then bring the
+        managed ones among them up to ``active`` (:meth:`activate`)."""
+        started = []
         for n in self.nodes:
             if name is not None and n.name != name:
                 continue
@@ -123,6 +133,49 @@ class SubprocessGraph:
             log.info("starting %s: %s", n.name, " ".join(argv[2:]))
             self.procs[n.name] = NodeProcess(argv, self.env,
                                              None if self.log_dir is None else self.log_dir / f"{n.name}.log")
+            started.append(n.name)
+        if activate:
+            self.activate([n for n in started if self.spec(n).lifecycle])
+
+    def spec(self, name: str) -> NodeSpec:
+        return next(n for n in self.nodes if n.name == name)
+
+    def activate(self, names: list[str]) -> None:
+        """Bring the managed nodes ``names`` (started by this graph) up to ``active`` over DDS with their standard
+        lifecycle services, from a private rclpy context in this graph's ``ROS_DOMAIN_ID``. Raises ``RuntimeError``
+        naming the node (and the end of its log) if it dies or a transition fails, ``TimeoutError`` after
+        ``activate_timeout_s``."""
+        if not names:
+            return
+        import rclpy  # noqa: PLC0415
+        from rclpy.executors import SingleThreadedExecutor  # noqa: PLC0415
+        from rclpy.signals import SignalHandlerOptions  # noqa: PLC0415
+
+        from pcm_l2l_ros.nodes.lifecycle import LifecycleManager  # noqa: PLC0415
+
+        os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        ctx = rclpy.Context()
+        rclpy.init(context=ctx, domain_id=int(self.env.get("ROS_DOMAIN_ID", "0") or 0),
+                   signal_handler_options=SignalHandlerOptions.NO)
+        try:
+            node = rclpy.create_node(f"pcm_l2l_runner_{os.getpid()}", context=ctx)
+            ex = SingleThreadedExecutor(context=ctx)
+            ex.add_node(node)
+            manager = LifecycleManager(node, lambda t: ex.spin_once(timeout_sec=t))
+            for name in names:
+                t0 = time.monotonic()
+                proc = self.procs[name]
+                try:
+                    manager.bring_up(name, self.activate_timeout_s, alive=proc.alive)
+                except (RuntimeError, TimeoutError) as e:
+                    raise RuntimeError(f"{name} did not become active: {e}\n{proc.output()[-2000:]}") from e
+                log.info("%s is active (%.1f s)", name, time.monotonic() - t0)
+            manager.close()
+            ex.shutdown(timeout_sec=1.0)
+            node.destroy_node()
+        finally:
+            rclpy.try_shutdown(context=ctx)
+            ctx.destroy()
 
     def alive(self, name: str) -> bool:
         p = self.procs.get(name)
@@ -140,7 +193,11 @@ class SubprocessGraph:
         return codes
 
     def __enter__(self) -> SubprocessGraph:
-        self.start()
+        try:
+            self.start()
+        except BaseException as e:   # a node that did not come up, or Ctrl-C meanwhile: stop what was started
+            self.stop(timeout=1.5 if isinstance(e, KeyboardInterrupt) else 10.0)
+            raise
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
@@ -159,6 +216,7 @@ class InProcessGraph:
     def __enter__(self) -> InProcessGraph:
         import rclpy  # noqa: PLC0415
         from rclpy.executors import SingleThreadedExecutor  # noqa: PLC0415
+        from rclpy.lifecycle import LifecycleNode  # noqa: PLC0415
 
         os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
         if self.context is None:
@@ -168,12 +226,22 @@ class InProcessGraph:
         else:
             self._own_context = False
         self.executor = SingleThreadedExecutor(context=self.context)
-        for n in self.nodes:
-            module, cls = n.plugin.split(":")
-            node_cls = getattr(importlib.import_module(module), cls)
-            args = ros_args(n, self.config_dir, self.overrides.get(n.name))
-            self.made[n.name] = node_cls(cli_args=args, use_global_arguments=False, context=self.context)
-            self.executor.add_node(self.made[n.name])
+        self._thread: threading.Thread | None = None
+        try:
+            for n in self.nodes:
+                module, cls = n.plugin.split(":")
+                node_cls = getattr(importlib.import_module(module), cls)
+                args = ros_args(n, self.config_dir, self.overrides.get(n.name))
+                self.made[n.name] = node = node_cls(cli_args=args, use_global_arguments=False, context=self.context)
+                if n.lifecycle != isinstance(node, LifecycleNode):
+                    raise TypeError(f"{n.name}: the graph says lifecycle: {str(n.lifecycle).lower()}, but "
+                                    f"{n.plugin} is {'not ' if n.lifecycle else ''}a LifecycleNode")
+                if n.lifecycle:
+                    node.bring_up()   # configure + activate before anything spins
+                self.executor.add_node(node)
+        except BaseException:
+            self.__exit__()
+            raise
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
         return self
@@ -181,12 +249,13 @@ class InProcessGraph:
     def __exit__(self, *exc) -> None:
         import rclpy  # noqa: PLC0415
 
+        from pcm_l2l_ros.nodes.common import stop_node  # noqa: PLC0415
+
         self.executor.shutdown(timeout_sec=2.0)
-        self._thread.join(2.0)
+        if self._thread is not None:
+            self._thread.join(2.0)
         for node in self.made.values():
-            on_shutdown = getattr(node, "on_shutdown", None)
-            if callable(on_shutdown):
-                on_shutdown()
+            stop_node(node)   # a managed node's shutdown transition, a plain node's on_shutdown()
             node.destroy_node()
         if self._own_context:
             rclpy.try_shutdown(context=self.context)

@@ -15,7 +15,13 @@ memory and time are bounded whatever it contains. Requests are computed on ``wor
 with its own copies of the programmed chips), never on the executor thread; at most ``max_pending`` are
 queued or running, more are refused at once with ``busy``.
 
-Drift: the chip is programmed once at start-up; a request's ``drift_time_s`` selects the simulated time
+Managed node (``nodes/lifecycle.py``): it starts ``unconfigured`` (unless ``autostart``); ``configure`` loads
+the checkpoint(s), programs the chip and starts the worker threads (seconds); ``activate`` starts serving;
+``deactivate`` stops serving; ``cleanup`` / ``shutdown`` stop the workers and drop the chips. The service exists
+in every state: while the node is not active a request is answered at once with ``success=false`` and a
+message starting ``inactive:`` (a request accepted while active is still answered after a ``deactivate``).
+
+Drift: the chip is programmed once at configure; a request's ``drift_time_s`` selects the simulated time
 since programming (each distinct time is a drifted copy of the programmed chip, cached, so requests do not
 disturb each other). BatchNorm uses the queries' own statistics when there are at least
 ``min_transductive_queries`` queries, else the support set's.
@@ -28,14 +34,15 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 from pcm_l2l_interfaces.srv import FewShotClassify
-from rclpy.node import Node
 
 from pcm_l2l_ros.compute_threads import limit_compute_threads
 from pcm_l2l_ros.nodes.common import WorkerPool, declare_validated, int_range, limit_heap_growth, run_node
 from pcm_l2l_ros.nodes.image_codec import ImageError, check_header, images_to_input
+from pcm_l2l_ros.nodes.lifecycle import ManagedNode
 
 MAX_DRIFT_S = 10 * 365.25 * 86400.0
 
@@ -44,38 +51,36 @@ class RequestError(ValueError):
     """The request is malformed (the message says why)."""
 
 
-class VisionNode(Node):
-    """See the module docstring; ``kwargs`` go to ``Node.__init__``."""
+class VisionNode(ManagedNode):
+    """See the module docstring; ``kwargs`` go to ``LifecycleNode.__init__``."""
 
     def __init__(self, **kwargs):
         super().__init__("vision", **kwargs)
         from pcm_l2l_ros.pcm import PRESET_NAMES  # noqa: PLC0415
-        from pcm_l2l_ros.vision.deploy import FewShotChip, chip_configs  # noqa: PLC0415
-        from pcm_l2l_ros.vision.model import load_model, shipped_model_path  # noqa: PLC0415
 
         is_path = lambda v: None if isinstance(v, str) else "must be a path (empty = shipped model)"  # noqa: E731
-        paths = {5: declare_validated(self, "checkpoint_5way", "", "5-way CNN checkpoint (.npz + .json); empty = "
-                                      "the package's models/cnn_5way.npz", is_path, read_only=True),
-                 20: declare_validated(self, "checkpoint_20way", "", "20-way CNN checkpoint; empty = "
-                                       "models/cnn_20way.npz (optional: N > 5 is refused without it)", is_path,
-                                       read_only=True)}
-        preset = declare_validated(self, "pcm.preset", "hermes_per_column", "PCM chip, a name of pcm.presets "
-                                   "(old name hermes_like = hermes_per_column)",
-                                   lambda v: None if v in PRESET_NAMES else
-                                   f"must be one of {', '.join(PRESET_NAMES)}", read_only=True)
-        enabled = declare_validated(self, "pcm.enabled", True, "run the CNN on the simulated PCM chip (false: "
-                                    "the same code with every non-ideality off)", read_only=True)
-        seed = declare_validated(self, "pcm.seed", 0, "seed of the device noise", int_range(0, 2**31 - 1),
-                                 read_only=True)
+        self.paths = {5: declare_validated(self, "checkpoint_5way", "", "5-way CNN checkpoint (.npz + .json); empty "
+                                           "= the package's models/cnn_5way.npz", is_path, read_only=True),
+                      20: declare_validated(self, "checkpoint_20way", "", "20-way CNN checkpoint; empty = "
+                                            "models/cnn_20way.npz (optional: N > 5 is refused without it)", is_path,
+                                            read_only=True)}
+        self.preset = declare_validated(self, "pcm.preset", "hermes_per_column", "PCM chip, a name of pcm.presets "
+                                        "(old name hermes_like = hermes_per_column)",
+                                        lambda v: None if v in PRESET_NAMES else
+                                        f"must be one of {', '.join(PRESET_NAMES)}", read_only=True)
+        self.pcm_enabled = declare_validated(self, "pcm.enabled", True, "run the CNN on the simulated PCM chip "
+                                             "(false: the same code with every non-ideality off)", read_only=True)
+        self.seed = declare_validated(self, "pcm.seed", 0, "seed of the device noise", int_range(0, 2**31 - 1),
+                                      read_only=True)
         self.max_images = declare_validated(self, "max_images", 400, "cap on support + query images per request",
                                             int_range(2, 5000), read_only=True)
         self.max_total_pixels = declare_validated(self, "max_total_pixels", 8 * 1024 * 1024, "cap on the pixels "
                                                   "(height x width summed over support + query images) per request",
                                                   int_range(64, 64 * 1024 * 1024), read_only=True)
-        n_workers = declare_validated(self, "workers", 2, "worker threads computing requests (each holds its own "
-                                      "copies of the programmed chips)", int_range(1, 16), read_only=True)
-        max_pending = declare_validated(self, "max_pending", 8, "requests queued or running at most; more are "
-                                        "refused at once (busy)", int_range(1, 1000), read_only=True)
+        self.n_workers = declare_validated(self, "workers", 2, "worker threads computing requests (each holds its "
+                                           "own copies of the programmed chips)", int_range(1, 16), read_only=True)
+        self.max_pending = declare_validated(self, "max_pending", 8, "requests queued or running at most; more are "
+                                             "refused at once (busy)", int_range(1, 1000), read_only=True)
         self.max_inner_steps = declare_validated(self, "max_inner_steps", 20, "cap on inner_steps per request",
                                                  int_range(1, 1000), read_only=True)
         self.min_transductive = declare_validated(self, "min_transductive_queries", 5, "fewest queries for "
@@ -83,22 +88,40 @@ class VisionNode(Node):
                                                   int_range(1, 10000), read_only=True)
         self.cache_size = declare_validated(self, "drift_cache_size", 4, "drifted chip copies kept",
                                             int_range(1, 64), read_only=True)
-        warm = declare_validated(self, "warm_drift_times_s", [3600.0], "drift times prepared at start-up (s), so "
-                                 "the first request at them is fast",
-                                 lambda v: None if isinstance(v, (list, tuple)) and all(
-                                     isinstance(t, (int, float)) and 0 <= t <= MAX_DRIFT_S for t in v)
-                                 else "must be a list of drift times in s", read_only=True)
+        self.warm_times = declare_validated(self, "warm_drift_times_s", [3600.0], "drift times prepared at "
+                                            "configure (s), so the first request at them is fast",
+                                            lambda v: None if isinstance(v, (list, tuple)) and all(
+                                                isinstance(t, (int, float)) and 0 <= t <= MAX_DRIFT_S for t in v)
+                                            else "must be a list of drift times in s", read_only=True)
+        self.compute_threads = declare_validated(self, "compute_threads", 1, "threads of the chip simulation: torch "
+                                                 "intra-op and the BLAS pools (1: no oversubscription of the cores "
+                                                 "shared with the ROS executor and other processes)",
+                                                 int_range(1, 64), read_only=True)
+        # built by configure, dropped by cleanup/shutdown
+        self.chips: dict[int, Any] = {}
+        self._drifted: dict[str, dict[int, OrderedDict]] = {}   # per worker thread: ways -> drift -> chip
+        self._lock = threading.Lock()
+        self.pool: WorkerPool | None = None
+        self.worker_pools: list[WorkerPool] = []
+        # the service exists in every state; it computes only while active (``_on_request``)
+        holder: dict[str, Any] = {}
+        self._srv = self.create_service(FewShotClassify, "/pcm_l2l/classify",
+                                        lambda req, resp: self._on_request(holder["send"], req, resp))
+        WorkerPool.attach(self._srv, holder)
+        self.get_logger().info("unconfigured: configure loads the models and programs the chip"
+                               + (" (autostart)" if self.autostart else ""))
 
-        threads = declare_validated(self, "compute_threads", 1, "threads of the chip simulation: torch intra-op "
-                                    "and the BLAS pools (1: no oversubscription of the cores shared with the ROS "
-                                    "executor and other processes)",
-                                    int_range(1, 64), read_only=True)
-        limit_compute_threads(threads)
-        pcm_cfg = chip_configs(preset if enabled else "ideal")  # stochastic rounding of the readout updates
-        self.chips: dict[int, object] = {}
+    # ----------------------------------------------------------------------------------------------- lifecycle
+    def configure_node(self) -> None:
+        """Load the checkpoint(s), program them onto the simulated chip, start the workers and warm them up."""
+        from pcm_l2l_ros.vision.deploy import FewShotChip, chip_configs  # noqa: PLC0415
+        from pcm_l2l_ros.vision.model import load_model, shipped_model_path  # noqa: PLC0415
+
+        limit_compute_threads(self.compute_threads)
+        pcm_cfg = chip_configs(self.preset if self.pcm_enabled else "ideal")  # stochastic readout rounding
         self.get_logger().info("programming the meta-trained CNN(s) onto the simulated PCM chip ...")
-        t = time.perf_counter()
-        for ways, path in paths.items():
+        chips = {}
+        for ways, path in self.paths.items():
             p = path or str(shipped_model_path(ways))
             try:
                 params, cfg, _ = load_model(p)
@@ -107,24 +130,45 @@ class VisionNode(Node):
                     raise RuntimeError(f"cannot load the {ways}-way CNN checkpoint {p}: {e}") from e
                 self.get_logger().warning(f"no {ways}-way model ({e}); requests with N > 5 will be refused")
                 continue
-            self.chips[ways] = FewShotChip(params, cfg, pcm_cfg, rng=np.random.default_rng(seed + ways))
-        self._drifted: dict[str, dict[int, OrderedDict]] = {}   # per worker thread: ways -> drift -> chip
-        self._lock = threading.Lock()
+            chips[ways] = FewShotChip(params, cfg, pcm_cfg, rng=np.random.default_rng(self.seed + ways))
+        self.chips = chips
         limit_heap_growth()
-        self.pool = WorkerPool("classify", workers=n_workers, max_pending=max_pending, logger=self.get_logger())
+        self.pool = WorkerPool("classify", workers=self.n_workers, max_pending=self.max_pending,
+                               logger=self.get_logger())
         self.worker_pools = [self.pool]
         for worker in [t.name for t in self.pool._threads]:
             for ways in self.chips:
-                for t_s in warm:  # warm_up: the request path once (noise rewound): the first request is not slower
+                for t_s in self.warm_times:  # the request path once (noise rewound): the first request is not slower
                     self._chip(ways, float(t_s), worker).warm_up()
-        self.pool.serve(self, FewShotClassify, "/pcm_l2l/classify", self._on_classify)
-        self.get_logger().info(f"ready in {time.perf_counter() - t:.1f} s: models {sorted(self.chips)}-way on "
-                               f"{preset if enabled else 'ideal (PCM off)'}")
+        self.get_logger().info(f"models {sorted(self.chips)}-way on "
+                               f"{self.preset if self.pcm_enabled else 'ideal (PCM off)'}")
+
+    def release_node(self, shutting_down: bool = False) -> None:
+        """Stop the workers (after the requests already accepted; at most 5 s, 0.2 s when shutting down) and
+        drop the programmed chips and their drifted copies."""
+        pool, self.pool, self.worker_pools = self.pool, None, []
+        if pool is not None and not pool.close(0.2 if shutting_down else 5.0):
+            self.get_logger().warning("a worker is still computing a request; it ends when that is answered")
+        with self._lock:
+            self.chips, self._drifted = {}, {}
+
+    def _on_request(self, send, request: FewShotClassify.Request, response: FewShotClassify.Response):
+        """The service callback (executor thread): queue the request to the workers while active, else refuse."""
+        pool = self.pool
+        if not self.is_active or pool is None:
+            response.success = False
+            response.message = (f"inactive: the vision node is {self.lifecycle_state}; it serves only when active "
+                                f"(lifecycle transitions configure, activate)")
+            return response
+        return pool.defer(send, self._on_classify, request, response)
 
     # ------------------------------------------------------------------------------------------------ requests
     def _on_classify(self, request: FewShotClassify.Request, response: FewShotClassify.Response):
         """Validate and compute one request (on a worker thread; the chips used are the thread's own)."""
         t0 = time.perf_counter()
+        if not self.chips:   # cleaned up while the request was queued
+            response.success, response.message = False, "inactive: the vision node was cleaned up"
+            return response
         try:
             sx, sy, qx, ways, steps, drift = self._validate(request)
         except RequestError as e:
