@@ -15,7 +15,7 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/launch", glob("launch/*.py")),
-        ("share/" + PACKAGE + "/config", glob("config/*.yaml")),
+        ("share/" + PACKAGE + "/config", glob("config/*.yaml") + glob("config/*.rviz")),
         ("share/" + PACKAGE + "/urdf", glob("urdf/*.urdf")),
         ("share/" + PACKAGE + "/models", glob(PACKAGE + "/models/*.npz") + glob(PACKAGE + "/models/*.json")),
     ],

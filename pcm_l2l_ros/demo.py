@@ -5,8 +5,10 @@
    ``ros2 launch pcm_l2l_ros demo.launch.py``.
 2. The controller learns a trajectory it has never seen (drawn from a held-out seed) in ONE natural e-prop
    update on the simulated PCM chip (``~/learn_trajectory``).
-3. It executes it (``~/execute``) in PyBullet; the measured end-effector path is compared with the target
-   (error in cm).
+3. It executes it in PyBullet through the controller's ExecuteLearned action (``~/execute_learned``), showing
+   the action's feedback (progress, tracking error) as a log line every 0.5 s; the measured end-effector path
+   (``/sim/end_effector``) is compared with the target (error in cm), and the action's result gives the
+   controller's own final and median tracking error.
 4. The vision service is called with a 5-way 5-shot Omniglot task from the evaluation split; accuracy is
    computed from its answer.
 5. A summary is printed and plots are written (target vs executed path; query images with predictions).
@@ -142,6 +144,7 @@ class DemoClient:
         self.node = rclpy.create_node(f"pcm_l2l_demo_{os.getpid()}", context=ctx)
         self.executor = SingleThreadedExecutor(context=ctx)
         self.executor.add_node(self.node)
+        self._action_clients: list = []
         self._thread = threading.Thread(target=self.executor.spin, daemon=True)
         self._thread.start()
 
@@ -158,9 +161,28 @@ class DemoClient:
             raise TimeoutError(f"{client.srv_name}: no answer within {timeout:.0f} s")
         return fut.result()
 
+    def action_client(self, action_type, name: str):
+        """An rclpy ActionClient on the demo's node, destroyed by :meth:`close` (``destroy_node`` leaves it)."""
+        from rclpy.action import ActionClient  # noqa: PLC0415
+
+        c = ActionClient(self.node, action_type, name)
+        self._action_clients.append(c)
+        return c
+
+    def wait_future(self, fut, timeout: float, what: str):
+        """The result of an rclpy future completed by the spinning thread; TimeoutError(``what``) after
+        ``timeout`` s."""
+        done = threading.Event()
+        fut.add_done_callback(lambda _f: done.set())
+        if not done.wait(timeout):
+            raise TimeoutError(f"{what} within {timeout:.0f} s")
+        return fut.result()
+
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=1.0)
         self._thread.join(2.0)
+        for c in self._action_clients:
+            c.destroy()
         self.node.destroy_node()
 
 
@@ -210,13 +232,14 @@ def unseen_target_msg(seed: int = DEMO_SEED):
 
 def arm_scenario(client: DemoClient, args, out: Path, result: DemoResult) -> None:
     from geometry_msgs.msg import PointStamped  # noqa: PLC0415
+    from pcm_l2l_interfaces.action import ExecuteLearned  # noqa: PLC0415
     from pcm_l2l_interfaces.srv import LearnTrajectory  # noqa: PLC0415
     from sensor_msgs.msg import JointState  # noqa: PLC0415
     from std_srvs.srv import Trigger  # noqa: PLC0415
 
     node, timeout = client.node, args.startup_timeout
     learn = node.create_client(LearnTrajectory, "/controller/learn_trajectory")
-    execute = node.create_client(Trigger, "/controller/execute")
+    execute = client.action_client(ExecuteLearned, "/controller/execute_learned")
     reset_ctrl = node.create_client(Trigger, "/controller/reset")
     reset_sim = node.create_client(Trigger, "/sim/reset")
     ee_log: list[tuple[float, np.ndarray]] = []
@@ -234,8 +257,10 @@ def arm_scenario(client: DemoClient, args, out: Path, result: DemoResult) -> Non
 
     node.create_subscription(PointStamped, "/sim/end_effector", on_ee, 50)
     node.create_subscription(JointState, "/joint_states", on_js, 50)
-    for c in (learn, execute, reset_ctrl, reset_sim):
+    for c in (learn, reset_ctrl, reset_sim):
         client.wait_for_service(c, timeout)
+    if not execute.wait_for_server(timeout_sec=timeout):
+        raise TimeoutError(f"action /controller/execute_learned did not come up within {timeout:.0f} s")
 
     batch, cfg, kin = pick_unseen_target(args.seed)
     dt, T = cfg.arm_time_per_step_s, batch.q.shape[1]
@@ -257,17 +282,22 @@ def arm_scenario(client: DemoClient, args, out: Path, result: DemoResult) -> Non
     with lock:
         ee_log.clear()
         js_log.clear()
-    t_exec = node.get_clock().now().nanoseconds * 1e-9
-    r = client.call(execute, Trigger.Request(), timeout=10.0)
+    R = ExecuteLearned.Result
+    print(f"[demo] arm: executing it on the arm (action /controller/execute_learned, {T * dt:.2f} s)", flush=True)
     for _ in range(20):  # right after the sim's reset the controller may not have seen a fresh /joint_states yet
-        if r.success or not r.message.startswith("no fresh /joint_states"):
+        t_exec = node.get_clock().now().nanoseconds * 1e-9
+        status, r, n_feedback = _execute_goal(client, execute, ExecuteLearned, T * dt + 30.0)
+        if r.success or r.code != R.STALE_JOINT_STATES:
             break
         time.sleep(0.1)
-        t_exec = node.get_clock().now().nanoseconds * 1e-9
-        r = client.call(execute, Trigger.Request(), timeout=10.0)
     if not r.success:
-        raise RuntimeError(f"execute refused: {r.message}")
-    time.sleep(T * dt + (0.5 if args.quick else 1.0))
+        raise RuntimeError(f"execute refused or stopped (goal status {status}): {r.message}")
+    result.arm.update(action_feedback_messages=n_feedback, action_final_error_cm=100 * r.final_error_m,
+                      action_median_error_cm=100 * r.median_error_m, action_duration_s=r.duration_s)
+    print(f"[demo] arm: {r.message}: {r.duration_s:.2f} s, {n_feedback} feedback messages; tracking error "
+          f"(controller, FK of /joint_states) median {100 * r.median_error_m:.2f} cm, final "
+          f"{100 * r.final_error_m:.2f} cm", flush=True)
+    time.sleep(0.3 if args.quick else 0.5)   # the last end-effector samples after the end
     with lock:
         ee = list(ee_log)
         js = list(js_log)
@@ -288,6 +318,28 @@ def arm_scenario(client: DemoClient, args, out: Path, result: DemoResult) -> Non
     result.arm["_paths"] = (batch.xyz[0], executed)
     plot_paths(batch.xyz[0], executed, out / "arm_path.png", result.arm)
     client.call(reset_ctrl, Trigger.Request(), timeout=10.0)
+
+
+def _execute_goal(client: DemoClient, execute, ExecuteLearned, timeout: float):
+    """One ExecuteLearned goal (time scale 1) with its feedback shown every 0.5 s; returns (status, result, number
+    of feedback messages)."""
+    shown = {"next": 0.0, "n": 0}
+
+    def on_feedback(msg) -> None:
+        fb = msg.feedback
+        shown["n"] += 1
+        now = time.monotonic()
+        if now >= shown["next"]:
+            shown["next"] = now + 0.5
+            print(f"[demo] arm: executing {100 * fb.progress:5.1f} %  t = {fb.elapsed_s:4.2f} s  tracking error "
+                  f"{100 * fb.tracking_error_m:5.2f} cm", flush=True)
+
+    sent = execute.send_goal_async(ExecuteLearned.Goal(time_scale=1.0), feedback_callback=on_feedback)
+    handle = client.wait_future(sent, 10.0, "/controller/execute_learned: no goal response")
+    if not handle.accepted:
+        raise RuntimeError("/controller/execute_learned rejected the goal")
+    res = client.wait_future(handle.get_result_async(), timeout, "/controller/execute_learned: the goal did not end")
+    return res.status, res.result, shown["n"]
 
 
 def plot_paths(target: np.ndarray, executed: np.ndarray, path: Path, stats: dict) -> None:
@@ -403,6 +455,10 @@ def print_summary(result: DemoResult, out: Path, wall_s: float) -> None:
                          f"{a['ee_error_cm_median']:.2f} cm, "
                          f"mean {a['ee_error_cm_mean']:.2f} cm, max {a['ee_error_cm_max']:.2f} cm "
                          f"(path length {a['path_length_cm']:.0f} cm)")
+        if "action_median_error_cm" in a:
+            lines.append(f"           action /controller/execute_learned: {a['action_feedback_messages']} feedback "
+                         f"messages in {a['action_duration_s']:.2f} s; controller's tracking error median "
+                         f"{a['action_median_error_cm']:.2f} cm, final {a['action_final_error_cm']:.2f} cm")
     v = result.vision
     if v:
         lines.append(f"  vision : {v['ways']}-way {v['shots']}-shot, accuracy {100 * v['accuracy']:.1f}% on "

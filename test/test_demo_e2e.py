@@ -28,6 +28,10 @@ def test_demo_quick_runs_the_whole_scenario(ros_domain, tmp_path, no_shm_leak):
         assert math.isfinite(arm[k]), k
     assert arm["loss_after"] < arm["loss_before"] and arm["devices_written"] > 0
     assert arm["ee_error_cm_median"] < arm["path_length_cm"]       # the arm followed the learned path
+    # executed through the ExecuteLearned action, its feedback shown; the controller's own tracking error (FK of
+    # /joint_states) agrees with the demo's measurement (/sim/end_effector) of the same execution
+    assert "[demo] arm: executing" in r.stdout and arm["action_feedback_messages"] >= 20
+    assert abs(arm["action_median_error_cm"] - arm["ee_error_cm_median"]) < 1.5, arm
     # 5-way 5-shot with the shipped model (about 0.99 on 1,000 tasks): far above chance (0.2); with 10 queries a
     # result below 0.6 has probability < 1e-6
     assert 0.6 <= vision["accuracy"] <= 1.0 and vision["queries"] == 10 and vision["devices_written"] > 0

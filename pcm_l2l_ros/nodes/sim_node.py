@@ -17,7 +17,9 @@ Interfaces (the same a real arm driver with ros2_control offers, so a driver can
   before anything is built from them). A zero ``header.stamp`` (or one in the past)
   starts the trajectory on receipt, a future stamp then. A new trajectory replaces the running one, a
   velocity command cancels it. Malformed trajectories are rejected (warning);
-* service ``~/reset`` (std_srvs/Trigger): back to ``home_positions``, all commands cleared.
+* service ``~/reset`` (std_srvs/Trigger): back to ``home_positions``, all commands cleared;
+* publishes ``/robot_description`` (std_msgs/String: the URDF's text) once, transient local (depth 1), so a
+  late subscriber (RViz's RobotModel, ``robot_state_publisher``) still receives it.
 
 The simulator runs in real time: every timer tick (and before every new command) it advances the
 physics by the wall time elapsed since the last advance, in fixed steps of ``time_step_s``, so a
@@ -27,13 +29,15 @@ command acts for exactly as long as it was in force.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 from geometry_msgs.msg import PointStamped
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
@@ -44,6 +48,10 @@ from pcm_l2l_ros.nodes.common import declare_validated, float_range, int_range, 
 VELOCITY_TOPIC = "/forward_velocity_controller/commands"
 TRAJECTORY_TOPIC = "/joint_trajectory_controller/joint_trajectory"
 JOINT_STATES_TOPIC = "/joint_states"
+ROBOT_DESCRIPTION_TOPIC = "/robot_description"
+#: /robot_description QoS, as robot_state_publisher's: the one message stays available to late subscribers
+ROBOT_DESCRIPTION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                   durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 #: most wall time (s) one advance may simulate; beyond it the simulator drops time (warning) instead
 #: of spiralling after a stall
@@ -138,10 +146,16 @@ class SimNode(Node):
         self.create_subscription(Float64MultiArray, VELOCITY_TOPIC, self._on_velocity, 10)
         self.create_subscription(JointTrajectory, TRAJECTORY_TOPIC, self._on_trajectory, 10)
         self.create_service(Trigger, "~/reset", self._on_reset)
+        self._publish_robot_description(Path(urdf) if urdf else default_urdf_path())
         self._timer = self.create_timer(1.0 / self.rate_hz, self._on_tick)
         self.get_logger().info(
             f"sim ready: {len(self.joint_names)} joints {self.joint_names}, velocity commands for "
             f"{self.command_joints}, {self.rate_hz:g} Hz, physics dt {self.time_step_s:g} s")
+
+    def _publish_robot_description(self, urdf_path: Path) -> None:
+        """``/robot_description``: the URDF (already parsed, so valid) as text, latched (transient local)."""
+        self._description_pub = self.create_publisher(String, ROBOT_DESCRIPTION_TOPIC, ROBOT_DESCRIPTION_QOS)
+        self._description_pub.publish(String(data=urdf_path.read_text()))
 
     # ------------------------------------------------------------------------------------ simulation
     def _advance(self, until: float | None = None) -> None:
