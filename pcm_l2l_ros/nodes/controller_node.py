@@ -22,6 +22,9 @@ Interfaces (README "Interfaces"; data path: docs/architecture.md §2.3):
   executed end-effector path in the URDF's root frame (forward kinematics of ``pcm_l2l_ros/arm``), published
   after a learn and during (every ``MARKER_PERIOD_S``) and after an execution; at most ``MAX_MARKER_POINTS``
   points each.
+* ``~/demonstration/start`` (std_srvs/Trigger) and ``~/demonstration/learn`` (pcm_l2l_interfaces/LearnDemonstration):
+  teach by demonstration: record the arm's own ``/joint_states`` (a window, or from start to stop; from home, at
+  most 2.49 s) and learn the recording in one update through ``~/learn_trajectory``'s path (``nodes/teach.py``).
 * ``~/reset`` (std_srvs/Trigger): restores the meta-trained weights on the chip (sparse reprogramming).
 * ``~/status`` (pcm_l2l_interfaces/ControllerStatus) at ``status_rate_hz``.
 
@@ -69,7 +72,8 @@ from pcm_l2l_ros.arm.urdf import default_urdf_path, ee_position, load_chain
 from pcm_l2l_ros.compute_threads import limit_compute_threads
 from pcm_l2l_ros.nodes.common import WorkerPool, run_node
 from pcm_l2l_ros.nodes.controller_params import MAX_DRIFT_S, MODES, declare_parameters  # noqa: F401 - public names
-from pcm_l2l_ros.snn.controller import OneShotController, TargetError
+from pcm_l2l_ros.nodes.teach import DemonstrationTeacher
+from pcm_l2l_ros.snn.controller import HOME_TOLERANCE_RAD, OneShotController, TargetError
 
 VELOCITY_TOPIC = "/forward_velocity_controller/commands"
 TRAJECTORY_TOPIC = "/joint_trajectory_controller/joint_trajectory"
@@ -151,6 +155,11 @@ class ControllerNode(Node):
         self.pool = WorkerPool("learner", workers=1, max_pending=p["max_pending"], logger=self.get_logger())
         self.worker_pools = [self.pool]
         self.pool.serve(self, LearnTrajectory, "~/learn_trajectory", self._on_learn)
+        # teach by demonstration: record /joint_states, learn the recording through _on_learn (on the same worker)
+        self.teacher = DemonstrationTeacher(
+            self, self.pool, self._on_learn, self._demonstration_busy, self.learned_joints,
+            home_tolerance_rad=min(self.start_tolerance_rad, HOME_TOLERANCE_RAD),
+            max_window_s=self.learner.T * self.learner.dt)
         self.create_service(Trigger, "~/execute", self._on_execute)
         self._setup_action_server()
         self._setup_markers()
@@ -164,6 +173,11 @@ class ControllerNode(Node):
         self.create_timer(1.0 / p["status_rate_hz"], self._publish_status)
 
     # ------------------------------------------------------------------------------------------ services
+    def _demonstration_busy(self) -> str | None:
+        """Why a demonstration cannot be recorded now (the arm is driven by the controller), or None."""
+        with self._lock:
+            return "busy: a trajectory is executing" if self.state == "executing" else None
+
     def _on_learn(self, request: LearnTrajectory.Request, response: LearnTrajectory.Response):
         """One-shot learning (on the worker thread)."""
         n_points, n_names = len(request.target.points), len(request.target.joint_names)
