@@ -27,6 +27,7 @@ ROSDEP_KEY: dict[str, str | None] = {
     "trajectory_msgs": "trajectory_msgs",
     "std_srvs": "std_srvs",
     "lifecycle_msgs": "lifecycle_msgs",
+    "diagnostic_msgs": "diagnostic_msgs",
     "action_msgs": "action_msgs",
     "visualization_msgs": "visualization_msgs",
     "pcm_l2l_interfaces": "pcm_l2l_interfaces",

@@ -21,6 +21,16 @@ the checkpoint(s), programs the chip and starts the worker threads (seconds); ``
 in every state: while the node is not active a request is answered at once with ``success=false`` and a
 message starting ``inactive:`` (a request accepted while active is still answered after a ``deactivate``).
 
+Diagnostics (``nodes/diagnostics.py``): every ``diagnostics_period_s`` (1 s) one item "vision: few-shot
+classification" on ``/diagnostics`` with the lifecycle state, requests served / rejected (invalid, busy,
+inactive) / failed, the request latency p50/p99 over the last ``LATENCY_WINDOW`` served requests (from receipt
+to answer, queue included) and, once configured, the models, the chip's devices, total writes, max writes per
+device against the endurance limit, and the drift times. Writes are write pulses since programming, with the
+readout writes of every served request added up as on a physical readout that serves them all (the
+simulation adapts a fork per request). OK while serving; WARN when not active, on busy refusals since the last
+report, or above 80 % of the endurance; ERROR on failed requests since the last report, a dead worker thread,
+or a device at its endurance limit.
+
 Drift: the chip is programmed once at configure; a request's ``drift_time_s`` selects the simulated time
 since programming (each distinct time is a drifted copy of the programmed chip, cached, so requests do not
 disturb each other). BatchNorm uses the queries' own statistics when there are at least
@@ -40,11 +50,20 @@ import numpy as np
 from pcm_l2l_interfaces.srv import FewShotClassify
 
 from pcm_l2l_ros.compute_threads import limit_compute_threads
-from pcm_l2l_ros.nodes.common import WorkerPool, declare_validated, int_range, limit_heap_growth, run_node
+from pcm_l2l_ros.nodes.common import (
+    WorkerPool,
+    declare_validated,
+    float_range,
+    int_range,
+    limit_heap_growth,
+    run_node,
+)
+from pcm_l2l_ros.nodes.diagnostics import DiagnosticsPublisher, LatencyWindow, Status, add_chip_wear
 from pcm_l2l_ros.nodes.image_codec import ImageError, check_header, images_to_input
 from pcm_l2l_ros.nodes.lifecycle import ManagedNode
 
 MAX_DRIFT_S = 10 * 365.25 * 86400.0
+LATENCY_WINDOW = 1000   # requests over which /diagnostics gives the latency p50/p99
 
 
 class RequestError(ValueError):
@@ -97,6 +116,8 @@ class VisionNode(ManagedNode):
                                                  "intra-op and the BLAS pools (1: no oversubscription of the cores "
                                                  "shared with the ROS executor and other processes)",
                                                  int_range(1, 64), read_only=True)
+        diag_period = declare_validated(self, "diagnostics_period_s", 1.0, "period of the status on /diagnostics "
+                                        "(s)", float_range(0.0, 60.0, lo_open=True), read_only=True)
         # built by configure, dropped by cleanup/shutdown
         self.chips: dict[int, Any] = {}
         self._drifted: dict[str, dict[int, OrderedDict]] = {}   # per worker thread: ways -> drift -> chip
@@ -108,6 +129,13 @@ class VisionNode(ManagedNode):
         self._srv = self.create_service(FewShotClassify, "/pcm_l2l/classify",
                                         lambda req, resp: self._on_request(holder["send"], req, resp))
         WorkerPool.attach(self._srv, holder)
+        # /diagnostics in every state (nodes/diagnostics.py): counters since start, latency of the last 1,000
+        self.counts = dict.fromkeys(("served", "invalid", "busy", "inactive", "failed"), 0)
+        self._reported = dict(self.counts)   # the counts at the previous report (WARN/ERROR on what is new)
+        self.latency = LatencyWindow(LATENCY_WINDOW)
+        self._wear: dict[int, np.ndarray] = {}   # per model: write pulses per readout device, requests included
+        self._conv_pulses, self._conv_max, self._endurance, self._last_drift_s = 0, 0, None, None
+        self.diagnostics = DiagnosticsPublisher(self, self._diagnostics, diag_period)
         self.get_logger().info("unconfigured: configure loads the models and programs the chip"
                                + (" (autostart)" if self.autostart else ""))
 
@@ -131,7 +159,13 @@ class VisionNode(ManagedNode):
                 self.get_logger().warning(f"no {ways}-way model ({e}); requests with N > 5 will be refused")
                 continue
             chips[ways] = FewShotChip(params, cfg, pcm_cfg, rng=np.random.default_rng(self.seed + ways))
-        self.chips = chips
+        with self._lock:
+            self.chips = chips
+            self._wear = {w: c.readout.write_counts.copy() for w, c in chips.items()}
+            convs = [a for c in chips.values() for a in c.convs.values()]
+            self._conv_pulses = sum(int(a.write_counts.sum()) for a in convs)
+            self._conv_max = max(int(a.write_counts.max()) for a in convs)
+            self._endurance = pcm_cfg.endurance_writes
         limit_heap_growth()
         self.pool = WorkerPool("classify", workers=self.n_workers, max_pending=self.max_pending,
                                logger=self.get_logger())
@@ -150,28 +184,41 @@ class VisionNode(ManagedNode):
         if pool is not None and not pool.close(0.2 if shutting_down else 5.0):
             self.get_logger().warning("a worker is still computing a request; it ends when that is answered")
         with self._lock:
-            self.chips, self._drifted = {}, {}
+            self.chips, self._drifted, self._wear = {}, {}, {}
 
     def _on_request(self, send, request: FewShotClassify.Request, response: FewShotClassify.Response):
         """The service callback (executor thread): queue the request to the workers while active, else refuse."""
         pool = self.pool
         if not self.is_active or pool is None:
+            self._count("inactive")
             response.success = False
             response.message = (f"inactive: the vision node is {self.lifecycle_state}; it serves only when active "
                                 f"(lifecycle transitions configure, activate)")
             return response
-        return pool.defer(send, self._on_classify, request, response)
+        t_received = time.perf_counter()
+        out = pool.defer(send, lambda req, resp: self._on_classify(req, resp, t_received), request, response)
+        if out is response:   # refused at once: the queue is full
+            self._count("busy")
+        return out
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            self.counts[what] += 1
 
     # ------------------------------------------------------------------------------------------------ requests
-    def _on_classify(self, request: FewShotClassify.Request, response: FewShotClassify.Response):
-        """Validate and compute one request (on a worker thread; the chips used are the thread's own)."""
+    def _on_classify(self, request: FewShotClassify.Request, response: FewShotClassify.Response,
+                     t_received: float | None = None):
+        """Validate and compute one request (on a worker thread; the chips used are the thread's own).
+        ``t_received``: ``perf_counter`` when the executor received it (the latency includes the queue)."""
         t0 = time.perf_counter()
         if not self.chips:   # cleaned up while the request was queued
+            self._count("inactive")
             response.success, response.message = False, "inactive: the vision node was cleaned up"
             return response
         try:
             sx, sy, qx, ways, steps, drift = self._validate(request)
         except RequestError as e:
+            self._count("invalid")
             response.success, response.message = False, str(e)
             self.get_logger().warning(f"classify refused: {e}")
             return response
@@ -185,9 +232,16 @@ class VisionNode(ManagedNode):
             if not np.all(np.isfinite(probs)):
                 raise RuntimeError("non-finite probabilities")
         except Exception as e:  # noqa: BLE001 - the node must survive anything a request triggers
+            self._count("failed")
             response.success, response.message = False, f"classification failed: {type(e).__name__}: {e}"
             self.get_logger().error(response.message)
             return response
+        with self._lock:   # the wear a physical readout accumulates over requests (the simulation forks it)
+            wear = self._wear.get(chip.ways)
+            if wear is not None and res.readout_pulses is not None:
+                wear += res.readout_pulses
+            self.counts["served"] += 1
+            self._last_drift_s = drift
         response.success = True
         response.labels = [int(v) for v in probs.argmax(axis=1)]
         response.probabilities = probs.astype(np.float32).ravel().tolist()
@@ -196,7 +250,47 @@ class VisionNode(ManagedNode):
         response.devices_total = int(chip.device_counts()["total"])
         response.adapt_time_s = float(res.timings.get("adapt", 0.0))
         response.total_time_s = time.perf_counter() - t0
+        self.latency.add(time.perf_counter() - (t0 if t_received is None else t_received))
         return response
+
+    # --------------------------------------------------------------------------------------------- diagnostics
+    def _diagnostics(self) -> list[Status]:
+        """The node's /diagnostics item (executor thread, every ``diagnostics_period_s``)."""
+        state = self.lifecycle_state
+        st = Status(f"{self.get_name()}: few-shot classification", ok_message="serving",
+                    hardware_id=f"simulated PCM chip ({self.preset if self.pcm_enabled else 'ideal'})")
+        st.add("lifecycle state", state)
+        if state != "active":
+            st.warn(f"not serving ({state})")
+        with self._lock:
+            counts, new = dict(self.counts), {k: v - self._reported[k] for k, v in self.counts.items()}
+            self._reported = dict(self.counts)
+            models = sorted(self.chips)
+            devices = sum(int(c.device_counts()["total"]) for c in self.chips.values())
+            readout_pulses = sum(int(w.sum()) for w in self._wear.values())
+            readout_max = max((int(w.max()) for w in self._wear.values()), default=0)
+            last_drift = self._last_drift_s
+        st.add("requests served", counts["served"])
+        st.add("requests rejected", counts["invalid"] + counts["busy"] + counts["inactive"])
+        st.add("rejected: invalid", counts["invalid"])
+        st.add("rejected: busy", counts["busy"])
+        st.add("rejected: inactive", counts["inactive"])
+        st.add("requests failed", counts["failed"])
+        if new["busy"]:
+            st.warn(f"{new['busy']} requests refused as busy since the last report")
+        if new["failed"]:
+            st.error(f"{new['failed']} requests failed since the last report (see the log)")
+        self.latency.add_to(st, "request latency")
+        if self.pool is not None and not self.pool.alive():
+            st.error("a worker thread has died")
+        if models:   # configured: the programmed chip
+            st.add("models", ", ".join(f"{w}-way" for w in models))
+            add_chip_wear(st, devices, self._conv_pulses + readout_pulses, max(self._conv_max, readout_max),
+                          self._endurance)
+            st.add("drift times prepared (s)", [float(t) for t in self.warm_times] or "none")
+            if last_drift is not None:
+                st.add("drift time of the last request (s)", float(last_drift))
+        return [st]
 
     def _validate(self, req):
         ns, nq = len(req.support_images), len(req.query_images)

@@ -89,7 +89,10 @@ class AdaptResult:
         device written in two steps counts twice);
     devices_written_distinct: physical devices written at least once in this task (each counted once);
     devices_written_per_step, weights_changed_per_step: per inner step;
-    timings: seconds for 'features', 'adapt', 'classify'.
+    timings: seconds for 'features', 'adapt', 'classify';
+    readout_pulses: write pulses each physical readout device received in this task, shaped like the readout's
+        ``write_counts`` (the adapted fork's counts minus the shared chip's; the vision node sums them into the
+        wear a physical readout would accumulate over requests).
     """
 
     labels: np.ndarray
@@ -100,6 +103,7 @@ class AdaptResult:
     devices_written_per_step: list[int]
     weights_changed_per_step: list[int]
     timings: dict[str, float] = field(default_factory=dict)
+    readout_pulses: np.ndarray | None = None
 
 
 def chip_configs(preset: str = "hermes_per_column", **kw: Any) -> Any:
@@ -306,13 +310,14 @@ class FewShotChip:
         t_cls += time.perf_counter() - tc
         if not track_steps:
             step_labels.append(probs.argmax(1))
-        distinct = int(np.count_nonzero(arr.write_counts != self.readout.write_counts))  # fork vs shared
+        pulses = arr.write_counts - self.readout.write_counts  # fork vs shared
+        distinct = int(np.count_nonzero(pulses))
         t2 = time.perf_counter()
         return AdaptResult(labels=probs.argmax(1), probs=probs, step_labels=np.stack(step_labels),
                            devices_written=int(sum(written)), devices_written_distinct=distinct,
                            devices_written_per_step=written,
                            weights_changed_per_step=changed,
-                           timings={"adapt": t2 - t1 - t_cls, "classify": t_cls})
+                           timings={"adapt": t2 - t1 - t_cls, "classify": t_cls}, readout_pulses=pulses)
 
 
 def _bn_source(bn_stats: str, n_tasks: int) -> list[int]:
