@@ -35,7 +35,9 @@ import numpy as np
 
 log = logging.getLogger("pcm_l2l_ros.demo")
 
-DEMO_SEED = 20261129  # held out: training and evaluation use other seeds
+DEMO_SEED = 20261129  # held out: training uses other seeds (families.RESERVED_EVAL_SEEDS)
+#: the arm's target shapes (snn/families.FAMILIES, listed here so that --help needs no import of the snn package)
+DEMO_SHAPES = ("lemniscate", "ellipse", "polygon", "stroke", "point_to_point", "arc", "brownian")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,6 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("subprocess", "inprocess"), default="subprocess",
                    help="one process per node (as ros2 launch) or all nodes in this process")
     p.add_argument("--seed", type=int, default=DEMO_SEED, help="seed of the unseen trajectory and vision task")
+    p.add_argument("--shape", default="lemniscate", choices=DEMO_SHAPES,
+                   help="task family of the arm's unseen target (snn/families.py; default: one loop of a figure-eight)")
     p.add_argument("--skip-arm", action="store_true", help="only the vision part")
     p.add_argument("--skip-vision", action="store_true", help="only the arm part")
     p.add_argument("--startup-timeout", type=float, default=120.0, help="s to wait for the nodes to come up")
@@ -187,25 +191,26 @@ class DemoClient:
 
 
 # ------------------------------------------------------------------------------------------------------ arm
-def pick_unseen_target(seed: int):
-    """A trajectory of the task family from the demo's held-out seed that the arm can execute: inside the
-    joint limits (resampled family) and within the URDF velocity limits. Returns (TrajectoryBatch of 1, cfg)."""
+def pick_unseen_target(seed: int, shape: str = "brownian"):
+    """A trajectory of task family ``shape`` (snn/families.py; the paper's Brownian family by default) from the
+    held-out stream ``families.family_rng(shape, seed)`` that the arm can execute: inside the joint limits and
+    within the URDF velocity limits. Returns (TrajectoryBatch of 1, cfg, kin)."""
     from pcm_l2l_ros.arm.kinematics import TaskKinematics  # noqa: PLC0415
     from pcm_l2l_ros.arm.urdf import load_chain  # noqa: PLC0415
+    from pcm_l2l_ros.snn.families import family_rng, sample_family  # noqa: PLC0415
     from pcm_l2l_ros.snn.params import SNNConfig  # noqa: PLC0415
-    from pcm_l2l_ros.snn.tasks import sample_trajectories  # noqa: PLC0415
 
     cfg = SNNConfig()
     kin = TaskKinematics.from_urdf()
     chain = load_chain(None)
     vmax = min(chain.joint(n).velocity for n in ("base_joint", "shoulder"))
-    rng = np.random.default_rng(seed)
+    rng = family_rng(shape, seed)
     for _ in range(200):
-        batch = sample_trajectories(16, rng, cfg, kin)
+        batch = sample_family(shape, 16, rng, cfg, kin)
         ok = np.abs(batch.omega).max(axis=(1, 2)) <= vmax
         if ok.any():
             return batch.subset(np.flatnonzero(ok)[:1]), cfg, kin
-    raise RuntimeError(f"no trajectory within the velocity limit {vmax} rad/s found")
+    raise RuntimeError(f"no {shape} trajectory within the velocity limit {vmax} rad/s found")
 
 
 def joint_trajectory_msg(q: np.ndarray, omega: np.ndarray | None, dt: float):
@@ -262,11 +267,12 @@ def arm_scenario(client: DemoClient, args, out: Path, result: DemoResult) -> Non
     if not execute.wait_for_server(timeout_sec=timeout):
         raise TimeoutError(f"action /controller/execute_learned did not come up within {timeout:.0f} s")
 
-    batch, cfg, kin = pick_unseen_target(args.seed)
+    batch, cfg, kin = pick_unseen_target(args.seed, args.shape)
     dt, T = cfg.arm_time_per_step_s, batch.q.shape[1]
     target = joint_trajectory_msg(batch.q[0], batch.omega[0], dt)
-    print(f"[demo] arm: learning an unseen trajectory ({T} points, {T * dt:.2f} s) in ONE update on the chip",
-          flush=True)
+    result.arm.update(shape=args.shape)
+    print(f"[demo] arm: learning an unseen {args.shape} trajectory ({T} points, {T * dt:.2f} s) in ONE update on "
+          "the chip", flush=True)
     res = client.call(learn, LearnTrajectory.Request(target=target, quantize_update=True), timeout=120.0)
     if not res.success:
         raise RuntimeError(f"learn_trajectory refused: {res.message}")
@@ -351,7 +357,8 @@ def plot_paths(target: np.ndarray, executed: np.ndarray, path: Path, stats: dict
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     for ax, (i, j, lab) in zip(axes, [(0, 1, "x-y (top view)"), (0, 2, "x-z (side view)"), (1, 2, "y-z")],
                                strict=True):
-        ax.plot(100 * target[:, i], 100 * target[:, j], "k--", lw=2, label="target (never seen before)")
+        ax.plot(100 * target[:, i], 100 * target[:, j], "k--", lw=2,
+                label=f"target: {stats.get('shape', 'trajectory')} (never seen before)")
         ax.plot(100 * executed[:, i], 100 * executed[:, j], "C1", lw=1.5, label="executed in PyBullet")
         ax.plot(100 * target[0, i], 100 * target[0, j], "ko")
         ax.set_xlabel("xyz"[i] + " (cm)")
@@ -359,7 +366,8 @@ def plot_paths(target: np.ndarray, executed: np.ndarray, path: Path, stats: dict
         ax.set_title(lab)
         ax.axis("equal")
     axes[0].legend(loc="best", fontsize=8)
-    fig.suptitle(f"One-shot trajectory on the PCM chip: loss {stats['loss_before']:.3f} -> {stats['loss_after']:.3f}, "
+    fig.suptitle(f"One-shot {stats.get('shape', 'trajectory')} on the PCM chip: loss {stats['loss_before']:.3f} -> "
+                 f"{stats['loss_after']:.3f}, "
                  f"end-effector error median {stats['ee_error_cm_median']:.1f} cm")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

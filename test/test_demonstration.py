@@ -120,3 +120,15 @@ def test_a_recorded_stream_becomes_the_target_it_demonstrates():
     target = ctl.target_from_samples(LEARNED_JOINTS, demo.times_s, demo.positions)
     np.testing.assert_allclose(target.q[0], truth.q[0], atol=2e-3)  # rad, after 1 kHz sampling with jitter
     np.testing.assert_allclose(target.xyz[0], truth.xyz[0], atol=2e-3)  # m
+
+
+def test_the_demo_offers_every_task_family_and_draws_its_held_out_target():
+    from pcm_l2l_ros.demo import DEMO_SHAPES, pick_unseen_target
+    from pcm_l2l_ros.snn.families import FAMILIES, family_rng, sample_family
+
+    assert sorted(DEMO_SHAPES) == sorted(FAMILIES)
+    batch, cfg, kin = pick_unseen_target(20261129, "lemniscate")
+    first = sample_family("lemniscate", 16, family_rng("lemniscate", 20261129), cfg, kin)
+    assert batch.family[0] == "lemniscate" and np.abs(batch.omega).max() <= 1.0 + 1e-9
+    np.testing.assert_array_equal(batch.q[0], first.q[np.flatnonzero(np.abs(first.omega).max(axis=(1, 2)) <= 1.0)[0]])
+    np.testing.assert_allclose(batch.q[0, -1], 0.0, atol=1e-6)         # a closed curve: back at home
