@@ -2,7 +2,7 @@
 
 Sub-commands (each lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``):
 demo, pretrain-cnn, train-cnn, eval-cnn, train-snn, eval-snn, bench, report; and the clients of a running
-node graph (no ros2 CLI needed): classify, learn, execute.
+node graph (no ros2 CLI needed): classify, learn, execute, teach.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "classify": ("pcm_l2l_ros.client.classify_cmd", "client of the running graph: classify image files few-shot"),
     "learn": ("pcm_l2l_ros.client.learn_cmd", "client of the running graph: learn a trajectory CSV in one update"),
     "execute": ("pcm_l2l_ros.client.execute_cmd", "client of the running graph: execute the learned trajectory"),
+    "teach": ("pcm_l2l_ros.client.teach_cmd", "client of the running graph: record the arm's motion, learn it"),
 }
 
 

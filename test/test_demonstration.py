@@ -131,4 +131,18 @@ def test_the_demo_offers_every_task_family_and_draws_its_held_out_target():
     first = sample_family("lemniscate", 16, family_rng("lemniscate", 20261129), cfg, kin)
     assert batch.family[0] == "lemniscate" and np.abs(batch.omega).max() <= 1.0 + 1e-9
     np.testing.assert_array_equal(batch.q[0], first.q[np.flatnonzero(np.abs(first.omega).max(axis=(1, 2)) <= 1.0)[0]])
-    np.testing.assert_allclose(batch.q[0, -1], 0.0, atol=1e-6)         # a closed curve: back at home
+    np.testing.assert_allclose(batch.q[0, -1], 0.0, atol=1e-6)  # a closed curve: back at home
+
+
+def test_teach_cli_refuses_a_window_beyond_the_trainee_before_any_ros():
+    import subprocess
+    import sys
+
+    for bad in ("3.0", "0", "nan"):
+        r = subprocess.run(
+            [sys.executable, "-m", "pcm_l2l_ros.cli", "teach", "--window", bad],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 2 and "--window must be in (0, 2.49] s" in r.stderr, r.stderr
