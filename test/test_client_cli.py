@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from conftest import REPO, spin_until  # noqa: E402
+from conftest import REPO, bring_up, spin_until  # noqa: E402
 from pcm_l2l_interfaces.srv import LearnTrajectory  # noqa: E402
 from PIL import Image  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
@@ -133,6 +133,7 @@ def test_learn_csv_and_execute(no_shm_leak, node_process, ros_node, tmp_path):
     # a generous watchdog: this test checks the clients, not the watchdog, on a loaded 2-core machine
     ctrl = node_process("pcm_l2l_ros.nodes.controller_node", ["--ros-args", "-p", "watchdog_timeout_s:=0.5"])
     node, ex = ros_node
+    bring_up(ex, node, "controller", ctrl, STARTUP_S)  # a managed node: configure + activate over DDS
     for srv, name in ((LearnTrajectory, "/controller/learn_trajectory"), (Trigger, "/controller/execute")):
         c = node.create_client(srv, name)
         assert spin_until(ex, c.service_is_ready, STARTUP_S), ctrl.output() + sim.output()

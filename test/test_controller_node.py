@@ -17,7 +17,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 from builtin_interfaces.msg import Duration  # noqa: E402
-from conftest import call_service, spin_until  # noqa: E402
+from conftest import bring_up, call_service, spin_until  # noqa: E402
 from pcm_l2l_interfaces.msg import ControllerStatus  # noqa: E402
 from pcm_l2l_interfaces.srv import LearnTrajectory  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
@@ -62,6 +62,8 @@ class Probe:
                                  qos_profile_sensor_data)
 
     def wait_ready(self, proc) -> None:
+        """Bring the controller (a managed node) up to active over DDS, then wait for its services."""
+        bring_up(self.ex, self.node, "controller", proc, STARTUP_S)
         for c in (self.learn, self.execute, self.reset):
             assert spin_until(self.ex, c.service_is_ready, STARTUP_S), proc.output()
 

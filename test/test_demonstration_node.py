@@ -11,7 +11,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 from builtin_interfaces.msg import Duration  # noqa: E402
-from conftest import call_service, spin_until  # noqa: E402
+from conftest import bring_up, call_service, spin_until  # noqa: E402
 from pcm_l2l_interfaces.srv import LearnDemonstration  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
@@ -49,6 +49,7 @@ def arm(no_shm_leak, node_process, ros_node):
     sim = node_process("pcm_l2l_ros.nodes.sim_node")
     ctrl = node_process("pcm_l2l_ros.nodes.controller_node")
     node, ex = ros_node
+    bring_up(ex, node, "controller", ctrl, STARTUP_S)  # a managed node: configure + activate over DDS
     start = node.create_client(Trigger, "/controller/demonstration/start")
     learn = node.create_client(LearnDemonstration, "/controller/demonstration/learn")
     reset = node.create_client(Trigger, "/sim/reset")

@@ -128,7 +128,8 @@ def nodes(no_shm_leak, node_process, ros_node):
     vision = node_process("pcm_l2l_ros.nodes.vision_node")
     ctrl = node_process("pcm_l2l_ros.nodes.controller_node")
     node, ex = ros_node
-    bring_up(ex, node, "vision", vision)   # a managed node: configure + activate over DDS
+    bring_up(ex, node, "vision", vision)   # managed nodes: configure + activate over DDS
+    bring_up(ex, node, "controller", ctrl)
     classify = node.create_client(FewShotClassify, "/pcm_l2l/classify")
     learn = node.create_client(LearnTrajectory, "/controller/learn_trajectory")
     assert spin_until(ex, classify.service_is_ready, 90.0), vision.output()
@@ -252,6 +253,7 @@ def test_fuzz_topics_into_the_controller_and_the_sim(no_shm_leak, node_process, 
     sim = node_process("pcm_l2l_ros.nodes.sim_node")
     ctrl = node_process("pcm_l2l_ros.nodes.controller_node")
     node, ex = ros_node
+    bring_up(ex, node, "controller", ctrl)   # a managed node: configure + activate over DDS
     learn = node.create_client(LearnTrajectory, "/controller/learn_trajectory")
     execute = node.create_client(Trigger, "/controller/execute")
     sim_reset = node.create_client(Trigger, "/sim/reset")

@@ -47,9 +47,9 @@ def test_broken_checkpoint_is_a_clear_error(tmp_path, kind):
 
 
 @pytest.mark.parametrize("module,param,model,extra", [
-    ("pcm_l2l_ros.nodes.controller_node", "checkpoint", "snn_l2l.npz", []),
-    # a managed node loads its checkpoint at configure: autostart configures at start-up
-    # (over the lifecycle services: test_vision_lifecycle.py)
+    # the managed nodes load their checkpoints at configure: autostart configures at start-up
+    # (over the lifecycle services: test_vision_lifecycle.py, test_controller_lifecycle.py)
+    ("pcm_l2l_ros.nodes.controller_node", "checkpoint", "snn_l2l.npz", ["-p", "autostart:=true"]),
     ("pcm_l2l_ros.nodes.vision_node", "checkpoint_5way", "cnn_5way.npz", ["-p", "autostart:=true"]),
 ])
 def test_node_with_a_corrupt_checkpoint_stops_at_start_with_one_line(ros_domain, tmp_path, module, param, model,

@@ -38,6 +38,23 @@ are within ``start_tolerance_rad`` of the trajectory's start (home, 0 rad). ``co
 duplicate or missing joint names, a non-finite position, a zero stamp or a stamp older than the last one
 (while the stream is live) is ignored with a throttled warning.
 
+Managed node (``nodes/lifecycle.py``): it starts ``unconfigured`` (unless ``autostart``); parameters and the URDF
+are validated in the constructor, before any state changes. ``configure`` loads the checkpoint, programs the trainee
+onto the chip and starts the learner worker and ``~/status``; ``activate`` starts serving and commanding;
+``deactivate`` commands zero velocity (and, in trajectory mode, an empty JointTrajectory), ends a running execution
+(its goal is aborted, code INTERRUPTED, "inactive: the controller was deactivated ...") and stops; ``cleanup`` /
+``shutdown`` stop the worker and the timers and drop the chip (and what was learned). The services and the action
+exist in every state: unless the node is active, a request is answered ``success=false`` with a message starting
+``inactive:`` and a goal is aborted (code INTERRUPTED) with that message. ``/joint_states`` is followed in every state.
+
+Diagnostics (``nodes/diagnostics.py``): every ``diagnostics_period_s`` (1 s), in every state, one item
+"controller: one-shot trajectory learning" on ``/diagnostics``: lifecycle and controller state, learned, last learn
+loss, learn latency p50/p99 (receipt to answer of the last ``LATENCY_WINDOW`` successful learns), the age of the last
+``/joint_states``, watchdog stops, and once configured the simulated drift time and the chip's devices, total write
+pulses and max writes per device against the endurance. OK while serving; WARN when not active, when active with
+``/joint_states`` older than ``watchdog_timeout_s`` (or none yet), or above 80 % of the endurance; ERROR after a failed
+learn (controller state ``error``), a dead worker, or a device at its endurance limit.
+
 Bounded work: a target of more than ``max_target_points`` points is refused before it is converted; learning
 and reset run on a worker thread (the executor keeps serving ``/joint_states``, the watchdog and
 ``~/status``), at most ``max_pending`` requests are queued.
@@ -49,6 +66,7 @@ import contextlib
 import math
 import threading
 import time
+from typing import Any
 
 import numpy as np
 from builtin_interfaces.msg import Duration
@@ -59,7 +77,7 @@ from pcm_l2l_interfaces.srv import LearnTrajectory
 from rclpy.action import ActionServer, CancelResponse
 from rclpy.action.server import ServerGoalHandle
 from rclpy.duration import Duration as RclDuration
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 from sensor_msgs.msg import JointState
@@ -72,6 +90,8 @@ from pcm_l2l_ros.arm.urdf import default_urdf_path, ee_position, load_chain
 from pcm_l2l_ros.compute_threads import limit_compute_threads
 from pcm_l2l_ros.nodes.common import WorkerPool, run_node
 from pcm_l2l_ros.nodes.controller_params import MAX_DRIFT_S, MODES, declare_parameters  # noqa: F401 - public names
+from pcm_l2l_ros.nodes.diagnostics import DiagnosticsPublisher, LatencyWindow, Status, add_chip_wear
+from pcm_l2l_ros.nodes.lifecycle import ManagedNode
 from pcm_l2l_ros.nodes.teach import DemonstrationTeacher
 from pcm_l2l_ros.snn.controller import HOME_TOLERANCE_RAD, OneShotController, TargetError
 
@@ -94,15 +114,29 @@ MAX_MARKER_POINTS = 1000
 #: ~/path_markers QoS: the latest array stays available to late subscribers (RViz started afterwards)
 MARKER_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+#: learns over which /diagnostics gives the learn latency p50/p99
+LATENCY_WINDOW = 1000
 R = ExecuteLearned.Result
 
 
-class ControllerNode(Node):
-    """See the module docstring; ``kwargs`` go to ``Node.__init__`` (runners pass ``cli_args``)."""
+class _GatedServer:
+    """What the demonstration teacher serves its worker service through: the controller's gated services
+    (refused with ``inactive: ...`` unless active, computed on the learner worker)."""
+
+    def __init__(self, node: ControllerNode):
+        self.node = node
+
+    def serve(self, node, srv_type, name: str, fn):
+        return self.node._serve_gated(srv_type, name, fn)
+
+
+class ControllerNode(ManagedNode):
+    """See the module docstring; ``kwargs`` go to ``LifecycleNode.__init__`` (runners pass ``cli_args``)."""
 
     def __init__(self, **kwargs):
         super().__init__("controller", **kwargs)
         p = declare_parameters(self)
+        self._p = p
         self.command_mode, self.start_tolerance_rad = p["command_mode"], p["start_tolerance_rad"]
         self.max_target_points, self.watchdog_timeout_s = p["max_target_points"], p["watchdog_timeout_s"]
         chain = load_chain(p["urdf_path"] or default_urdf_path())
@@ -112,8 +146,7 @@ class ControllerNode(Node):
         missing = [j for j in p["learned_joints"] if j not in p["joints"]]
         if missing:
             raise ValueError(f"parameter 'learned_joints': {missing} not in 'joints'")
-        # every parameter is valid: only now does anything change (process-wide thread pools, the chip)
-        limit_compute_threads(p["compute_threads"])
+        # every parameter is valid: the interfaces exist from now on; the chip is programmed by configure
         self.joints, self.learned_joints = list(p["joints"]), list(p["learned_joints"])
         self._learned_idx = [self.joints.index(j) for j in self.learned_joints]
         self.lower = np.array([chain.joint(j).lower for j in self.joints])
@@ -122,17 +155,12 @@ class ControllerNode(Node):
         self._chain = chain
         self._fk_index = [chain.movable.index(j) for j in self.joints]   # self.joints -> the URDF's q order
 
-        self.get_logger().info("loading the meta-trained SNN and programming the trainee onto the PCM chip ...")
-        t = time.perf_counter()
-        self.learner = OneShotController.from_checkpoint(
-            p["checkpoint"] or None, pcm=p["pcm.enabled"], pcm_preset=p["pcm.preset"],
-            drift_time_s=p["pcm.drift_time_s"], seed=p["pcm.seed"], urdf_path=p["urdf_path"] or None,
-            update_rounding=p["pcm.update_rounding"],
-            learned_joint_limits=(self.lower[self._learned_idx], self.upper[self._learned_idx]),
-            velocity_limits=self.vmax[self._learned_idx])
-        self.get_logger().info(f"ready in {time.perf_counter() - t:.1f} s: {self.learner.describe()}")
-
         self._lock = threading.Lock()
+        self.learner: OneShotController | None = None   # built by configure, dropped by cleanup/shutdown
+        self.pool: WorkerPool | None = None
+        self.worker_pools: list[WorkerPool] = []
+        self._status_timer = None
+        self._shutting_down = False
         self.state = "idle"
         self.learned = False
         self.last_loss = 0.0
@@ -145,21 +173,22 @@ class ControllerNode(Node):
         self.js_ignored = 0                 # /joint_states messages ignored (malformed or out of order)
         self._ignore_logged: dict[str, float] = {}   # kind of defect -> monotonic time of its last warning
         self._target_path: np.ndarray | None = None   # (T + 1, 3) target end-effector path from home (m)
+        self.watchdog_stops = 0             # executions stopped by the /joint_states watchdog since start
+        self.learn_latency = LatencyWindow(LATENCY_WINDOW)   # ~/learn_trajectory: receipt -> answer (s)
         self._reset_execution_record(1.0)
 
         self._cmd_pub = self.create_publisher(Float64MultiArray, VELOCITY_TOPIC, 10)
         self._traj_pub = self.create_publisher(JointTrajectory, TRAJECTORY_TOPIC, 10)
         self._status_pub = self.create_publisher(ControllerStatus, "~/status", 10)
         self.create_subscription(JointState, "/joint_states", self._on_joint_states, JOINT_STATES_QOS)
-        # learning and the chip restore of ~/reset take tens of ms: on a worker, off the executor thread
-        self.pool = WorkerPool("learner", workers=1, max_pending=p["max_pending"], logger=self.get_logger())
-        self.worker_pools = [self.pool]
-        self.pool.serve(self, LearnTrajectory, "~/learn_trajectory", self._on_learn)
-        # teach by demonstration: record /joint_states, learn the recording through _on_learn (on the same worker)
+        # the services exist in every state; they compute only while active (else "inactive: ..."). Learning and
+        # the chip restore of ~/reset take tens of ms: on the worker (configure starts it), off the executor thread
+        self._serve_gated(LearnTrajectory, "~/learn_trajectory", self._on_learn, self.learn_latency)
+        # teach by demonstration: record /joint_states, learn the recording through _on_learn (on the same worker);
+        # its window (the trainee's duration) is set at configure
         self.teacher = DemonstrationTeacher(
-            self, self.pool, self._on_learn, self._demonstration_busy, self.learned_joints,
-            home_tolerance_rad=min(self.start_tolerance_rad, HOME_TOLERANCE_RAD),
-            max_window_s=self.learner.T * self.learner.dt)
+            self, _GatedServer(self), self._on_learn, self._demonstration_busy, self.learned_joints,
+            home_tolerance_rad=min(self.start_tolerance_rad, HOME_TOLERANCE_RAD), max_window_s=None)
         self.create_service(Trigger, "~/execute", self._on_execute)
         self._setup_action_server()
         self._setup_markers()
@@ -170,16 +199,140 @@ class ControllerNode(Node):
         self._watchdog_period = self.watchdog_timeout_s
         self._watchdog_timer = None
         self._watchdog_due = 0.0            # monotonic time at which the watchdog timer is due
-        self.create_timer(1.0 / p["status_rate_hz"], self._publish_status)
+        # /diagnostics in every state (nodes/diagnostics.py)
+        self.diagnostics = DiagnosticsPublisher(self, self._diagnostics, p["diagnostics_period_s"])
+        self.get_logger().info("unconfigured: configure loads the SNN and programs the chip"
+                               + (" (autostart)" if self.autostart else ""))
+
+    # ----------------------------------------------------------------------------------------------- lifecycle
+    def configure_node(self) -> None:
+        """Load the meta-trained SNN, program the trainee onto the simulated PCM chip, start the learner worker
+        and the ~/status timer."""
+        p = self._p
+        limit_compute_threads(p["compute_threads"])   # process-wide thread pools
+        self.get_logger().info("loading the meta-trained SNN and programming the trainee onto the PCM chip ...")
+        t = time.perf_counter()
+        learner = OneShotController.from_checkpoint(
+            p["checkpoint"] or None, pcm=p["pcm.enabled"], pcm_preset=p["pcm.preset"],
+            drift_time_s=p["pcm.drift_time_s"], seed=p["pcm.seed"], urdf_path=p["urdf_path"] or None,
+            update_rounding=p["pcm.update_rounding"],
+            learned_joint_limits=(self.lower[self._learned_idx], self.upper[self._learned_idx]),
+            velocity_limits=self.vmax[self._learned_idx])
+        self.teacher.set_max_window(learner.T * learner.dt)
+        pool = WorkerPool("learner", workers=1, max_pending=p["max_pending"], logger=self.get_logger())
+        with self._lock:
+            self.learner, self.pool, self.worker_pools = learner, pool, [pool]
+            self.state, self.learned, self._omega, self.last_loss = "idle", False, None, 0.0
+        self._status_timer = self.create_timer(1.0 / p["status_rate_hz"], self._publish_status)
+        self.get_logger().info(f"ready in {time.perf_counter() - t:.1f} s: {learner.describe()}")
+
+    def activate_node(self) -> None:
+        """Start serving and commanding (the services and goals check ``is_active``)."""
+        with self._lock:
+            if self.state == "stopped":
+                self.state = "idle"
+
+    def deactivate_node(self) -> None:
+        """Command the arm to stand still (zero velocity; in trajectory mode also an empty JointTrajectory), end a
+        running execution (its goal is aborted) and stop serving. At shutdown the goal is ended here (the executor
+        no longer spins) and the stop command is awaited (at most ``STOP_ACK_TIMEOUT_S`` per topic) until reliable
+        subscribers have acknowledged it."""
+        why = "shut down" if self._shutting_down else "deactivated"
+        with self._lock:
+            self._stop_motion()
+            goal = None
+            if self.state == "executing":
+                goal = self._exec_goal
+                self._end_execution("stopped", R.INTERRUPTED, f"inactive: the controller was {why}: zero velocity "
+                                    "commanded, execution stopped")
+                self.get_logger().warning(self._last_result.message)
+        if not self._shutting_down:
+            return
+        if goal is not None:   # the executor no longer spins: end the goal here (best effort)
+            with contextlib.suppress(Exception):   # the goal may have ended already
+                goal.abort()
+        for pub in (self._cmd_pub, self._traj_pub):
+            try:
+                pub.wait_for_all_acked(RclDuration(seconds=STOP_ACK_TIMEOUT_S))
+            except Exception:  # noqa: BLE001, S112 - best effort; the command is published either way
+                continue
+
+    def release_node(self, shutting_down: bool = False) -> None:
+        """Stop the learner worker (after the requests already accepted; at most 5 s, 0.2 s when shutting down),
+        the ~/status and watchdog timers, and drop the chip and what was learned."""
+        with self._lock:
+            if self.state == "executing":   # an error in another transition: never leave the arm commanded
+                self._stop_motion()
+                self._end_execution("stopped", R.INTERRUPTED, "inactive: the controller was cleaned up")
+        pool, self.pool, self.worker_pools = self.pool, None, []
+        if pool is not None and not pool.close(0.2 if shutting_down else 5.0):
+            self.get_logger().warning("the learner is still computing a request; it ends when that is answered")
+        for attr in ("_status_timer", "_watchdog_timer"):
+            timer = getattr(self, attr)
+            if timer is not None:
+                self.destroy_timer(timer)
+                setattr(self, attr, None)
+        with self._lock:
+            self.learner = None
+            self.state, self.learned, self._omega, self.last_loss = "idle", False, None, 0.0
+            self._target_path = None
+            self._reset_execution_record(1.0)
+        if not shutting_down:
+            self._publish_markers()   # RViz drops the paths of the chip that is gone
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """The ``shutdown`` transition (also SIGINT/SIGTERM through ``run_node``): as ``ManagedNode``'s, with the
+        stop command awaited and a running goal ended here (``deactivate_node``)."""
+        self._shutting_down = True
+        return super().on_shutdown(state)
+
+    def _inactive(self) -> str | None:
+        """Why the controller does not serve now (``inactive: ...``), or None while it is active."""
+        if self.is_active and self.learner is not None:
+            return None
+        return (f"inactive: the controller is {self.lifecycle_state}; it serves and commands only when active "
+                f"(lifecycle transitions configure, activate)")
+
+    def _serve_gated(self, srv_type, name: str, fn, latency: LatencyWindow | None = None):
+        """A service whose requests run ``fn(request, response)`` on the learner worker while the node is active
+        and are refused at once with ``inactive: ...`` otherwise; ``latency`` gets receipt -> answer (s) of the
+        successful ones."""
+        holder: dict[str, Any] = {}
+
+        def callback(request, response):
+            pool, why = self.pool, self._inactive()
+            if why or pool is None:
+                response.success, response.message = False, why or "inactive: the learner is stopped"
+                return response
+            t_received = time.perf_counter()
+
+            def run(req, resp):
+                out = fn(req, resp)
+                if latency is not None and out.success:
+                    latency.add(time.perf_counter() - t_received)
+                return out
+
+            return pool.defer(holder["send"], run, request, response)
+
+        srv = self.create_service(srv_type, name, callback)
+        WorkerPool.attach(srv, holder)
+        return srv
 
     # ------------------------------------------------------------------------------------------ services
     def _demonstration_busy(self) -> str | None:
         """Why a demonstration cannot be recorded now (the arm is driven by the controller), or None."""
+        why = self._inactive()
+        if why:
+            return why
         with self._lock:
             return "busy: a trajectory is executing" if self.state == "executing" else None
 
     def _on_learn(self, request: LearnTrajectory.Request, response: LearnTrajectory.Response):
         """One-shot learning (on the worker thread)."""
+        learner = self.learner
+        if learner is None:   # cleaned up while the request was queued
+            response.success, response.message = False, "inactive: the controller was cleaned up"
+            return response
         n_points, n_names = len(request.target.points), len(request.target.joint_names)
         if n_points > self.max_target_points or n_names > len(self.learned_joints):
             response.success = False
@@ -193,7 +346,7 @@ class ControllerNode(Node):
                 return response
             self.state = "learning"
         try:
-            result = self.learner.learn(request.target, quantize=bool(request.quantize_update))
+            result = learner.learn(request.target, quantize=bool(request.quantize_update))
         except TargetError as e:
             response.success, response.message = False, f"invalid target: {e}"
             self.get_logger().warning(response.message)
@@ -232,6 +385,10 @@ class ControllerNode(Node):
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response):
         """Stop at once (executor thread), then restore the chip on the worker (after a running learn)."""
+        pool, why = self.pool, self._inactive()
+        if why or pool is None:
+            response.success, response.message = False, why or "inactive: the learner is stopped"
+            return response
         with self._lock:
             if self.state == "executing":
                 self._stop_motion()
@@ -242,15 +399,19 @@ class ControllerNode(Node):
             self._target_path = None
             self._reset_execution_record(1.0)
             self._publish_markers()
-        return self.pool.defer(self._reset_send, self._reset_chip, request, response)
+        return pool.defer(self._reset_send, self._reset_chip, request, response)
 
     def _reset_chip(self, request: Trigger.Request, response: Trigger.Response):
+        learner = self.learner
+        if learner is None:   # cleaned up while the request was queued
+            response.success, response.message = False, "inactive: the controller was cleaned up"
+            return response
         with self._lock:
             self.state = "idle"
             self.learned = False
             self._omega = None
         try:
-            written = self.learner.reset()
+            written = learner.reset()
         except Exception as e:  # noqa: BLE001
             response.success, response.message = False, f"reset failed: {type(e).__name__}: {e}"
             return response
@@ -280,6 +441,8 @@ class ControllerNode(Node):
             goal_handle.abort()
             return R(success=False, code=code, message=message)
         result = await done
+        if not goal_handle.is_active:   # already ended (a shutdown transition aborts it at once)
+            return result
         if result.code == R.CANCELED and goal_handle.is_cancel_requested:
             goal_handle.canceled()
         elif result.success:
@@ -301,6 +464,9 @@ class ControllerNode(Node):
                          done: Future | None = None) -> tuple[int, str]:
         """Start executing the learned trajectory (the action's goal and the ``~/execute`` alias); returns
         (code, message): ``R.SUCCEEDED`` and what was started, or why not. Caller holds the lock."""
+        why = self._inactive()
+        if why:
+            return R.INTERRUPTED, why
         lo, hi = TIME_SCALE_RANGE
         if not math.isfinite(time_scale) or not (time_scale == 0.0 or lo <= time_scale <= hi):
             return R.INVALID_GOAL, f"time_scale {time_scale} is out of range: 0 (= 1) or [{lo}, {hi}]"
@@ -583,41 +749,69 @@ class ControllerNode(Node):
             return
         with self._lock:
             if self.state == "executing" and not self._joint_states_fresh():
+                self.watchdog_stops += 1
                 self._stop_motion()
                 self._end_execution("stopped", R.STOPPED_WATCHDOG, f"/joint_states older than "
                                     f"{self.watchdog_timeout_s} s: zero velocity commanded, execution stopped")
                 self.get_logger().warning(self._last_result.message)
 
     def _publish_status(self) -> None:
+        learner = self.learner
+        if learner is None:
+            return
         msg = ControllerStatus()
         msg.header.stamp = self.get_clock().now().to_msg()
         msg.state = self.state
         msg.learned = self.learned
-        msg.devices_written_total = int(self.learner.devices_written_total)
-        msg.max_writes_per_device = int(self.learner.max_writes_per_device)
-        msg.drift_time_s = float(self.learner.drift_time_s)
+        msg.devices_written_total = int(learner.devices_written_total)
+        msg.max_writes_per_device = int(learner.max_writes_per_device)
+        msg.drift_time_s = float(learner.drift_time_s)
         msg.last_loss = float(self.last_loss) if math.isfinite(self.last_loss) else 0.0
         self._status_pub.publish(msg)
 
-    def on_shutdown(self) -> None:
-        """Leave the arm standing still: if executing, command the stop and wait (at most
-        ``STOP_ACK_TIMEOUT_S``) until reliable subscribers have acknowledged it. Called while the ROS context
-        is still valid (``run_node``)."""
+    # ------------------------------------------------------------------------------------------ diagnostics
+    def _diagnostics(self) -> list[Status]:
+        """The node's /diagnostics item (executor thread, every ``diagnostics_period_s``)."""
+        lifecycle = self.lifecycle_state
+        learner = self.learner
+        chip = learner.chip if learner is not None else None
+        st = Status(f"{self.get_name()}: one-shot trajectory learning", ok_message="serving",
+                    hardware_id=f"simulated PCM chip ({self._p['pcm.preset'] if self._p['pcm.enabled'] else 'off'})")
         with self._lock:
-            if self.state != "executing":
-                return
-            self._stop_motion()
-            goal = self._exec_goal
-            self._end_execution("stopped", R.INTERRUPTED, "the controller node is shutting down (zero velocity "
-                                "commanded)")
-        if goal is not None:   # the executor no longer spins: end the goal here (best effort)
-            with contextlib.suppress(Exception):   # the goal may have ended already
-                goal.abort()
-        for pub in (self._cmd_pub, self._traj_pub):
-            try:
-                pub.wait_for_all_acked(RclDuration(seconds=STOP_ACK_TIMEOUT_S))
-            except Exception:  # noqa: BLE001, S112 - best effort; the command is published either way
-                continue
+            state, learned, last_loss = self.state, self.learned, self.last_loss
+            js_wall = self._last_js_wall
+        st.add("lifecycle state", lifecycle)
+        st.add("controller state", state)
+        if lifecycle != "active":
+            st.warn(f"not serving ({lifecycle})")
+        if state == "error":
+            st.error("the last learn failed (see the log)")
+        st.add("command mode", self.command_mode)
+        st.add("learned", learned)
+        st.add("last learn loss", float(last_loss))
+        self.learn_latency.add_to(st, "learn latency")
+        if js_wall is None:
+            st.add("/joint_states age (s)", "none received")
+            if lifecycle == "active":
+                st.warn("no /joint_states received: is the arm driver running?")
+        else:
+            age = time.monotonic() - js_wall
+            st.add("/joint_states age (s)", age)
+            if lifecycle == "active" and age > self.watchdog_timeout_s:
+                st.warn(f"stale /joint_states: the last one is {age:.3g} s old (watchdog {self.watchdog_timeout_s} s)")
+        st.add("/joint_states ignored", self.js_ignored)
+        st.add("watchdog stops", self.watchdog_stops)
+        if self.pool is not None and not self.pool.alive():
+            st.error("the learner worker thread has died")
+        if learner is not None:
+            st.add("simulated drift time (s)", float(learner.drift_time_s))
+            st.add("devices written (since programming)", int(learner.devices_written_total))
+            if chip is not None:
+                counts = chip.write_counts
+                add_chip_wear(st, int(counts.size), int(counts.sum()), int(counts.max()), chip.cfg.endurance_writes)
+            else:
+                st.add("chip devices", 0)
+        return [st]
 
     def destroy_node(self) -> None:
         """Also destroy the action server: ``Node.destroy_node`` leaves waitables alone, and a live action server

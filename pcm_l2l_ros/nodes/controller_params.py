@@ -80,6 +80,12 @@ def _specs() -> list[tuple[str, object, str, object]]:
             float_range(0.0, 10.0, lo_open=True),
         ),
         ("status_rate_hz", 1.0, "rate of ~/status (Hz)", float_range(0.0, 1000.0, lo_open=True)),
+        (
+            "diagnostics_period_s",
+            1.0,
+            "period of the status on /diagnostics (s)",
+            float_range(0.0, 60.0, lo_open=True),
+        ),
         ("pcm.enabled", True, "run the trainee's W_in/W_rec on the simulated PCM chip (false: float software)", None),
         (
             "pcm.preset",

@@ -12,7 +12,9 @@ Services (on the controller node):
 A user moves a real arm by hand (teach mode) or replays a recorded trajectory on it (e.g. a JointTrajectory to
 its joint_trajectory_controller) and has the controller repeat it with ``~/execute_learned``. The recorder
 (:mod:`pcm_l2l_ros.arm.demonstration`) keeps at most ``DEFAULT_MAX_SAMPLES`` samples; the learn request runs on
-the controller's learner worker, so the executor keeps serving while a window is recorded.
+the controller's learner worker, so the executor keeps serving while a window is recorded. The controller is a
+managed node: the recording window (the trainee's duration) is known once it is configured (:meth:`set_max_window`);
+until then, and whenever the controller is not active, ``busy_fn`` refuses with its ``inactive: ...`` reason.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from builtin_interfaces.msg import Duration
 from pcm_l2l_interfaces.srv import LearnDemonstration, LearnTrajectory
@@ -55,6 +58,13 @@ def demonstration_to_trajectory(demo: Demonstration, joint_names) -> JointTrajec
     return msg
 
 
+class WorkerServer(Protocol):
+    """What serves ``~/demonstration/learn`` off the executor thread (a :class:`WorkerPool`, or the controller's
+    gated server that also refuses while the node is not active)."""
+
+    def serve(self, node: Node, srv_type, name: str, fn: Callable): ...
+
+
 class DemonstrationTeacher:
     """The two demonstration services of ``node`` (see the module docstring).
 
@@ -62,24 +72,27 @@ class DemonstrationTeacher:
     callback (called on ``pool``'s worker, as ``~/learn_trajectory``); ``busy_fn() -> str | None`` says why the
     controller cannot record now (e.g. executing), or None. ``learned_joints`` are recorded in that order;
     ``home_tolerance_rad`` is how far from 0 rad the arm may be when the recording starts; ``max_window_s`` the
-    trainee's duration (s).
+    trainee's duration (s), or None until :meth:`set_max_window` (nothing is recorded before).
     """
 
     def __init__(
         self,
         node: Node,
-        pool: WorkerPool,
+        pool: WorkerPool | WorkerServer,
         learn_fn: Callable,
         busy_fn: Callable[[], str | None],
         learned_joints,
         home_tolerance_rad: float,
-        max_window_s: float,
+        max_window_s: float | None,
     ):
         self._node, self._learn_fn, self._busy_fn = node, learn_fn, busy_fn
         self.joints = list(learned_joints)
-        self.max_window_s = float(max_window_s)
-        self._rec = DemonstrationRecorder(self.max_window_s, home_tolerance_rad, n_joints=len(self.joints))
+        self.home_tolerance_rad = float(home_tolerance_rad)
+        self.max_window_s = 0.0
+        self._rec: DemonstrationRecorder | None = None
         self._lock = threading.Lock()
+        if max_window_s is not None:
+            self.set_max_window(max_window_s)
         self._window_done = threading.Event()
         self._last_wall: float | None = None
         self._last_q = None
@@ -87,6 +100,19 @@ class DemonstrationTeacher:
         node.create_subscription(JointState, "/joint_states", self._on_joint_states, JOINT_STATES_QOS)
         node.create_service(Trigger, "~/demonstration/start", self._on_start)
         pool.serve(node, LearnDemonstration, "~/demonstration/learn", self._on_learn)
+
+    def set_max_window(self, max_window_s: float) -> None:
+        """The longest recording (s, the trainee's duration); a running recording is dropped."""
+        rec = DemonstrationRecorder(float(max_window_s), self.home_tolerance_rad, n_joints=len(self.joints))
+        with self._lock:
+            if self._rec is not None and self._rec.recording:
+                self._break("the controller was reconfigured")
+            self._rec, self.max_window_s = rec, float(max_window_s)
+
+    def _recorder(self) -> DemonstrationRecorder:
+        if self._rec is None:
+            raise DemonstrationError("inactive: the controller is not configured")
+        return self._rec
 
     # ------------------------------------------------------------------------------------------ stream
     def _on_joint_states(self, msg: JointState) -> None:
@@ -99,20 +125,20 @@ class DemonstrationTeacher:
         stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
         with self._lock:
             self._last_wall, self._last_q = time.monotonic(), q
-            if not self._rec.recording:
+            if self._rec is None or not self._rec.recording:
                 return
             if stamp <= 0.0:
                 self._break("/joint_states without a stamp: the recording needs the stamps")
                 return
             try:
-                if self._rec.add(stamp, q):
+                if self._recorder().add(stamp, q):
                     self._window_done.set()
             except DemonstrationError as e:
                 self._break(str(e))
 
     def _break(self, why: str) -> None:
         """End the running recording as failed (caller holds the lock)."""
-        self._rec.cancel()
+        self._recorder().cancel()
         self._error = why
         self._window_done.set()
 
@@ -121,15 +147,17 @@ class DemonstrationTeacher:
         busy = self._busy_fn()
         if busy:
             return busy
+        if self._rec is None:
+            return "inactive: the controller is not configured"
         if self._last_wall is None or time.monotonic() - self._last_wall > LIVE_S:
             return f"no live /joint_states with {self.joints} (none in the last {LIVE_S} s)"
-        if any(abs(v) > self._rec.home_tolerance_rad for v in self._last_q):
+        if any(abs(v) > self._recorder().home_tolerance_rad for v in self._last_q):
             return (
                 f"the arm is not at home: {[round(v, 4) for v in self._last_q]} rad (a demonstration starts at "
-                f"0 rad, tolerance {self._rec.home_tolerance_rad} rad); move it home first"
+                f"0 rad, tolerance {self._recorder().home_tolerance_rad} rad); move it home first"
             )
         try:
-            self._rec.start(window_s)
+            self._recorder().start(window_s)
         except DemonstrationError as e:
             return str(e)
         self._error = None
@@ -175,14 +203,14 @@ class DemonstrationTeacher:
 
     def _stop(self) -> Demonstration:
         with self._lock:
-            if self._error is not None and not self._rec.recording and self._rec.finished is None:
+            if self._error is not None and not self._recorder().recording and self._recorder().finished is None:
                 raise DemonstrationError(f"the recording broke: {self._error}")
             return self._take()
 
     def _take(self) -> Demonstration:
         """The finished recording, handed out once (a later stop needs a new recording). Caller holds the lock."""
-        demo = self._rec.stop()
-        self._rec.cancel()
+        demo = self._recorder().stop()
+        self._recorder().cancel()
         return demo
 
     def _record_window(self, window_s: float) -> Demonstration:
@@ -192,8 +220,8 @@ class DemonstrationTeacher:
             raise DemonstrationError(why)
         if not self._window_done.wait(window_s + WINDOW_GRACE_S):
             with self._lock:
-                got = self._rec.elapsed_s
-                self._rec.cancel()
+                got = self._recorder().elapsed_s
+                self._recorder().cancel()
             raise DemonstrationError(f"/joint_states stopped: {got:.2f} s of the {window_s:.2f} s window recorded")
         with self._lock:
             if self._error is not None:
