@@ -129,6 +129,28 @@ def test_adc_levels_and_output_noise() -> None:
     assert abs(d.mean()) <= Z * d.std() / math.sqrt(d.size)
 
 
+def test_variance_gemm_on_the_background_worker_gives_the_same_numbers(monkeypatch) -> None:
+    """Large batches compute the read-noise variance GEMM on the periphery's worker thread while the caller runs
+    the signal GEMM: bit for bit the numbers of the serial path (same draws, two cores, one and two row blocks)."""
+    import pcm_l2l_ros.pcm.periphery as periphery
+
+    rng = np.random.default_rng(9)
+    for rows in (200, 300):                       # one core; two cores (row blocks summed digitally)
+        cfg = PCMConfig(read_noise="per_mvm")
+        arr = PCMArray(rng.uniform(-1, 1, (rows, 56)), cfg, rng=2)
+        arr.drift(3600.0)
+        x = rng.uniform(-1, 1, (800, rows)).astype(np.float32)
+        assert 800 * min(rows, 256) * 56 >= periphery._ASYNC_VAR_MIN_MACS   # the batch takes the async path
+        state = arr.noise_checkpoint()
+        y_async = arr.mvm(x)
+        arr.restore_noise(state)
+        monkeypatch.setattr(periphery, "_ASYNC_VAR_MIN_MACS", 1 << 62)
+        y_serial = arr.mvm(x)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(y_async, y_serial)
+        assert np.std(y_async - x @ arr.weights()) > 0   # noise is on
+
+
 def test_per_mvm_read_noise_matches_device_resampling() -> None:
     """read_noise="per_mvm": the MVM output variance equals resampling every device's 1/f read noise on
     every MVM (sum_j x_j^2 sum_dev (sigma_rel g)^2, scaled), checked by Monte Carlo over repeated MVMs."""

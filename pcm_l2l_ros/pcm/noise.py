@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import torch
 
-__all__ = ["NoiseState", "NormalStream"]
+__all__ = ["NoiseState", "NormalStream", "background_worker"]
 
 #: a stream's position (``NormalStream.checkpoint``): generator state, place in the chunk, the chunk's draws
 NoiseState = tuple[torch.Tensor, int, np.ndarray]
@@ -32,6 +32,12 @@ def _noise_worker() -> ThreadPoolExecutor:
     if _noise_pool is None:
         _noise_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pcm-noise")
     return _noise_pool
+
+
+def background_worker() -> ThreadPoolExecutor:
+    """The process-wide worker thread of the MVM periphery (noise draws, and the read-noise variance GEMM of
+    large batches, ``periphery.CrossbarMVM``): one thread, so its jobs run in the order they are submitted."""
+    return _noise_worker()
 
 
 def _forget_noise_worker() -> None:  # a forked child has no worker thread: it starts its own on first use

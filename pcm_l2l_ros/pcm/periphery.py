@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ._kernels import adc_epilogue, dac_quantize, fused_mvm
-from .noise import NoiseState, NormalStream
+from .noise import NoiseState, NormalStream, background_worker
 from .state import ArrayState
 
 __all__ = ["CrossbarMVM", "FusedMVM"]
@@ -36,7 +36,16 @@ def _levels(bits: int | None) -> int:
 
 
 _TORCH_MATMUL_MIN_BATCH = 16  # from this batch on torch.mm beats numpy's BLAS for one core (bench/pcm_mvm.py)
+#: from this many multiply-adds (batch x rows x columns) the read-noise variance GEMM runs on the background worker
+#: while the caller runs the signal GEMM (the same numbers: the same two GEMMs, on two threads)
+_ASYNC_VAR_MIN_MACS = 1 << 22
 _torch_thread = threading.local()
+
+
+def _var_gemm(xn2: np.ndarray, var_t: torch.Tensor) -> np.ndarray:
+    """The per-MVM read-noise variance xn^2 @ V (on the background worker thread)."""
+    _torch_threads_here()
+    return torch.mm(torch.from_numpy(xn2), var_t).numpy()
 
 
 def _torch_threads_here() -> None:
@@ -137,10 +146,14 @@ class CrossbarMVM(ArrayState):
         dac_quantize(x, c0, p.dac_nlev, p.dac_range, p.normalise, xn, xs, xn2)
         if bsz >= _TORCH_MATMUL_MIN_BATCH:  # torch's sgemm is the faster BLAS here for batched inputs
             _torch_threads_here()
+            var_ready = None
+            if self._vars is not None and bsz * rows * self.n_out >= _ASYNC_VAR_MIN_MACS:
+                var_ready = background_worker().submit(_var_gemm, xn2, self._vars_t[r])  # after the noise draws
             yn = torch.mm(torch.from_numpy(xn), self._mats_t[r]).numpy()
-            var = (
-                torch.mm(torch.from_numpy(xn2), self._vars_t[r]).numpy() if self._vars is not None else _EMPTY
-            )
+            if var_ready is not None:
+                var = var_ready.result()
+            else:
+                var = _var_gemm(xn2, self._vars_t[r]) if self._vars is not None else _EMPTY
         else:
             yn = xn @ self._mats[r]
             var = xn2 @ self._vars[r] if self._vars is not None else _EMPTY
