@@ -129,3 +129,28 @@ def test_bad_demonstration_requests_are_refused(arm):
     assert call(reset, Trigger.Request()).success
     assert spin_until(ex, lambda: abs(seen["q"]["base_joint"]) < 0.01, 10.0)
     assert spin_until(ex, lambda: call(start, Trigger.Request()).success, 5.0)
+
+
+def test_teach_cli_records_learns_and_writes_a_csv_that_learn_reads(arm, tmp_path):
+    """`pcm-l2l teach --window 1.0 --json --csv F` against the running controller; the CSV goes back through
+    `pcm-l2l learn --csv F` (the format is the learn client's)."""
+    import json
+
+    from test_client_cli import pcm_l2l
+
+    node, ex, call, start, learn, reset, traj, seen, ctrl = arm
+    csv_path = tmp_path / "demonstration.csv"
+
+    def spin():
+        ex.spin_once(timeout_sec=0.02)
+
+    r = pcm_l2l("teach", "--window", "1.0", "--json", "--csv", str(csv_path), spin=spin)
+    assert r.returncode == 0, r.stderr + ctrl.output()[-2000:]
+    out = json.loads(r.stdout)
+    assert out["success"] and out["ended_by"] == "window" and 0.95 < out["recorded_s"] <= 1.0 + 1e-6
+    assert out["samples"] >= 60 and out["devices_written"] > 0
+    lines = csv_path.read_text().splitlines()
+    assert lines[0] == "time_s,base_joint,shoulder" and len(lines) == out["samples"] + 1
+    r = pcm_l2l("learn", "--csv", str(csv_path), "--json", spin=spin)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["points"] == out["samples"]
