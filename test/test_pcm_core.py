@@ -378,3 +378,59 @@ def test_background_noise_draws_equal_synchronous_draws() -> None:
     bg.take_async((900, 56))
     twin = copy.deepcopy(bg)                                 # waits for the fill, then copies
     np.testing.assert_array_equal(twin.take((5, 7)), sync.take((5, 7)))
+
+
+@pytest.mark.parametrize("chunk", [4096, 1 << 16])
+def test_prefetched_noise_draws_equal_plain_draws(chunk: int) -> None:
+    """prefetch (the draws of the next takes generated on the worker thread ahead of the takes) hands out exactly
+    the draws of plain takes, through chunk refills and draws larger than a chunk, with take, take_async and
+    reserve; a take of another size, a checkpoint, a window or a new prefetch part-way through a plan cancel its
+    rest and the stream goes on exactly as without the plan; a deep copy taken with a plan pending is consistent."""
+    from pcm_l2l_ros.pcm.noise import NormalStream as _NormalStream
+
+    rng = np.random.default_rng(3)
+    plain, pre = _NormalStream(21, chunk), _NormalStream(21, chunk)
+    for rep in range(30):
+        sizes = [int(n) for n in rng.integers(1, 3 * chunk, rng.integers(1, 5))]
+        pre.prefetch(sizes)
+        cut = int(rng.integers(0, len(sizes) + 1)) if rep % 3 == 0 else len(sizes)  # every 3rd plan is broken off
+        for k, n in enumerate(sizes[:cut]):
+            want = plain.take((1, n))
+            got = (pre.take((1, n)) if k % 3 == 0 else pre.take_async((1, n))() if k % 3 == 1
+                   else (lambda b, s: b[s : s + n].reshape(1, n))(*pre.reserve(n)))
+            np.testing.assert_array_equal(got, want)
+        if cut < len(sizes):
+            how = rep % 4
+            if how == 0:      # a take of another size
+                np.testing.assert_array_equal(pre.take((1, 7)), plain.take((1, 7)))
+            elif how == 1:    # a checkpoint, then draws
+                state = pre.checkpoint()
+                first = pre.take((2, 9)).copy()
+                np.testing.assert_array_equal(first, plain.take((2, 9)))
+                pre.restore(state)
+                np.testing.assert_array_equal(pre.take((2, 9)), first)
+            elif how == 2:    # a compiled loop's window
+                buf, pos, end = pre.window()
+                pbuf, ppos, pend = plain.window()
+                np.testing.assert_array_equal(buf[pos:end], pbuf[ppos:pend])
+            else:             # a deep copy, then a new plan
+                twin = copy.deepcopy(pre)
+                np.testing.assert_array_equal(twin.take((1, 33)), copy.deepcopy(plain).take((1, 33)))
+                pre.prefetch([5, 2 * chunk])
+    np.testing.assert_array_equal(pre.take((3, 100)), plain.take((3, 100)))
+
+
+def test_prefetched_mvm_noise_gives_the_same_numbers() -> None:
+    """PCMArray.prefetch_noise before an MVM (one and two row blocks, small and large batches): bit for bit the
+    outputs without it; an MVM of another batch size after a prefetch is also unchanged."""
+    rng = np.random.default_rng(4)
+    for rows in (200, 300):
+        arr = PCMArray(rng.uniform(-1, 1, (rows, 56)), PCMConfig(read_noise="per_mvm"), rng=2)
+        arr.drift(3600.0)
+        xs = [rng.uniform(-1, 1, (b, rows)).astype(np.float32) for b in (3, 800, 40, 2000, 9)]
+        state = arr.noise_checkpoint()
+        ref = [arr.mvm(x) for x in xs]
+        arr.restore_noise(state)
+        for i, x in enumerate(xs):
+            arr.prefetch_noise(len(x) + (1 if i == 2 else 0))  # the third prefetch is for another batch size
+            np.testing.assert_array_equal(arr.mvm(x), ref[i])

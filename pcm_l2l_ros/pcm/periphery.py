@@ -210,6 +210,14 @@ class CrossbarMVM(ArrayState):
 
     __call__ = mvm
 
+    def prefetch_noise(self, batch: int) -> None:
+        """Start generating the noise draws of the next ``mvm`` of ``batch`` input vectors on the background worker
+        now (``NormalStream.prefetch``: the same draws as without it; an MVM of another batch size, or any other
+        use of the noise stream first, cancels the prefetch). For a caller that knows its batch sizes early (the
+        CNN's layers): the draws are then ready when the MVM needs them."""
+        if self._programmed and self._weff is None and self._periph.noise and batch > 0:
+            self._normals.prefetch([int(batch) * self.n_out] * len(self._row_blocks))
+
     def noise_checkpoint(self) -> NoiseState:
         """The state of the MVM noise stream, to ``restore_noise`` after MVMs whose draws must not count
         (a warm-up through the real arrays, whose buffers then stay allocated)."""

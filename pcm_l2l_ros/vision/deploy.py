@@ -216,9 +216,18 @@ class FewShotChip:
         bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)   # images of each set
         src_a = np.asarray(src, np.int64)
         y = M.prepare_input(np.concatenate(sets), self.cfg).numpy()[..., None]  # (N, 28, 28, 1)
+        n_img = int(bounds[-1])
         for i, name in enumerate(M.CONV_NAMES):
             cols, h, w = im2col(y, self.cfg.padding, lambda tag, shape, i=i: self._work(f"{tag}{i}", shape))
-            y = self._conv_mvm(name, cols, skip_blank=(i == 0))                # (N * h * w, C) on the chip
+            active = None
+            if i == 0:  # the input layer reads only the patches with ink; every layer's batch is now known:
+                active = np.flatnonzero(cols.any(axis=1))  # the noise of all four MVMs is drawn on the
+                self.convs[name].prefetch_noise(len(active))  # periphery's worker while this thread computes
+                hh, ww = h, w
+                for later in M.CONV_NAMES[1:]:
+                    hh, ww = _conv_out(hh, ww, self.cfg.padding)
+                    self.convs[later].prefetch_noise(n_img * hh * ww)
+            y = self._conv_mvm(name, cols, active)                              # (N * h * w, C) on the chip
             relu_batchnorm_(y, bounds * (h * w), src_a, float(self.cfg.bn_eps))  # ReLU + BatchNorm (host)
             y = y.reshape(int(bounds[-1]), h, w, -1)
         hmax = y.max(axis=(1, 2))                                               # global max-pool (host)
@@ -236,15 +245,12 @@ class FewShotChip:
             buf = self._buffers[name] = np.empty(size, np.float32)
         return buf[:size].reshape(shape)
 
-    def _conv_mvm(self, name: str, cols: np.ndarray, skip_blank: bool) -> np.ndarray:
-        """The conv layer's MVM of the patches ``cols``. With ``skip_blank`` (the input layer), patches
-        without ink (all-zero input vectors: no DAC pulse is applied) are not read and give exactly 0, as
-        the event-driven reads of the spiking controller; ~70 % of an Omniglot image's conv1 patches."""
+    def _conv_mvm(self, name: str, cols: np.ndarray, active: np.ndarray | None = None) -> np.ndarray:
+        """The conv layer's MVM of the patches ``cols``. With ``active`` (the input layer: the indices of the patches
+        with ink) the other patches (all-zero input vectors: no DAC pulse is applied) are not read and give exactly
+        0, as the event-driven reads of the spiking controller; ~70 % of an Omniglot image's conv1 patches."""
         arr = self.convs[name]
-        if not skip_blank:
-            return arr.mvm(cols)
-        active = np.flatnonzero(cols.any(axis=1))
-        if len(active) == len(cols):
+        if active is None or len(active) == len(cols):
             return arr.mvm(cols)
         out = self._work("conv1_out", (len(cols), arr.n_out))
         out.fill(0.0)
@@ -318,6 +324,12 @@ class FewShotChip:
                            devices_written_per_step=written,
                            weights_changed_per_step=changed,
                            timings={"adapt": t2 - t1 - t_cls, "classify": t_cls}, readout_pulses=pulses)
+
+
+def _conv_out(h: int, w: int, padding: str) -> tuple[int, int]:
+    """Output size of a 3x3 stride-2 conv layer on an h x w map (as :func:`im2col`)."""
+    t, b, left, right = M.pad_amounts(h, w, padding)
+    return (h + t + b - 3) // 2 + 1, (w + left + right - 3) // 2 + 1
 
 
 def _bn_source(bn_stats: str, n_tasks: int) -> list[int]:
