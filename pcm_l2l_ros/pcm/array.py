@@ -95,7 +95,7 @@ class PCMArray(ConductanceState, DriftCompensation, CrossbarMVM):
         self._col_blocks = [slice(j, min(j + cs, self.n_out)) for j in range(0, self.n_out, cs)]
         self.n_cores = len(self._row_blocks) * len(self._col_blocks)
         self._single_block = len(self._row_blocks) == 1
-        self._scratch: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # MVM buffers
+        self._scratch: dict = {}  # MVM work buffers per row block (periphery._Scratch)
 
         # w_max per (row block, column): the weight mapped to G_tot
         R = len(self._row_blocks)

@@ -39,13 +39,44 @@ _TORCH_MATMUL_MIN_BATCH = 16  # from this batch on torch.mm beats numpy's BLAS f
 #: from this many multiply-adds (batch x rows x columns) the read-noise variance GEMM runs on the background worker
 #: while the caller runs the signal GEMM (the same numbers: the same two GEMMs, on two threads)
 _ASYNC_VAR_MIN_MACS = 1 << 22
+#: MVM work buffers of a row block are kept between calls (grown to the largest batch) up to this many elements
+_SCRATCH_MAX_ELEMENTS = 1 << 21
 _torch_thread = threading.local()
 
 
-def _var_gemm(xn2: np.ndarray, var_t: torch.Tensor) -> np.ndarray:
-    """The per-MVM read-noise variance xn^2 @ V (on the background worker thread)."""
+def _var_gemm(xn2: np.ndarray, var_t: torch.Tensor, out: torch.Tensor) -> np.ndarray:
+    """The per-MVM read-noise variance xn^2 @ V into ``out`` (on the background worker thread)."""
     _torch_threads_here()
-    return torch.mm(torch.from_numpy(xn2), var_t).numpy()
+    return torch.mm(torch.from_numpy(xn2), var_t, out=out).numpy()
+
+
+class _Scratch:
+    """Work buffers of one row block's MVM (DAC outputs, full scales, squared DAC outputs, GEMM outputs), grown to
+    the largest batch seen and handed out as views: a batch that varies per call (the CNN's input layer reads only
+    its inked patches) reuses the same memory instead of fresh pages every call."""
+
+    __slots__ = ("xn", "xs", "xn2", "yn", "var")
+
+    def __init__(self) -> None:
+        self.xn = self.xs = self.xn2 = np.empty(0, np.float32)
+        self.yn = self.var = torch.empty(0, dtype=torch.float32)
+
+    def views(
+        self, bsz: int, rows: int, cols: int, squares: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, torch.Tensor, torch.Tensor]:
+        if self.xn.size < bsz * rows:
+            self.xn = np.empty(bsz * rows, np.float32)
+        if self.xs.size < bsz:
+            self.xs = np.empty(bsz, np.float32)
+        if squares and self.xn2.size < bsz * rows:
+            self.xn2 = np.empty(bsz * rows, np.float32)
+        if self.yn.numel() < bsz * cols:
+            self.yn = torch.empty(bsz * cols, dtype=torch.float32)
+        if squares and self.var.numel() < bsz * cols:
+            self.var = torch.empty(bsz * cols, dtype=torch.float32)
+        xn2 = self.xn2[: bsz * rows].reshape(bsz, rows) if squares else _EMPTY
+        return (self.xn[: bsz * rows].reshape(bsz, rows), self.xs[:bsz], xn2,
+                self.yn[: bsz * cols].view(bsz, cols), self.var[: bsz * cols].view(bsz, cols) if squares else self.var)
 
 
 def _torch_threads_here() -> None:
@@ -123,37 +154,38 @@ class CrossbarMVM(ArrayState):
 
     # ------------------------------------------------------------------ MVM
     def _forward_block(
-        self, r: int, x: np.ndarray, c0: int, colf: np.ndarray, out: np.ndarray | None
+        self,
+        r: int,
+        x: np.ndarray,
+        c0: int,
+        colf: np.ndarray,
+        out: np.ndarray | None,
     ) -> np.ndarray:
         """Periphery + analog MVM of row block ``r`` for the inputs x[:, c0 : c0 + rows] (x float32
         C-contiguous, read in place); writes (or, with ``out`` given, adds) the digital result (B, n_out)."""
         p = self._periph
         bsz = x.shape[0]
         rows = self._row_blocks[r].stop - self._row_blocks[r].start
-        key = (r, bsz)
-        scratch = self._scratch.get(key)
-        if scratch is None or (self._vars is not None) != (scratch[2].shape[0] > 0):
-            scratch = (
-                np.empty((bsz, rows), np.float32),
-                np.empty(bsz, np.float32),
-                np.empty((bsz, rows), np.float32) if self._vars is not None else _EMPTY,
-            )
-            if len(self._scratch) > 16:
-                self._scratch.clear()
-            self._scratch[key] = scratch
-        xn, xs, xn2 = scratch
+        squares = self._vars is not None
+        if bsz * max(rows, self.n_out) <= _SCRATCH_MAX_ELEMENTS:
+            scratch = self._scratch.get(r)
+            if scratch is None:
+                scratch = self._scratch[r] = _Scratch()
+        else:  # a very large batch: buffers of its own (not kept)
+            scratch = _Scratch()
+        xn, xs, xn2, yn_t, var_t = scratch.views(bsz, rows, self.n_out, squares)
         noise_ready = self._normals.take_async((bsz, self.n_out)) if p.noise else None  # overlaps the GEMMs
         dac_quantize(x, c0, p.dac_nlev, p.dac_range, p.normalise, xn, xs, xn2)
         if bsz >= _TORCH_MATMUL_MIN_BATCH:  # torch's sgemm is the faster BLAS here for batched inputs
             _torch_threads_here()
             var_ready = None
-            if self._vars is not None and bsz * rows * self.n_out >= _ASYNC_VAR_MIN_MACS:
-                var_ready = background_worker().submit(_var_gemm, xn2, self._vars_t[r])  # after the noise draws
-            yn = torch.mm(torch.from_numpy(xn), self._mats_t[r]).numpy()
+            if squares and bsz * rows * self.n_out >= _ASYNC_VAR_MIN_MACS:
+                var_ready = background_worker().submit(_var_gemm, xn2, self._vars_t[r], var_t)  # after the noise
+            yn = torch.mm(torch.from_numpy(xn), self._mats_t[r], out=yn_t).numpy()
             if var_ready is not None:
                 var = var_ready.result()
             else:
-                var = _var_gemm(xn2, self._vars_t[r]) if self._vars is not None else _EMPTY
+                var = _var_gemm(xn2, self._vars_t[r], var_t) if squares else _EMPTY
         else:
             yn = xn @ self._mats[r]
             var = xn2 @ self._vars[r] if self._vars is not None else _EMPTY

@@ -35,7 +35,7 @@ class ArrayState:
     _single_block: bool
     _programmed: bool
     _frozen_active: bool
-    _scratch: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]]
+    _scratch: dict[int, Any]         # per row block, periphery._Scratch (MVM work buffers)
     _wmax: np.ndarray               # (row blocks, n_out) w_max mapped to G_tot
     _wmax_full: np.ndarray          # (n_in, n_out)
     _W_target: np.ndarray           # (n_in, n_out) digital target weights
