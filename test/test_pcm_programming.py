@@ -52,6 +52,48 @@ def test_program_and_verify_closed_loop_within_tolerance() -> None:
     assert nconv > 0 and pulses.max() == 3
 
 
+def _reference_program_and_verify(g_target, model, rng, noise_scale, tolerance_uS, max_iterations, mode):
+    """The pulse loop as numpy iterations, one standard_normal call per iteration (the implementation before
+    the compiled loop)."""
+    flat_t = np.asarray(g_target, dtype=np.float64).reshape(-1)
+    n = flat_t.size
+    sig_att = noise_scale * model.sigma_prog(flat_t)
+    pulses, last, active = np.zeros(n, np.int32), np.empty(n), np.arange(n)
+    for _ in range(max_iterations):
+        if active.size == 0:
+            break
+        att = flat_t[active] + sig_att[active] * rng.standard_normal(active.size)
+        pulses[active] += 1
+        last[active] = att
+        active = active[~(np.abs(att - flat_t[active]) <= tolerance_uS)]
+    g = model.apply_programming_noise(flat_t, rng, noise_scale) if mode == "statistical" else np.maximum(last, 0.0)
+    return g.reshape(np.shape(g_target)), pulses.reshape(np.shape(g_target)), int(active.size)
+
+
+@pytest.mark.parametrize("mode", ["statistical", "closed_loop"])
+def test_program_and_verify_equals_the_iteration_by_iteration_loop(mode: str) -> None:
+    """The compiled pulse loop with its draws taken ahead in blocks gives bit for bit the conductances, pulses and
+    non-converged count of the numpy loop that draws once per iteration, and leaves the generator where that loop
+    leaves it (the next draws agree): sizes from 1 unit to more than one block of draws, loose and tight
+    tolerances (many iterations: the block of draws is extended), truncation at max_iterations."""
+    sizes = np.random.default_rng(0)
+    for case in range(40):
+        n = int(sizes.integers(1, 3000)) if case % 5 else 1
+        g_t = sizes.uniform(0, 25, n) * (sizes.random(n) < 0.8)
+        g_t = g_t.reshape(2, -1) if n % 2 == 0 else g_t
+        tol = float(sizes.choice([0.05, 0.2, 0.5, 2.0]))
+        iters = int(sizes.choice([1, 3, 30, 200]))
+        scale = float(sizes.choice([0.5, 1.0]))
+        a, b = np.random.default_rng(case), np.random.default_rng(case)
+        got = program_and_verify(g_t, AIHWKIT_PCM, a, noise_scale=scale, tolerance_uS=tol, max_iterations=iters,
+                                 mode=mode)
+        want = _reference_program_and_verify(g_t, AIHWKIT_PCM, b, scale, tol, iters, mode)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        assert got[2] == want[2]
+        np.testing.assert_array_equal(a.standard_normal(5), b.standard_normal(5))
+
+
 def _expected_unit_mask(W_old, W_new, wmax):
     """Units (G+ / G-) whose target conductance differs."""
     p_old, p_new = np.clip(W_old / wmax, 0, 1), np.clip(W_new / wmax, 0, 1)

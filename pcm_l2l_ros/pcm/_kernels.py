@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["dac_quantize", "adc_epilogue", "crossbar", "fused_mvm"]
+__all__ = ["dac_quantize", "adc_epilogue", "crossbar", "fused_mvm", "verify_loop"]
 
 
 @njit(cache=True, fastmath=False)
@@ -193,3 +193,41 @@ def fused_mvm(  # pragma: no cover - compiled
     out = np.empty((bsz, m), np.float32)
     adc_epilogue(yn, noise, var, out_noise, adc_nlev, adc_range, xs, colfactor, out, False)
     return out
+
+
+@njit(cache=True, fastmath=False)
+def verify_loop(g_target, sigma, xi, tolerance, max_iterations, pulses, last):  # pragma: no cover - compiled
+    """The pulse loop of iterative program-and-verify (``programming.program_and_verify``): every iteration
+    sends one pulse to each unit not yet verified, in index order, landing at g_T + sigma * xi with the next
+    standard-normal draw of ``xi``; a landing within ``tolerance`` of g_T verifies the unit.
+
+    Args:
+        g_target, sigma: (n,) float64 targets and per-pulse landing stds, µS.
+        xi: 1-D float64 standard-normal draws, consumed in order.
+        tolerance: verify band, µS; max_iterations: pulses at most per unit.
+        pulses: (n,) int32 output, pulses per unit (zeroed here); last: (n,) float64 output, last landing, µS.
+    Returns:
+        (draws used, units not converged), or (-1, 0) when ``xi`` is too short (call again with more draws).
+    """
+    n = g_target.shape[0]
+    active = np.arange(n)
+    pulses[:] = 0
+    na = n
+    pos = 0
+    for _ in range(max_iterations):
+        if na == 0:
+            break
+        if pos + na > xi.shape[0]:
+            return -1, 0
+        k = 0
+        for a in range(na):
+            u = active[a]
+            att = g_target[u] + sigma[u] * xi[pos + a]
+            pulses[u] += 1
+            last[u] = att
+            if not abs(att - g_target[u]) <= tolerance:
+                active[k] = u
+                k += 1
+        pos += na
+        na = k
+    return pos, na

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._kernels import verify_loop
 from .device import DeviceModel
 
 __all__ = [
@@ -124,18 +125,24 @@ def program_and_verify(
         return g_target.copy(), np.ones(g_target.shape, np.int32), 0
 
     sig_att = attempt_noise_factor * noise_scale * model.sigma_prog(flat_t)
-    pulses = np.zeros(n, np.int32)
+    pulses = np.empty(n, np.int32)
     last = np.empty(n)
-    active = np.arange(n)
-    for _ in range(max_iterations):
-        if active.size == 0:
+    # the loop's draws (one per pulse, iteration after iteration) are one stretch of the generator's normal stream:
+    # drawn ahead in blocks (sequential standard_normal calls continue one stream), the extra draws then given back
+    # by rewinding to before the last block and drawing only what was used: the generator ends where the
+    # iteration-by-iteration loop leaves it
+    flat_t = np.ascontiguousarray(flat_t)
+    before_last, drawn_before_last = rng.bit_generator.state, 0
+    xi = rng.standard_normal(4 * n)
+    while True:
+        used, not_conv = verify_loop(flat_t, sig_att, xi, float(tolerance_uS), int(max_iterations), pulses, last)
+        if used >= 0:
             break
-        att = flat_t[active] + sig_att[active] * rng.standard_normal(active.size)
-        pulses[active] += 1
-        last[active] = att
-        ok = np.abs(att - flat_t[active]) <= tolerance_uS
-        active = active[~ok]
-    not_conv = int(active.size)
+        before_last, drawn_before_last = rng.bit_generator.state, len(xi)
+        xi = np.concatenate([xi, rng.standard_normal(len(xi))])
+    if used < len(xi):
+        rng.bit_generator.state = before_last
+        rng.standard_normal(used - drawn_before_last)
     g = (
         model.apply_programming_noise(flat_t, rng, noise_scale)
         if mode == "statistical"
