@@ -381,7 +381,8 @@ class PCMArray(ConductanceState, DriftCompensation, CrossbarMVM):
         if c.drift_reference == "exact":
             self._set_reference()
         if self._incremental and not c.drift_reencode:
-            self._rebuild_at(widx[mask.any(axis=(0, 1))])  # the weights with a written device, sorted
+            self._rebuild_at(widx[mask.any(axis=(0, 1))], refresh_colf=False)  # the written weights, sorted;
+            # the column factors are refreshed by _update_alpha below
         else:
             self._rebuild()
         self._update_alpha()

@@ -47,7 +47,8 @@ class ConductanceState(ArrayState):
         the numbers of the full computation (``reprogram`` recomputes only the weights it wrote)."""
         c = self.cfg
         md = self.model
-        g_prog, factor = self._prog_state()
+        # without re-encoding the factor is 1 everywhere: multiplying by it is exact, so it is left out
+        g_prog, factor = self._prog_state() if c.drift_reencode else (self._g_prog, None)
         t_prog, nu, g_target, xi = self._t_prog, self._nu, self._g_target, self._xi
         if widx is not None:
             if c.drift_reencode:
@@ -56,20 +57,21 @@ class ConductanceState(ArrayState):
             flat = (np.arange(2 * self.units)[:, None] * (self.n_in * self.n_out) + widx).reshape(-1)
             pick = lambda a: a.reshape(-1)[flat].reshape(shape)  # noqa: E731
             g_prog, t_prog, nu, g_target, xi = (pick(a) for a in (g_prog, t_prog, nu, g_target, xi))
-            factor = factor.reshape(-1)[widx]
         age = np.maximum(self.t_s - t_prog, 0.0)
         g_d = g_prog * md.drift_factor(age, nu) if c.drift else g_prog.copy()
         g_q = g_prog if c.q_s_from == "g_prog" else g_target
         if c.read_noise == "frozen" and c.read_noise_scale != 0 and self._frozen_active:
             sig = md.read_sigma_rel(g_q, age) * c.read_noise_scale
             g_d = np.maximum(g_d + np.abs(g_d) * sig * xi, 0.0)
-        wn = factor * (g_d[0].sum(axis=0) - g_d[1].sum(axis=0)) / self.g_tot_uS
+        diff = g_d[0].sum(axis=0) - g_d[1].sum(axis=0)
+        wn = (diff if factor is None else factor * diff) / self.g_tot_uS
         var = None
         if c.read_noise == "per_mvm" or c.pcm_read_noise > 0:
             var = np.zeros_like(wn)
             if c.read_noise == "per_mvm" and c.read_noise_scale != 0:
                 sd = md.read_sigma_rel(g_q, age) * c.read_noise_scale * g_d
-                var += factor**2 * (sd**2).sum(axis=(0, 1)) / self.g_tot_uS**2
+                ssq = (sd**2).sum(axis=(0, 1))
+                var += (ssq if factor is None else factor**2 * ssq) / self.g_tot_uS**2
             if c.pcm_read_noise > 0:
                 var += c.pcm_read_noise**2 * np.abs(wn)
         return g_d, wn, var
@@ -91,10 +93,11 @@ class ConductanceState(ArrayState):
         self._mats_shared = False
         self._refresh_colf()
 
-    def _rebuild_at(self, widx: np.ndarray) -> None:
+    def _rebuild_at(self, widx: np.ndarray, refresh_colf: bool = True) -> None:
         """``_rebuild`` for the weights with flat indices ``widx`` only (the others are unchanged): the same
         numbers, at a cost proportional to len(widx). The per-core matrices are written in place, or copied
-        first while a fork shares them (``_mats_shared``)."""
+        first while a fork shares them (``_mats_shared``). ``refresh_colf=False``: the caller refreshes the
+        column factors itself right after (``reprogram`` recomputes the drift compensation next)."""
         _, wn, var = self._device_state(widx)
         self._wn.reshape(-1)[widx] = wn
         rows, cols = np.divmod(widx, self.n_out)
@@ -111,4 +114,5 @@ class ConductanceState(ArrayState):
             if vars_ is not None:
                 self._vars, self._vars_t = vars_, [torch.from_numpy(v) for v in vars_]
             self._mats_shared = False
-        self._refresh_colf()
+        if refresh_colf:
+            self._refresh_colf()
