@@ -35,6 +35,20 @@ def test_im2col_matches_conv2d():
         np.testing.assert_allclose(y, ref.numpy(), rtol=1e-5, atol=1e-5)
 
 
+def test_nonzero_rows_matches_numpy():
+    """The input layer's inked patches (rows with a non-zero element) as np.flatnonzero(x.any(axis=1)): blank
+    rows, -0.0 (zero), NaN (non-zero), all-blank and all-inked matrices."""
+    from pcm_l2l_ros.vision._kernels import nonzero_rows
+
+    rng = np.random.default_rng(1)
+    x = (rng.random((500, 9)) < 0.05).astype(np.float32) * rng.random((500, 9), dtype=np.float32)
+    x[3, 4], x[7, 0], x[9, 8] = -0.0, np.nan, -2.0
+    for m in (x, np.zeros((40, 9), np.float32), np.ones((40, 9), np.float32), np.zeros((0, 9), np.float32)):
+        got = nonzero_rows(m)
+        np.testing.assert_array_equal(got, np.flatnonzero(m.any(axis=1)))
+        assert got.dtype == np.int64
+
+
 def test_noise_free_deployment_equals_software(evaluation, released):
     params, cfg = released
     t = TaskSampler(evaluation.images, 5, 5, 5).sample(np.random.default_rng(1))

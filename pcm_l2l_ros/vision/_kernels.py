@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["relu_batchnorm_"]
+__all__ = ["nonzero_rows", "relu_batchnorm_"]
 
 
 @njit(cache=True)
@@ -37,3 +37,18 @@ def relu_batchnorm_(y, bounds, src, eps):  # pragma: no cover - compiled
         for r in range(bounds[k], bounds[k + 1]):
             for j in range(c):
                 y[r, j] = np.float32((y[r, j] - mean[s, j]) * inv_sd[s, j])
+
+
+@njit(cache=True)
+def nonzero_rows(x):  # pragma: no cover - compiled
+    """Indices (int64, ascending) of the rows of a 2-D array with at least one non-zero element (NaN counts as
+    non-zero, -0.0 as zero: ``np.flatnonzero(x.any(axis=1))``), stopping at a row's first non-zero."""
+    out = np.empty(x.shape[0], np.int64)
+    k = 0
+    for r in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            if x[r, j] != 0.0:
+                out[k] = r
+                k += 1
+                break
+    return out[:k]

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from pcm_l2l_ros.vision import model as M
-from pcm_l2l_ros.vision._kernels import relu_batchnorm_
+from pcm_l2l_ros.vision._kernels import nonzero_rows, relu_batchnorm_
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class FewShotChip:
             cols, h, w = im2col(y, self.cfg.padding, lambda tag, shape, i=i: self._work(f"{tag}{i}", shape))
             active = None
             if i == 0:  # the input layer reads only the patches with ink; every layer's batch is now known:
-                active = np.flatnonzero(cols.any(axis=1))  # the noise of all four MVMs is drawn on the
+                active = nonzero_rows(cols)                # the noise of all four MVMs is drawn on the
                 self.convs[name].prefetch_noise(len(active))  # periphery's worker while this thread computes
                 hh, ww = h, w
                 for later in M.CONV_NAMES[1:]:
