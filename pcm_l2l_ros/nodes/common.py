@@ -160,6 +160,26 @@ class _Deferred:
         self.t_submit = time.monotonic()
 
 
+class _OnWorker:
+    """A job of ``WorkerPool.run_on_each``: ``fn(thread name)`` on one worker, after every worker has taken one."""
+
+    __slots__ = ("fn", "barrier", "done", "error")
+
+    def __init__(self, fn: Callable[[str], None], barrier: threading.Barrier):
+        self.fn, self.barrier = fn, barrier
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.barrier.wait()   # each worker holds one job until all are taken: every worker runs fn once
+            self.fn(threading.current_thread().name)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller of run_on_each
+            self.error = e
+        finally:
+            self.done.set()
+
+
 class WorkerPool:
     """Worker threads that serve requests off the executor thread (single-threaded executor design).
 
@@ -178,7 +198,7 @@ class WorkerPool:
     def __init__(self, name: str, workers: int = 1, max_pending: int = 8, logger=None):
         self.name, self.max_pending, self._logger = name, int(max_pending), logger
         sys.setswitchinterval(min(sys.getswitchinterval(), self.SWITCH_INTERVAL_S))
-        self._queue: queue.Queue[_Deferred | None] = queue.Queue()
+        self._queue: queue.Queue[_Deferred | _OnWorker | None] = queue.Queue()
         self._lock = threading.Lock()
         self._pending = 0
         self.served = 0
@@ -211,6 +231,23 @@ class WorkerPool:
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads)
+
+    def run_on_each(self, fn: Callable[[str], None], timeout_s: float = 600.0) -> None:
+        """Run ``fn(worker thread name)`` once on every worker thread and wait for all of them (e.g. a warm-up of
+        the request path in the threads that will serve it: the BLAS / OpenMP runtimes and torch keep per-thread
+        state that a warm-up on another thread does not set up). Call it while no request is queued. Raises the
+        first worker's exception, or TimeoutError after ``timeout_s`` s."""
+        barrier = threading.Barrier(len(self._threads), timeout=timeout_s)
+        jobs = [_OnWorker(fn, barrier) for _ in self._threads]
+        for job in jobs:
+            self._queue.put(job)
+        deadline = time.monotonic() + timeout_s
+        for job in jobs:
+            if not job.done.wait(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f"{self.name}: a worker did not finish run_on_each within {timeout_s:g} s")
+        for job in jobs:
+            if job.error is not None:
+                raise job.error
 
     def serve(self, node: Node, srv_type, name: str, fn: Callable, **kwargs):
         """``node.create_service`` whose callback runs ``fn`` on this pool (see the class docstring)."""
@@ -259,6 +296,9 @@ class WorkerPool:
             job = self._queue.get()
             if job is None:   # close(): stop marker
                 return
+            if isinstance(job, _OnWorker):
+                job.run()
+                continue
             try:
                 try:
                     response = job.fn(job.request, job.response)

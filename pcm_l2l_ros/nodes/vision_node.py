@@ -44,6 +44,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -170,12 +171,21 @@ class VisionNode(ManagedNode):
         self.pool = WorkerPool("classify", workers=self.n_workers, max_pending=self.max_pending,
                                logger=self.get_logger())
         self.worker_pools = [self.pool]
-        for worker in [t.name for t in self.pool._threads]:
-            for ways in self.chips:
-                for t_s in self.warm_times:  # the request path once (noise rewound): the first request is not slower
-                    self._chip(ways, float(t_s), worker).warm_up()
+        self.pool.run_on_each(self._warm_up)  # on the threads that serve: the first request is not slower
         self.get_logger().info(f"models {sorted(self.chips)}-way on "
                                f"{self.preset if self.pcm_enabled else 'ideal (PCM off)'}")
+
+    def _warm_up(self, worker: str) -> None:
+        """On worker thread ``worker``: decode a synthetic request's images (105 x 105 mono8, the Omniglot size)
+        and run every chip through the request path at every prepared drift time (``FewShotChip.warm_up``: noise
+        rewound, the answers of later requests unchanged)."""
+        blank = np.full((105, 105), 255, np.uint8)
+        blank[40:60, 30:80] = 0   # some ink
+        msg = SimpleNamespace(height=105, width=105, encoding="mono8", is_bigendian=0, step=105, data=blank.tobytes())
+        images_to_input([msg] * 10)
+        for ways in self.chips:
+            for t_s in self.warm_times:
+                self._chip(ways, float(t_s), worker).warm_up()
 
     def release_node(self, shutting_down: bool = False) -> None:
         """Stop the workers (after the requests already accepted; at most 5 s, 0.2 s when shutting down) and
