@@ -85,8 +85,9 @@ def test_program_and_verify_equals_the_iteration_by_iteration_loop(mode: str) ->
         iters = int(sizes.choice([1, 3, 30, 200]))
         scale = float(sizes.choice([0.5, 1.0]))
         a, b = np.random.default_rng(case), np.random.default_rng(case)
-        got = program_and_verify(g_t, AIHWKIT_PCM, a, noise_scale=scale, tolerance_uS=tol, max_iterations=iters,
-                                 mode=mode)
+        got = program_and_verify(
+            g_t, AIHWKIT_PCM, a, noise_scale=scale, tolerance_uS=tol, max_iterations=iters, mode=mode
+        )
         want = _reference_program_and_verify(g_t, AIHWKIT_PCM, b, scale, tol, iters, mode)
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
