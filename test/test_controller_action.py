@@ -22,7 +22,7 @@ from rclpy.action import ActionClient  # noqa: E402
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
-from test_controller_node import STARTUP_S, Probe, target_msg, wait_controller_sees_arm  # noqa: E402
+from test_controller_node import STARTUP_S, Probe, sim_and_controller, target_msg  # noqa: E402, F401 - a fixture
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
 R = ExecuteLearned.Result
@@ -81,14 +81,9 @@ def points(m: Marker) -> np.ndarray:
 
 
 @pytest.fixture
-def arm(no_shm_leak, node_process, ros_node):
+def arm(sim_and_controller):  # noqa: F811 - the fixture imported from test_controller_node
     """The sim and the controller in their own processes, /joint_states reaching the controller: (ctrl, probe)."""
-    sim = node_process("pcm_l2l_ros.nodes.sim_node")
-    ctrl = node_process("pcm_l2l_ros.nodes.controller_node")
-    probe = Probe(*ros_node)
-    probe.wait_ready(ctrl)
-    assert spin_until(probe.ex, lambda: probe.joint_states > 20, STARTUP_S), sim.output()
-    assert wait_controller_sees_arm(probe), ctrl.output()
+    _, ctrl, probe, _ = sim_and_controller
     return ctrl, probe
 
 

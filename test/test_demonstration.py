@@ -146,3 +146,21 @@ def test_teach_cli_refuses_a_window_beyond_the_trainee_before_any_ros():
             timeout=60,
         )
         assert r.returncode == 2 and "--window must be in (0, 2.49] s" in r.stderr, r.stderr
+
+
+def test_the_target_starts_exactly_at_home_and_sampling_noise_above_the_velocity_limit_is_clipped():
+    from pcm_l2l_ros.arm.demonstration import Demonstration, on_trainee_grid
+
+    t = np.arange(0.0, 1.0 + 1e-9, 0.01)
+    q = np.stack([0.02 + 0.5 * t, np.zeros_like(t)], axis=1)  # starts 0.02 rad off home, 0.5 rad/s
+    q[50, 0] += 0.0052  # one sample 5 ms late: 1.04 x the 1 rad/s limit
+    grid, qg = on_trainee_grid(Demonstration(t, q, "stop"), 0.01, 249, [1.0, 1.0])
+    assert grid.shape == (249,) and qg.shape == (249, 2)
+    omega = np.diff(np.concatenate([np.zeros((1, 2)), qg]), axis=0) / 0.01
+    assert np.abs(omega).max() <= 1.0 + 1e-9  # clipped to the limit
+    np.testing.assert_allclose(qg[0], [0.005, 0.0], atol=1e-9)  # relative to the first sample: no jump at the start
+    np.testing.assert_allclose(qg[98], [0.495, 0.0], atol=0.006)  # and otherwise the recording
+    np.testing.assert_allclose(qg[150:], np.broadcast_to(qg[-1], qg[150:].shape))  # held after the last sample
+    q[50, 0] += 0.05  # a real excess (6 x the limit): refused
+    with pytest.raises(DemonstrationError, match="slower"):
+        on_trainee_grid(Demonstration(t, q, "stop"), 0.01, 249, [1.0, 1.0])

@@ -149,3 +149,33 @@ class DemonstrationRecorder:
     def elapsed_s(self) -> float:
         """Time covered by the samples so far, s."""
         return float(self._times[self._n - 1]) if self._n else 0.0
+
+
+#: how far (fraction of the limit) the recording's velocity may exceed the arm's velocity limit and still be learned
+#: (clipped to the limit): a real arm cannot move faster than its limit, so such an excess is sampling noise of the
+#: joint-state stream (stamps and positions taken at slightly different times)
+VELOCITY_EXCESS_TOLERANCE = 0.10
+
+
+def on_trainee_grid(demo: Demonstration, dt_s: float, steps: int, vmax_rad_s) -> tuple[np.ndarray, np.ndarray]:
+    """The demonstration as the trainee's target: (times (steps,) in s = dt, 2 dt, ..., positions (steps, n) in rad).
+
+    Positions are taken relative to the first sample (the arm was within the home tolerance there, so the target
+    starts exactly at home instead of with a jump), linearly interpolated on the grid and held after the last
+    sample. Per-step velocities above ``vmax_rad_s`` (per joint) by at most :data:`VELOCITY_EXCESS_TOLERANCE` are
+    clipped to the limit and the positions re-integrated; a larger excess raises :class:`DemonstrationError`.
+    """
+    t = np.asarray(demo.times_s, dtype=np.float64)
+    q = np.asarray(demo.positions, dtype=np.float64) - demo.positions[0]
+    grid = dt_s * np.arange(1, int(steps) + 1)
+    qg = np.stack([np.interp(grid, t, q[:, j]) for j in range(q.shape[1])], axis=1)
+    omega = np.diff(np.concatenate([np.zeros((1, q.shape[1])), qg]), axis=0) / dt_s
+    vmax = np.broadcast_to(np.asarray(vmax_rad_s, dtype=np.float64), (q.shape[1],))
+    excess = np.abs(omega).max(axis=0) / vmax
+    if np.any(excess > 1.0 + VELOCITY_EXCESS_TOLERANCE):
+        raise DemonstrationError(
+            f"the demonstration moves at up to {np.abs(omega).max(axis=0).round(3).tolist()} rad/s, more than "
+            f"{1 + VELOCITY_EXCESS_TOLERANCE:.2f} x the velocity limit {vmax.tolist()} rad/s: demonstrate it slower"
+        )
+    omega = np.clip(omega, -vmax, vmax)
+    return grid, np.cumsum(omega, axis=0) * dt_s

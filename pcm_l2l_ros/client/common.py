@@ -32,3 +32,21 @@ def refused(args, what: str, message: str, extra: dict | None = None) -> int:
         emit_json({"success": False, "message": message, **(extra or {})})
     print(f"pcm-l2l {what}: refused: {message}", file=sys.stderr, flush=True)
     return 1
+
+
+def learn_result(res) -> dict:
+    """The learning fields of a LearnTrajectory / LearnDemonstration response, for the JSON answer."""
+    return {
+        "loss_before": res.loss_before,
+        "loss_after": res.loss_after,
+        "devices_written": res.devices_written,
+        "update_time_s": res.update_time_s,
+    }
+
+
+def learn_summary(res) -> str:
+    """'learned in one update: loss a -> b; N PCM devices written; T ms' of such a response."""
+    return (
+        f"learned in one update: loss {res.loss_before:.4f} -> {res.loss_after:.4f}; {res.devices_written} PCM "
+        f"devices written; {1e3 * res.update_time_s:.0f} ms"
+    )

@@ -13,7 +13,7 @@ import csv
 import math
 from pathlib import Path
 
-from pcm_l2l_ros.client.common import add_connection_arguments, emit_json, refused
+from pcm_l2l_ros.client.common import add_connection_arguments, emit_json, learn_result, learn_summary, refused
 
 TIME_COLUMNS = ("time_s", "t", "time_from_start")
 
@@ -91,18 +91,10 @@ def run(args: argparse.Namespace) -> int:
         "message": res.message,
         "points": len(times),
         "joints": joints,
-        "loss_before": res.loss_before,
-        "loss_after": res.loss_after,
-        "devices_written": res.devices_written,
-        "update_time_s": res.update_time_s,
+        **learn_result(res),
     }
     if args.json:
         emit_json(out)
     else:
-        print(
-            f"learn: {len(times)} points of {', '.join(joints)} learned in one update: loss {res.loss_before:.4f} "
-            f"-> {res.loss_after:.4f}; {res.devices_written} PCM devices written; "
-            f"{1e3 * res.update_time_s:.0f} ms",
-            flush=True,
-        )
+        print(f"learn: {len(times)} points of {', '.join(joints)} {learn_summary(res)}", flush=True)
     return 0

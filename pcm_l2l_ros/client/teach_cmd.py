@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from pcm_l2l_ros.client.common import add_connection_arguments, emit_json, refused
+from pcm_l2l_ros.client.common import add_connection_arguments, emit_json, learn_result, learn_summary, refused
 
 START_SERVICE = "/controller/demonstration/start"
 #: the trainee's duration (s): the longest demonstration
@@ -92,18 +92,13 @@ def run(args: argparse.Namespace) -> int:
         "recorded_s": res.recorded_s,
         "samples": res.samples,
         "ended_by": res.ended_by,
-        "loss_before": res.loss_before,
-        "loss_after": res.loss_after,
-        "devices_written": res.devices_written,
-        "update_time_s": res.update_time_s,
+        **learn_result(res),
     }
     if args.json:
         emit_json(out)
     else:
         print(
-            f"teach: {res.samples} samples over {res.recorded_s:.2f} s (ended by {res.ended_by}) learned in one "
-            f"update: loss {res.loss_before:.4f} -> {res.loss_after:.4f}; {res.devices_written} PCM devices "
-            f"written; {1e3 * res.update_time_s:.0f} ms",
+            f"teach: {res.samples} samples over {res.recorded_s:.2f} s (ended by {res.ended_by}) {learn_summary(res)}",
             flush=True,
         )
     return 0

@@ -20,6 +20,15 @@ from rclpy.signals import SignalHandlerOptions
 from pcm_l2l_ros.nodes.common import ensure_localhost_discovery
 
 
+def _not_available(kind: str, name: str, connect_timeout: float) -> TimeoutError:
+    """The error for a service or action that did not appear, with what to check."""
+    return TimeoutError(
+        f"{kind} {name} is not available after {connect_timeout:g} s: is the node graph running, with the same "
+        f"ROS_DOMAIN_ID ({os.environ.get('ROS_DOMAIN_ID', '0')}) and discovery range "
+        f"({os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE')})?"
+    )
+
+
 class GraphClient:
     """``with GraphClient() as c: c.call(Trigger, "/controller/execute", Trigger.Request())``."""
 
@@ -53,11 +62,7 @@ class GraphClient:
         client = self.node.create_client(srv_type, service)
         try:
             if not self.spin_until(client.service_is_ready, connect_timeout):
-                raise TimeoutError(
-                    f"service {service} is not available after {connect_timeout:g} s: is the node graph running, "
-                    f"with the same ROS_DOMAIN_ID ({os.environ.get('ROS_DOMAIN_ID', '0')}) and discovery range "
-                    f"({os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE')})?"
-                )
+                raise _not_available("service", service, connect_timeout)
             future = client.call_async(request)
             if not self.spin_until(future.done, timeout):
                 client.remove_pending_request(future)
@@ -85,11 +90,7 @@ class GraphClient:
         handle = None
         try:
             if not self.spin_until(client.server_is_ready, connect_timeout):
-                raise TimeoutError(
-                    f"action {action} is not available after {connect_timeout:g} s: is the node graph running, "
-                    f"with the same ROS_DOMAIN_ID ({os.environ.get('ROS_DOMAIN_ID', '0')}) and discovery range "
-                    f"({os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE')})?"
-                )
+                raise _not_available("action", action, connect_timeout)
             callback = None if on_feedback is None else (lambda msg: on_feedback(msg.feedback))
             sent = client.send_goal_async(goal, feedback_callback=callback)
             if not self.spin_until(sent.done, timeout):

@@ -188,7 +188,7 @@ class ControllerNode(ManagedNode):
         # its window (the trainee's duration) is set at configure
         self.teacher = DemonstrationTeacher(
             self, _GatedServer(self), self._on_learn, self._demonstration_busy, self.learned_joints,
-            home_tolerance_rad=min(self.start_tolerance_rad, HOME_TOLERANCE_RAD), max_window_s=None)
+            home_tolerance_rad=min(self.start_tolerance_rad, HOME_TOLERANCE_RAD), trainee_grid=None)
         self.create_service(Trigger, "~/execute", self._on_execute)
         self._setup_action_server()
         self._setup_markers()
@@ -218,7 +218,7 @@ class ControllerNode(ManagedNode):
             update_rounding=p["pcm.update_rounding"],
             learned_joint_limits=(self.lower[self._learned_idx], self.upper[self._learned_idx]),
             velocity_limits=self.vmax[self._learned_idx])
-        self.teacher.set_max_window(learner.T * learner.dt)
+        self.teacher.set_trainee_grid(learner.dt, learner.T, self.vmax[self._learned_idx])
         pool = WorkerPool("learner", workers=1, max_pending=p["max_pending"], logger=self.get_logger())
         with self._lock:
             self.learner, self.pool, self.worker_pools = learner, pool, [pool]

@@ -23,8 +23,9 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
+import numpy as np
 from builtin_interfaces.msg import Duration
 from pcm_l2l_interfaces.srv import LearnDemonstration, LearnTrajectory
 from rclpy.node import Node
@@ -33,7 +34,7 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from pcm_l2l_ros.arm.demonstration import Demonstration, DemonstrationError, DemonstrationRecorder
+from pcm_l2l_ros.arm.demonstration import Demonstration, DemonstrationError, DemonstrationRecorder, on_trainee_grid
 from pcm_l2l_ros.nodes.common import WorkerPool
 
 #: /joint_states QoS of the recorder (best effort: matches reliable and best-effort drivers)
@@ -44,10 +45,10 @@ LIVE_S = 0.5
 WINDOW_GRACE_S = 1.0
 
 
-def demonstration_to_trajectory(demo: Demonstration, joint_names) -> JointTrajectory:
-    """The recording as a trajectory_msgs/JointTrajectory (positions in rad, time since the start)."""
+def demonstration_to_trajectory(times_s, positions, joint_names) -> JointTrajectory:
+    """Samples (times (m,) in s, positions (m, n) in rad) as a trajectory_msgs/JointTrajectory."""
     msg = JointTrajectory(joint_names=list(joint_names))
-    for t, q in zip(demo.times_s.tolist(), demo.positions.tolist(), strict=True):
+    for t, q in zip(list(times_s), [list(p) for p in positions], strict=True):
         sec = math.floor(t)
         msg.points.append(
             JointTrajectoryPoint(
@@ -71,8 +72,9 @@ class DemonstrationTeacher:
     ``learn_fn(LearnTrajectory.Request, LearnTrajectory.Response) -> Response`` is the controller's learning
     callback (called on ``pool``'s worker, as ``~/learn_trajectory``); ``busy_fn() -> str | None`` says why the
     controller cannot record now (e.g. executing), or None. ``learned_joints`` are recorded in that order;
-    ``home_tolerance_rad`` is how far from 0 rad the arm may be when the recording starts; ``max_window_s`` the
-    trainee's duration (s), or None until :meth:`set_max_window` (nothing is recorded before).
+    ``home_tolerance_rad`` is how far from 0 rad the arm may be when the recording starts; ``trainee_grid`` =
+    (dt in s, steps, velocity limits in rad/s) of the trainee, or None until :meth:`set_trainee_grid` (nothing is
+    recorded before). The recording is learned as :func:`~pcm_l2l_ros.arm.demonstration.on_trainee_grid` makes it.
     """
 
     def __init__(
@@ -83,7 +85,7 @@ class DemonstrationTeacher:
         busy_fn: Callable[[], str | None],
         learned_joints,
         home_tolerance_rad: float,
-        max_window_s: float | None,
+        trainee_grid: tuple[float, int, Any] | None,
     ):
         self._node, self._learn_fn, self._busy_fn = node, learn_fn, busy_fn
         self.joints = list(learned_joints)
@@ -91,8 +93,9 @@ class DemonstrationTeacher:
         self.max_window_s = 0.0
         self._rec: DemonstrationRecorder | None = None
         self._lock = threading.Lock()
-        if max_window_s is not None:
-            self.set_max_window(max_window_s)
+        self._grid: tuple[float, int, np.ndarray] | None = None
+        if trainee_grid is not None:
+            self.set_trainee_grid(*trainee_grid)
         self._window_done = threading.Event()
         self._last_wall: float | None = None
         self._last_q = None
@@ -101,13 +104,16 @@ class DemonstrationTeacher:
         node.create_service(Trigger, "~/demonstration/start", self._on_start)
         pool.serve(node, LearnDemonstration, "~/demonstration/learn", self._on_learn)
 
-    def set_max_window(self, max_window_s: float) -> None:
-        """The longest recording (s, the trainee's duration); a running recording is dropped."""
-        rec = DemonstrationRecorder(float(max_window_s), self.home_tolerance_rad, n_joints=len(self.joints))
+    def set_trainee_grid(self, dt_s: float, steps: int, vmax_rad_s) -> None:
+        """The trainee's time grid (``steps`` x ``dt_s`` s: the longest recording) and the learned joints' velocity
+        limits (rad/s); a running recording is dropped."""
+        max_window_s = float(dt_s) * int(steps)
+        rec = DemonstrationRecorder(max_window_s, self.home_tolerance_rad, n_joints=len(self.joints))
         with self._lock:
             if self._rec is not None and self._rec.recording:
                 self._break("the controller was reconfigured")
-            self._rec, self.max_window_s = rec, float(max_window_s)
+            self._rec, self.max_window_s = rec, max_window_s
+            self._grid = (float(dt_s), int(steps), np.asarray(vmax_rad_s, dtype=np.float64))
 
     def _recorder(self) -> DemonstrationRecorder:
         if self._rec is None:
@@ -191,9 +197,16 @@ class DemonstrationTeacher:
             self._node.get_logger().warning(response.message)
             return response
         response.recorded_s, response.samples, response.ended_by = demo.duration_s, demo.samples, demo.ended_by
-        response.demonstration = demonstration_to_trajectory(demo, self.joints)
+        response.demonstration = demonstration_to_trajectory(demo.times_s, demo.positions, self.joints)
+        dt, steps, vmax = self._grid
+        try:
+            target = demonstration_to_trajectory(*on_trainee_grid(demo, dt, steps, vmax), self.joints)
+        except DemonstrationError as e:
+            response.success, response.message = False, f"not learnable: {e}"
+            self._node.get_logger().warning(response.message)
+            return response
         learned = self._learn_fn(
-            LearnTrajectory.Request(target=response.demonstration, quantize_update=bool(request.quantize_update)),
+            LearnTrajectory.Request(target=target, quantize_update=bool(request.quantize_update)),
             LearnTrajectory.Response(),
         )
         response.success, response.message = bool(learned.success), learned.message
