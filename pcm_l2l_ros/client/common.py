@@ -7,17 +7,21 @@ import json
 import sys
 
 
-def add_connection_arguments(p: argparse.ArgumentParser, service: str) -> None:
-    p.add_argument("--service", default=service, help=f"service name (default {service})")
+def add_connection_arguments(
+    p: argparse.ArgumentParser, name: str, kind: str = "service", json_help: str = "print the answer as one JSON object"
+) -> None:
+    """``--service NAME`` (``--action NAME`` if ``kind="action"``), ``--connect-timeout``, ``--timeout``, ``--json``."""
+    p.add_argument(f"--{kind}", default=name, help=f"{kind} name (default {name})")
     p.add_argument(
         "--connect-timeout",
         type=float,
         default=30.0,
         metavar="S",
-        help="s to wait for the service to appear (default 30)",
+        help=f"s to wait for the {'action server' if kind == 'action' else 'service'} to appear (default 30)",
     )
-    p.add_argument("--timeout", type=float, default=120.0, metavar="S", help="s to wait for the answer (default 120)")
-    p.add_argument("--json", action="store_true", help="print the answer as one JSON object")
+    end = "the end" if kind == "action" else "the answer"
+    p.add_argument("--timeout", type=float, default=120.0, metavar="S", help=f"s to wait for {end} (default 120)")
+    p.add_argument("--json", action="store_true", help=json_help)
 
 
 def emit_json(obj: dict) -> None:

@@ -12,7 +12,7 @@ import argparse
 import sys
 import time
 
-from pcm_l2l_ros.client.common import emit_json, refused
+from pcm_l2l_ros.client.common import add_connection_arguments, emit_json, refused
 
 ACTION = "/controller/execute_learned"
 
@@ -25,15 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="duration multiplier of the learned motion: 1 = as learned, 2 = twice as long (0.5..4; default 1)",
     )
-    p.add_argument("--action", default=ACTION, help=f"action name (default {ACTION})")
-    p.add_argument(
-        "--connect-timeout",
-        type=float,
-        default=30.0,
-        metavar="S",
-        help="s to wait for the action server to appear (default 30)",
+    add_connection_arguments(
+        p, ACTION, kind="action", json_help="print the result as one JSON object (no feedback lines)"
     )
-    p.add_argument("--timeout", type=float, default=120.0, metavar="S", help="s to wait for the end (default 120)")
     p.add_argument(
         "--retry",
         type=float,
@@ -48,7 +42,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="print a feedback line at most every S s (default 0.5; 0: every feedback message)",
     )
-    p.add_argument("--json", action="store_true", help="print the result as one JSON object (no feedback lines)")
     p.add_argument("--wait", action="store_true", help=argparse.SUPPRESS)  # the action always waits (old option)
 
 
