@@ -154,6 +154,22 @@ def ros_node(ros_domain):
         rclpy.try_shutdown(context=ctx)
 
 
+def lifecycle_ops(manager, name: str, alive):
+    """``(state(), change(transition, timeout=60))`` of the managed node ``name`` through ``manager`` (a
+    ``LifecycleManager``), over DDS; ``change`` prints how long the transition took and the state after it."""
+
+    def state() -> str:
+        return manager.get_state(name, 10.0, alive)
+
+    def change(transition: str, timeout: float = 60.0) -> bool:
+        t0 = time.monotonic()
+        ok = manager.change_state(name, transition, timeout, alive)
+        print(f"{transition}: {'ok' if ok else 'refused'} in {1e3 * (time.monotonic() - t0):.0f} ms -> {state()}")
+        return ok
+
+    return state, change
+
+
 def bring_up(ex, node, name: str, proc, timeout: float = 180.0) -> None:
     """Take the managed node ``name`` (running in ``proc``) to ``active`` over DDS with its standard lifecycle
     services (configure, activate), as the demo runner does; fails the test with the node's output otherwise."""

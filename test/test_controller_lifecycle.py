@@ -18,7 +18,7 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 from action_msgs.msg import GoalStatus  # noqa: E402
-from conftest import spin_until  # noqa: E402
+from conftest import lifecycle_ops, spin_until  # noqa: E402
 from pcm_l2l_interfaces.action import ExecuteLearned  # noqa: E402
 from pcm_l2l_interfaces.srv import LearnDemonstration, LearnTrajectory  # noqa: E402
 from rclpy.action import ActionClient  # noqa: E402
@@ -110,14 +110,7 @@ def test_transitions_over_dds_and_the_interfaces_in_each_state(managed_controlle
     proc, probe, manager, client = start(["--ros-args", "-p", "watchdog_timeout_s:=0.5"])
     alive = proc.alive
 
-    def state() -> str:
-        return manager.get_state("controller", 10.0, alive)
-
-    def change(transition: str, timeout: float = 60.0) -> bool:
-        t0 = time.monotonic()
-        ok = manager.change_state("controller", transition, timeout, alive)
-        print(f"{transition}: {'ok' if ok else 'refused'} in {1e3 * (time.monotonic() - t0):.0f} ms -> {state()}")
-        return ok
+    state, change = lifecycle_ops(manager, "controller", alive)
 
     # unconfigured: the interfaces exist and refuse; nothing of the chip is built (no learner thread)
     assert state() == "unconfigured"

@@ -7,14 +7,13 @@ chip; a corrupt checkpoint makes configure fail and leaves the node unconfigured
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from conftest import call_service, spin_until  # noqa: E402
+from conftest import call_service, lifecycle_ops, spin_until  # noqa: E402
 from pcm_l2l_interfaces.srv import FewShotClassify  # noqa: E402
 from test_untrusted_files import _copy_checkpoint  # noqa: E402
 from test_vision_node import _request  # noqa: E402
@@ -60,14 +59,7 @@ def test_transitions_over_dds_and_the_service_in_each_state(managed_vision):
     alive = proc.alive
     good, qy = _request(7)
 
-    def state() -> str:
-        return manager.get_state("vision", 10.0, alive)
-
-    def change(transition: str, timeout: float = 30.0) -> bool:
-        t0 = time.monotonic()
-        ok = manager.change_state("vision", transition, timeout, alive)
-        print(f"{transition}: {'ok' if ok else 'refused'} in {time.monotonic() - t0:.2f} s -> {state()}")
-        return ok
+    state, change = lifecycle_ops(manager, "vision", alive)
 
     def refused_inactive(label: str) -> None:
         res = call_service(ex, client, good, 30.0)
