@@ -216,17 +216,9 @@ def pick_unseen_target(seed: int, shape: str = "brownian"):
 def joint_trajectory_msg(q: np.ndarray, omega: np.ndarray | None, dt: float):
     """trajectory_msgs/JointTrajectory of (base_joint, shoulder): positions q (T, 2) in rad at t = dt, 2 dt, ...
     and optional velocities (T, 2) in rad/s."""
-    from builtin_interfaces.msg import Duration  # noqa: PLC0415
-    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: PLC0415
+    from pcm_l2l_ros.nodes.common import joint_trajectory  # noqa: PLC0415
 
-    msg = JointTrajectory(joint_names=["base_joint", "shoulder"])
-    for k in range(len(q)):
-        t = (k + 1) * dt
-        sec = int(t)
-        msg.points.append(JointTrajectoryPoint(
-            positions=[float(v) for v in q[k]], velocities=[] if omega is None else [float(v) for v in omega[k]],
-            time_from_start=Duration(sec=sec, nanosec=min(int(round((t - sec) * 1e9)), 999_999_999))))
-    return msg
+    return joint_trajectory(["base_joint", "shoulder"], [(k + 1) * dt for k in range(len(q))], q, omega)
 
 
 def unseen_target_msg(seed: int = DEMO_SEED):

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from builtin_interfaces.msg import Duration  # noqa: E402
 from conftest import bring_up, call_service, spin_until  # noqa: E402
 from pcm_l2l_interfaces.srv import LearnDemonstration  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+
+from pcm_l2l_ros.nodes.common import joint_trajectory  # noqa: E402
 
 STARTUP_S = 90.0
 MOTION_S = 1.8  # the demonstrated figure-eight lasts 1.8 s, from home back to home
@@ -31,16 +32,9 @@ def figure_eight(t: np.ndarray) -> np.ndarray:
 
 def trajectory_msg(q_fn, duration_s: float, start_in_s: float, node) -> JointTrajectory:
     """A position JointTrajectory for the sim, stamped to start ``start_in_s`` from now (the sim waits for it)."""
-    msg = JointTrajectory(joint_names=["base_joint", "shoulder"])
+    times = np.arange(DT, duration_s + 1e-9, DT)
+    msg = joint_trajectory(["base_joint", "shoulder"], times, [q_fn(t) for t in times])
     msg.header.stamp = (node.get_clock().now() + rclpy.duration.Duration(seconds=start_in_s)).to_msg()
-    for t in np.arange(DT, duration_s + 1e-9, DT):
-        sec = int(t)
-        msg.points.append(
-            JointTrajectoryPoint(
-                positions=[float(v) for v in q_fn(t)],
-                time_from_start=Duration(sec=sec, nanosec=int(round((t - sec) * 1e9))),
-            )
-        )
     return msg
 
 

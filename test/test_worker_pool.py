@@ -50,3 +50,18 @@ def test_run_on_each_raises_a_workers_error() -> None:
         assert pool.alive()
     finally:
         assert pool.close(5.0)
+
+
+def test_durations_carry_a_rounding_into_the_seconds_and_trajectory_times_increase():
+    from pcm_l2l_ros.nodes.common import duration_msg, joint_trajectory
+
+    d = duration_msg(2.9999999999999996)  # int(t) = 2 but t rounds to 3 s: not 2 s + 0 ns, not 2 s + 10^9 ns
+    assert (d.sec, d.nanosec) == (3, 0)
+    d = duration_msg(2.49)
+    assert (d.sec, d.nanosec) == (2, 490_000_000)
+    for scale in (0.5, 1.0, 1.5, 3.0, 4.0):  # the controller's trajectory mode: t = (k + 1) dt scale
+        times = [(k + 1) * 0.01 * scale for k in range(249)]
+        msg = joint_trajectory(["base_joint", "shoulder"], times, [[0.0, 0.0]] * 249)
+        ns = [p.time_from_start.sec * 10**9 + p.time_from_start.nanosec for p in msg.points]
+        assert all(b > a for a, b in zip(ns, ns[1:], strict=False))
+        assert all(abs(n - 1e9 * t) <= 1 for n, t in zip(ns, times, strict=True))

@@ -58,19 +58,12 @@ def read_trajectory_csv(path: Path) -> tuple[list[str], list[float], list[list[f
 
 
 def trajectory_msg(joints: list[str], times: list[float], positions: list[list[float]]):
-    from builtin_interfaces.msg import Duration  # noqa: PLC0415
-    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint  # noqa: PLC0415
+    from pcm_l2l_ros.nodes.common import joint_trajectory  # noqa: PLC0415 - rclpy only where a client runs
 
-    msg = JointTrajectory(joint_names=list(joints))
-    for t, q in zip(times, positions, strict=True):
+    for t in times:
         if t < 0 or t > 2**31 - 1:
             raise ValueError(f"time {t} s out of range")
-        sec = int(math.floor(t))
-        nanosec = min(int(round((t - sec) * 1e9)), 999_999_999)
-        msg.points.append(
-            JointTrajectoryPoint(positions=[float(v) for v in q], time_from_start=Duration(sec=sec, nanosec=nanosec))
-        )
-    return msg
+    return joint_trajectory(joints, times, positions)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,11 +25,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import rclpy
+from builtin_interfaces.msg import Duration
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 #: longest time (s) the spin loop waits before it looks at the stop flag set by a signal
 SPIN_POLL_S = 0.05
@@ -409,3 +411,22 @@ def non_negative(value: Any) -> str | None:
     if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         return "must be a finite number >= 0"
     return None
+
+
+def duration_msg(t_s: float) -> Duration:
+    """builtin_interfaces/Duration of ``t_s`` >= 0 s, rounded to the nanosecond (a rounding up to a whole second is
+    carried into ``sec``: 2.9999999999999996 s is 3 s, not 2 s + 10^9 ns or 2 s)."""
+    ns = int(round(float(t_s) * 1e9))
+    return Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def joint_trajectory(joint_names, times_s, positions, velocities=None) -> JointTrajectory:
+    """trajectory_msgs/JointTrajectory: one point per time (s from the start) with its positions (rad) and, if
+    given, velocities (rad/s), in the order of ``joint_names``."""
+    msg = JointTrajectory(joint_names=list(joint_names))
+    for k, t in enumerate(times_s):
+        msg.points.append(JointTrajectoryPoint(
+            positions=[float(v) for v in positions[k]],
+            velocities=[] if velocities is None else [float(v) for v in velocities[k]],
+            time_from_start=duration_msg(t)))
+    return msg

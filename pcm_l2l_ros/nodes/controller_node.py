@@ -69,7 +69,6 @@ import time
 from typing import Any
 
 import numpy as np
-from builtin_interfaces.msg import Duration
 from geometry_msgs.msg import Point
 from pcm_l2l_interfaces.action import ExecuteLearned
 from pcm_l2l_interfaces.msg import ControllerStatus
@@ -83,12 +82,12 @@ from rclpy.task import Future
 from sensor_msgs.msg import JointState
 from std_msgs.msg import ColorRGBA, Float64MultiArray
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import Marker, MarkerArray
 
 from pcm_l2l_ros.arm.urdf import default_urdf_path, ee_position, load_chain
 from pcm_l2l_ros.compute_threads import limit_compute_threads
-from pcm_l2l_ros.nodes.common import WorkerPool, run_node
+from pcm_l2l_ros.nodes.common import WorkerPool, joint_trajectory, run_node
 from pcm_l2l_ros.nodes.controller_params import MAX_DRIFT_S, MODES, declare_parameters  # noqa: F401 - public names
 from pcm_l2l_ros.nodes.diagnostics import DiagnosticsPublisher, LatencyWindow, Status, add_chip_wear
 from pcm_l2l_ros.nodes.lifecycle import ManagedNode
@@ -704,12 +703,7 @@ class ControllerNode(ManagedNode):
             q = np.clip(q + dt * omega[k], lo, hi)
             qs[k] = q
         q = qs
-        traj = JointTrajectory(joint_names=list(self.learned_joints))
-        for k in range(len(q)):
-            t = (k + 1) * dt * scale
-            traj.points.append(JointTrajectoryPoint(
-                positions=[float(v) for v in q[k]],
-                time_from_start=Duration(sec=int(t), nanosec=int(round((t - int(t)) * 1e9)) % 1_000_000_000)))
+        traj = joint_trajectory(self.learned_joints, [(k + 1) * dt * scale for k in range(len(q))], q)
         self._traj_pub.publish(traj)
         return len(q) * dt * scale
 

@@ -13,7 +13,7 @@ A user moves a real arm by hand (teach mode) or replays a recorded trajectory on
 its joint_trajectory_controller) and has the controller repeat it with ``~/execute_learned``. The recorder
 (:mod:`pcm_l2l_ros.arm.demonstration`) keeps at most ``DEFAULT_MAX_SAMPLES`` samples; the learn request runs on
 the controller's learner worker, so the executor keeps serving while a window is recorded. The controller is a
-managed node: the recording window (the trainee's duration) is known once it is configured (:meth:`set_max_window`);
+managed node: the recording window (the trainee's duration) is known once it is configured (:meth:`set_trainee_grid`);
 until then, and whenever the controller is not active, ``busy_fn`` refuses with its ``inactive: ...`` reason.
 """
 
@@ -26,16 +26,14 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
-from builtin_interfaces.msg import Duration
 from pcm_l2l_interfaces.srv import LearnDemonstration, LearnTrajectory
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from pcm_l2l_ros.arm.demonstration import Demonstration, DemonstrationError, DemonstrationRecorder, on_trainee_grid
-from pcm_l2l_ros.nodes.common import WorkerPool
+from pcm_l2l_ros.nodes.common import WorkerPool, joint_trajectory
 
 #: /joint_states QoS of the recorder (best effort: matches reliable and best-effort drivers)
 JOINT_STATES_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
@@ -43,20 +41,6 @@ JOINT_STATES_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliabi
 LIVE_S = 0.5
 #: extra wait (s) beyond a window for its last samples before the recording is declared broken
 WINDOW_GRACE_S = 1.0
-
-
-def demonstration_to_trajectory(times_s, positions, joint_names) -> JointTrajectory:
-    """Samples (times (m,) in s, positions (m, n) in rad) as a trajectory_msgs/JointTrajectory."""
-    msg = JointTrajectory(joint_names=list(joint_names))
-    for t, q in zip(list(times_s), [list(p) for p in positions], strict=True):
-        sec = math.floor(t)
-        msg.points.append(
-            JointTrajectoryPoint(
-                positions=[float(v) for v in q],
-                time_from_start=Duration(sec=int(sec), nanosec=int(round((t - sec) * 1e9))),
-            )
-        )
-    return msg
 
 
 class WorkerServer(Protocol):
@@ -197,10 +181,10 @@ class DemonstrationTeacher:
             self._node.get_logger().warning(response.message)
             return response
         response.recorded_s, response.samples, response.ended_by = demo.duration_s, demo.samples, demo.ended_by
-        response.demonstration = demonstration_to_trajectory(demo.times_s, demo.positions, self.joints)
+        response.demonstration = joint_trajectory(self.joints, demo.times_s, demo.positions)
         dt, steps, vmax = self._grid
         try:
-            target = demonstration_to_trajectory(*on_trainee_grid(demo, dt, steps, vmax), self.joints)
+            target = joint_trajectory(self.joints, *on_trainee_grid(demo, dt, steps, vmax))
         except DemonstrationError as e:
             response.success, response.message = False, f"not learnable: {e}"
             self._node.get_logger().warning(response.message)
