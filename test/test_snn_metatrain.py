@@ -333,3 +333,45 @@ def test_train_snn_families_option(tmp_path):
     assert train_cmd.run(_args(tmp_path / "e", iterations=2, seed=20261129)) == 2
     assert train_cmd.run(_args(tmp_path / "f", iterations=2, seed=20261129 - 2_000_003)) == 2
     assert not (tmp_path / "d" / "run" / "state.pt").exists() and not (tmp_path / "e" / "run" / "state.pt").exists()
+
+
+# ----------------------------------------------------------------------------------------------- wider LSG
+def test_widen_lsg_keeps_the_learning_signals_and_the_one_shot_result():
+    cfg = SNNConfig(n_trainee=30, n_lsg=20)
+    w = SNNWeights.init_random(cfg, 4)
+    wide = w.widen_lsg(cfg, 50, rng=1)
+    cfg50 = cfg.replace(n_lsg=50)
+    wide.check(cfg50)
+    place = np.r_[0:cfg.n_lsg_lif, cfg50.n_lsg_lif:cfg50.n_lsg_lif + cfg.n_lsg_alif]  # LIF first, ALIF after
+    added = np.setdiff1d(np.arange(50), place)
+    np.testing.assert_array_equal(wide.W_out_lsg[added], 0.0)       # the new neurons say nothing yet ...
+    np.testing.assert_array_equal(wide.W_rec_lsg[added], 0.0)
+    assert np.abs(wide.W_in_lsg[:, added]).min(axis=0).max() > 0     # ... but they receive input and spike
+    for k in ("W_in_trainee", "W_rec_trainee", "W_out_trainee"):
+        np.testing.assert_array_equal(getattr(wide, k), getattr(w, k))
+    kin = tasks.default_kinematics()
+    batch = mt.make_batch(3, np.random.default_rng(5), cfg, kin, families="ellipse:1,brownian:1")
+    X = mt.clock_tensor(cfg)
+    with torch.no_grad():
+        small = mt.NaturalEprop(cfg, w).episode(X, batch.X_lsg)
+        big = mt.NaturalEprop(cfg50, wide).episode(X, batch.X_lsg)
+    torch.testing.assert_close(big.z_lsg[..., place], small.z_lsg, rtol=0, atol=0)   # same spikes, old neurons
+    torch.testing.assert_close(big.omega, small.omega)                             # same one-shot result
+    rate_new = float(big.z_lsg[..., added].mean())
+    assert rate_new > 0.1 * float(small.z_lsg.mean())                              # copies of live neurons spike
+    with pytest.raises(ValueError, match="smaller"):
+        wide.widen_lsg(cfg50, 20)
+
+
+def test_train_snn_widen_lsg_from_init(tmp_path):
+    dest = tmp_path / "models" / "snn_l2l.npz"
+    assert train_cmd.run(_args(tmp_path / "a", iterations=2, export=dest)) == 0
+    # a wider LSG needs --widen-lsg; without it the shapes are refused with a clear error, nothing is written
+    assert train_cmd.run(_args(tmp_path / "b", iterations=2, init=dest, n_lsg=30)) == 2
+    assert not (tmp_path / "b" / "run" / "state.pt").exists()
+    wide = tmp_path / "models" / "wide.npz"
+    assert train_cmd.run(_args(tmp_path / "c", iterations=2, init=dest, n_lsg=30, widen_lsg=True, export=wide)) == 0
+    _, side = load_checkpoint(wide, kind="snn_l2l")
+    assert side["config"]["n_lsg"] == 30 and side["config"]["init"]["path"] == str(dest)
+    w, cfg = SNNWeights.load(wide)
+    assert w.W_out_lsg.shape == (30, 20) and cfg.n_lsg == 30

@@ -205,6 +205,46 @@ class SNNWeights:
         w.check(cfg)
         return w, cfg
 
+    def widen_lsg(self, cfg: SNNConfig, n_lsg: int, rng: np.random.Generator | int | None = None,
+                  noise: float = 0.1) -> SNNWeights:
+        """These weights with an LSG of ``n_lsg`` neurons, computing exactly the same learning signals.
+
+        Function-preserving widening (Chen et al. 2016, "Net2Net"): the LIF neurons keep the first places and the
+        ALIF ones the last (the layout of :class:`SNNConfig`); each added neuron receives the input and recurrent
+        weights of a random old neuron of its kind plus noise, so it spikes like its peers, but its outgoing
+        recurrent weights and learning-signal weights are 0 until meta-training changes them. The trainee's
+        weights are untouched. The rate regulariser sees the new neurons, the outputs do not.
+        """
+        if n_lsg < cfg.n_lsg:
+            raise ValueError(f"widen_lsg: n_lsg {n_lsg} is smaller than the checkpoint's {cfg.n_lsg}")
+        self.check(cfg)
+        rng = np.random.default_rng(rng)
+        new = cfg.replace(n_lsg=n_lsg)
+        old_lif, new_lif = cfg.n_lsg_lif, new.n_lsg_lif
+        if new.n_lsg_alif < cfg.n_lsg_alif or new_lif < old_lif:
+            raise ValueError("widen_lsg: the wider LSG must have at least as many LIF and ALIF neurons")
+        # old neuron k sits at place[k] in the wider network
+        place = np.concatenate([np.arange(old_lif), new_lif + np.arange(cfg.n_lsg_alif)])
+        added = np.setdiff1d(np.arange(n_lsg), place)
+        # each added neuron copies the incoming weights of a random old neuron of its kind, plus noise of
+        # `noise` x the weights' spread (symmetry breaking), so it spikes about as often as its peers
+        src = np.where(added < new_lif, rng.integers(0, old_lif, added.size),
+                       old_lif + rng.integers(0, cfg.n_lsg_alif, added.size))
+        rec = self.W_rec_lsg.astype(np.float64) * (1.0 - np.eye(cfg.n_lsg))  # no autapse to copy
+        W_in = np.zeros((new.n_lsg_in, n_lsg))
+        W_in[:, place] = self.W_in_lsg
+        W_in[:, added] = self.W_in_lsg[:, src] + noise * float(self.W_in_lsg.std()) * rng.standard_normal(
+            (new.n_lsg_in, added.size))
+        W_rec = np.zeros((n_lsg, n_lsg))
+        W_rec[np.ix_(place, place)] = self.W_rec_lsg
+        W_rec[np.ix_(place, added)] = rec[:, src] + noise * float(rec.std()) * rng.standard_normal(
+            (cfg.n_lsg, added.size))
+        W_out = np.zeros((n_lsg, new.n_trainee))
+        W_out[place] = self.W_out_lsg
+        arrays = self.to_dict() | {"W_in_lsg": W_in, "W_rec_lsg": W_rec, "W_out_lsg": W_out}
+        meta = dict(self.meta) | {"widened_lsg": {"from": cfg.n_lsg, "to": n_lsg}}
+        return SNNWeights.from_arrays(arrays, dtype=self.W_in_lsg.dtype, meta=meta)
+
     @classmethod
     def init_random(cls, cfg: SNNConfig, rng: np.random.Generator | int | None = None,
                     dtype=np.float32) -> SNNWeights:

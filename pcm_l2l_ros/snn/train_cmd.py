@@ -92,6 +92,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export-eval-n", type=int, default=270,
                    help="held-out trajectories for the exported checkpoint's metrics (Numba kernels)")
     p.add_argument("--init", type=Path, default=None, help="start from this snn_l2l checkpoint (not --resume)")
+    p.add_argument("--widen-lsg", action="store_true",
+                   help="with --init: if the checkpoint's LSG is smaller than --n-lsg, add neurons that leave its "
+                        "learning signals unchanged (function-preserving) and meta-train the wider LSG")
     p.add_argument("--chip-in-the-loop", action="store_true",
                    help="hardware-aware meta-training: simulated PCM chip weights + rounded update (straight-through)")
     p.add_argument("--chip-drift", type=float, default=3600.0, help="chip read time after programming, s")
@@ -107,6 +110,22 @@ def _config(args):
     from pcm_l2l_ros.snn.params import SNNConfig  # noqa: PLC0415
 
     return SNNConfig(n_trainee=args.n_trainee, n_lsg=args.n_lsg)
+
+
+def _init_weights(args, cfg):
+    """The ``--init`` checkpoint's weights for ``cfg``; with ``--widen-lsg`` a smaller LSG is widened to
+    ``cfg.n_lsg`` without changing what the network computes (``SNNWeights.widen_lsg``)."""
+    from pcm_l2l_ros.snn.params import SNNWeights  # noqa: PLC0415
+
+    w0, init_cfg = SNNWeights.load(args.init)
+    if init_cfg.n_lsg != cfg.n_lsg and args.widen_lsg:
+        if (init_cfg.n_trainee, init_cfg.frac_alif) != (cfg.n_trainee, cfg.frac_alif):
+            raise ValueError("--widen-lsg changes only the LSG's size; the trainee and the ALIF fraction must match")
+        log.info("widening the LSG of %s: %d -> %d neurons (function-preserving)", args.init, init_cfg.n_lsg,
+                 cfg.n_lsg)
+        return w0.widen_lsg(init_cfg, cfg.n_lsg, rng=args.seed)
+    w0.check(cfg)
+    return w0
 
 
 def _chip(args, iteration: int, validation: bool = False):
@@ -324,7 +343,11 @@ def run(args) -> int:
         rng = np.random.default_rng(args.seed)
         torch.manual_seed(args.seed)
         if args.init is not None:
-            w0, _ = SNNWeights.load(args.init, cfg)
+            try:
+                w0 = _init_weights(args, cfg)
+            except ValueError as e:
+                log.error("--init %s: %s", args.init, e)
+                return 2
         else:
             w0 = SNNWeights.init_random(cfg, rng)
         model = mt.NaturalEprop(cfg, w0, second_order=not args.first_order, chip=_chip(args, 0))
