@@ -76,3 +76,33 @@ def test_batched_conversion_equals_one_by_one():
         msgs.append(SimpleNamespace(height=h, width=w, encoding="mono8", is_bigendian=0, step=w, data=a.tobytes()))
         singles.append(to_model_input(a / 255.0))
     np.testing.assert_allclose(images_to_input(msgs), np.stack(singles), atol=1e-6)
+
+
+def test_messages_decoded_in_place_equal_decode_then_convert():
+    """images_to_input decodes into a per-thread work array reused across calls; the result is exactly that of
+    decode() + to_model_inputs() for every encoding, byte order and row padding, also after a larger call."""
+    from types import SimpleNamespace
+
+    from pcm_l2l_ros.nodes.image_codec import _CHANNELS, to_model_inputs
+
+    rng = np.random.default_rng(1)
+
+    def batch(n, sizes):
+        msgs = []
+        for i in range(n):
+            h, w = sizes[i % len(sizes)]
+            enc = ("mono8", "mono16", "32FC1", "rgb8", "bgr8")[i % 5]
+            big = i % 3 == 0
+            ch, dt = _CHANNELS[enc]
+            dt = dt.newbyteorder(">" if big else "<")
+            a = rng.random((h, w, ch)) if dt.kind == "f" else rng.integers(0, np.iinfo(dt).max + 1, (h, w, ch))
+            raw = a.astype(dt).reshape(h, -1).view(np.uint8)
+            pad = 4 * (i % 2)
+            data = np.concatenate([raw, np.full((h, pad), 7, np.uint8)], axis=1).tobytes()
+            msgs.append(SimpleNamespace(height=h, width=w, encoding=enc, is_bigendian=int(big),
+                                        step=raw.shape[1] + pad, data=data))
+        return msgs
+
+    for msgs in (batch(23, [(105, 105), (37, 50)]), batch(6, [(30, 20)]), batch(11, [(105, 105)])):
+        want = to_model_inputs([decode(m.height, m.width, m.encoding, m.is_bigendian, m.step, m.data) for m in msgs])
+        np.testing.assert_array_equal(images_to_input(msgs), want)

@@ -11,6 +11,7 @@ paper (as the Omniglot scans); the image is inverted so that ink = 1. An image w
 from __future__ import annotations
 
 import functools
+import threading
 
 import numpy as np
 
@@ -45,24 +46,37 @@ def check_header(height: int, width: int, encoding: str, step: int, n_bytes: int
 
 def decode(height: int, width: int, encoding: str, is_bigendian: int, step: int, data: bytes) -> np.ndarray:
     """Pixel intensities (height, width) float32 in [0, 1]; raises ImageError on any inconsistency."""
+    check_header(height, width, encoding, step, len(data))   # before the allocation
+    out = np.empty((height, width), np.float32)
+    decode_into(height, width, encoding, is_bigendian, step, data, out)
+    return out
+
+
+def decode_into(height: int, width: int, encoding: str, is_bigendian: int, step: int, data: bytes,
+                out: np.ndarray) -> None:
+    """:func:`decode` written into ``out`` ((height, width) float32), without a temporary for one-channel
+    images; raises ImageError on any inconsistency (``out`` is then partly written)."""
     check_header(height, width, encoding, step, len(data))
     channels, dtype = _CHANNELS[encoding]
     row_bytes = width * channels * dtype.itemsize
     buf = np.frombuffer(data, dtype=np.uint8).reshape(height, step)[:, :row_bytes]  # no copy of the message
-    dt = dtype.newbyteorder(">" if is_bigendian else "<") if dtype.itemsize > 1 else dtype
-    px = np.ascontiguousarray(buf).view(dt).reshape(height, width, channels).astype(np.float32)
-    if encoding == "mono8" or encoding in ("rgb8", "bgr8"):
-        px *= np.float32(1.0 / 255.0)
-    elif encoding == "mono16":
-        px *= np.float32(1.0 / 65535.0)
-    elif not np.all(np.isfinite(px)):
-        raise ImageError("32FC1 image contains NaN or inf")
-    elif px.min() < 0.0 or px.max() > 1.0:
-        raise ImageError("32FC1 values must lie in [0, 1]")
+    if dtype.itemsize > 1:   # a view as wider words needs contiguous rows
+        buf = np.ascontiguousarray(buf).view(dtype.newbyteorder(">" if is_bigendian else "<"))
     if channels == 3:
+        px = buf.reshape(height, width, 3).astype(np.float32)
+        px *= np.float32(1.0 / 255.0)
         r, g, b = (px[..., 0], px[..., 1], px[..., 2]) if encoding == "rgb8" else (px[..., 2], px[..., 1], px[..., 0])
-        return 0.299 * r + 0.587 * g + 0.114 * b
-    return px[..., 0]
+        out[...] = 0.299 * r + 0.587 * g + 0.114 * b
+    elif encoding == "mono8":
+        np.multiply(buf, np.float32(1.0 / 255.0), out=out)
+    elif encoding == "mono16":
+        np.multiply(buf, np.float32(1.0 / 65535.0), out=out)
+    else:  # 32FC1
+        out[...] = buf
+        if not np.all(np.isfinite(out)):
+            raise ImageError("32FC1 image contains NaN or inf")
+        if out.min() < 0.0 or out.max() > 1.0:
+            raise ImageError("32FC1 values must lie in [0, 1]")
 
 
 @functools.lru_cache(maxsize=32)
@@ -76,18 +90,8 @@ def to_model_inputs(intensities) -> np.ndarray:
     """Images (H, W) of intensities in [0, 1] -> (n, 28, 28) float32 with ink = 1 (polarity as documented;
     area resampling, images of one size resampled together)."""
     out = np.empty((len(intensities), SIZE, SIZE), np.float32)
-    by_shape: dict[tuple[int, int], list[int]] = {}
-    for i, p in enumerate(intensities):
-        by_shape.setdefault(np.shape(p), []).append(i)
-    for (h, w), idx in by_shape.items():
-        x = np.stack([np.asarray(intensities[i], dtype=np.float32) for i in idx])   # (k, h, w)
-        k = len(idx)
-        r = (x.reshape(k * h, w) @ _area_matrix32(w).T).reshape(k, h, SIZE)        # resample columns
-        r = (_area_matrix32(h) @ r.transpose(1, 0, 2).reshape(h, k * SIZE))        # and rows, one GEMM:
-        r = r.reshape(SIZE, k, SIZE).transpose(1, 0, 2)                            # (k, 28, 28)
-        flip = x.mean(axis=(1, 2)) >= 0.5   # dark ink on light paper: invert (area rows sum to 1, so
-        r[flip] = 1.0 - r[flip]             # inverting after resampling = resampling the inverted image)
-        out[idx] = np.clip(r, 0.0, 1.0)
+    for idx in _by_shape([np.shape(p) for p in intensities]).values():
+        out[idx] = _resample(np.stack([np.asarray(intensities[i], dtype=np.float32) for i in idx]))
     return out
 
 
@@ -97,10 +101,56 @@ def to_model_input(intensity: np.ndarray) -> np.ndarray:
 
 
 def images_to_input(msgs) -> np.ndarray:
-    """Several sensor_msgs/Image (or objects with their fields) -> (n, 28, 28) float32, ink = 1."""
-    return to_model_inputs([decode(int(m.height), int(m.width), str(m.encoding), int(m.is_bigendian),
-                                   int(m.step), m.data) for m in msgs])
+    """Several sensor_msgs/Image (or objects with their fields) -> (n, 28, 28) float32, ink = 1: each image is
+    decoded straight into this thread's work array of its size group (:func:`_work`), no copy per image."""
+    msgs = list(msgs)
+    for m in msgs:   # every header before any pixel
+        check_header(int(m.height), int(m.width), str(m.encoding), int(m.step), len(m.data))
+    out = np.empty((len(msgs), SIZE, SIZE), np.float32)
+    for (h, w), idx in _by_shape([(int(m.height), int(m.width)) for m in msgs]).items():
+        x = _work((len(idx), h, w))
+        for j, i in enumerate(idx):
+            m = msgs[i]
+            decode_into(h, w, str(m.encoding), int(m.is_bigendian), int(m.step), m.data, x[j])
+        out[idx] = _resample(x)
+    return out
 
+
+def _by_shape(shapes) -> dict[tuple[int, int], list[int]]:
+    """Indices of the images of each size, in order of first appearance."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, shape in enumerate(shapes):
+        groups.setdefault(tuple(shape), []).append(i)
+    return groups
+
+
+def _resample(x: np.ndarray) -> np.ndarray:
+    """(k, h, w) float32 intensities -> (k, 28, 28) ink = 1: area resampling of the columns, then of the rows
+    (one GEMM each), and the polarity."""
+    k, h, w = x.shape
+    r = (x.reshape(k * h, w) @ _area_matrix32(w).T).reshape(k, h, SIZE)        # resample columns
+    r = (_area_matrix32(h) @ r.transpose(1, 0, 2).reshape(h, k * SIZE))        # and rows, one GEMM:
+    r = r.reshape(SIZE, k, SIZE).transpose(1, 0, 2)                            # (k, 28, 28)
+    flip = x.mean(axis=(1, 2)) >= 0.5   # dark ink on light paper: invert (area rows sum to 1, so
+    r[flip] = 1.0 - r[flip]             # inverting after resampling = resampling the inverted image)
+    return np.clip(r, 0.0, 1.0)
+
+
+#: decoded pixels of one request up to this size stay allocated per thread for the next request (a process with
+#: a low mmap threshold, as the vision node, would otherwise map and fault in the pages of every request again)
+_WORK_MAX_BYTES = 16 << 20
+_work_arrays = threading.local()
+
+
+def _work(shape: tuple[int, int, int]) -> np.ndarray:
+    """A float32 array of ``shape`` (contents undefined): this thread's kept one when small enough."""
+    size = int(np.prod(shape))
+    if 4 * size > _WORK_MAX_BYTES:
+        return np.empty(shape, np.float32)
+    buf = getattr(_work_arrays, "buf", None)
+    if buf is None or buf.size < size:
+        buf = _work_arrays.buf = np.empty(size, np.float32)
+    return buf[:size].reshape(shape)
 
 
 #: file name endings :func:`image_file_fields` reads (whatever Pillow opens; PNG is the usual)
