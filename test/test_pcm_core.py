@@ -420,6 +420,20 @@ def test_prefetched_noise_draws_equal_plain_draws(chunk: int) -> None:
     np.testing.assert_array_equal(pre.take((3, 100)), plain.take((3, 100)))
 
 
+def test_the_same_prefetch_plan_again_is_kept() -> None:
+    """A plan announced again before its first take is neither cancelled nor drawn twice; the draws are those of
+    plain takes."""
+    from pcm_l2l_ros.pcm.noise import NormalStream as _NormalStream
+
+    plain, pre = _NormalStream(5, 4096), _NormalStream(5, 4096)
+    pre.prefetch([3000, 9000])
+    plan = list(pre._plan)
+    pre.prefetch([3000, 9000])
+    assert [b for b, _, _ in pre._plan] == [b for b, _, _ in plan]   # the same buffers: not cancelled, not redrawn
+    for n in (3000, 9000, 50):
+        np.testing.assert_array_equal(pre.take((1, n)), plain.take((1, n)))
+
+
 def test_prefetched_mvm_noise_gives_the_same_numbers() -> None:
     """PCMArray.prefetch_noise before an MVM (one and two row blocks, small and large batches): bit for bit the
     outputs without it; an MVM of another batch size after a prefetch is also unchanged."""

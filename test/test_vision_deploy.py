@@ -187,3 +187,21 @@ def test_warm_up_leaves_the_chip_state_and_noise_untouched(evaluation, released)
     rb = b.adapt_and_classify(t.support_x, t.support_y, t.query_x, rng=9)
     np.testing.assert_array_equal(ra.probs, rb.probs)
     assert ra.devices_written_per_step == rb.devices_written_per_step
+
+
+def test_noise_announced_before_the_pixels_gives_the_same_answers(evaluation, released):
+    """The vision node announces a request's image count before it decodes the images (prefetch_noise): the chip
+    answers exactly as without the announcement, also when the announced count is not the one that comes."""
+    params, cfg = released
+    a = FewShotChip(params, cfg, chip_configs("hermes_per_column"), 7)
+    b = FewShotChip(params, cfg, chip_configs("hermes_per_column"), 7)
+    for chip in (a, b):
+        chip.drift(3600.0)
+    sampler = TaskSampler(evaluation.images, 5, 5, 5)
+    for k, seed in enumerate((8, 9, 10)):
+        t = sampler.sample(np.random.default_rng(seed))
+        n = len(t.support_x) + len(t.query_x)
+        a.prefetch_noise(n if k != 1 else n + 3)   # the second announcement is wrong
+        ra = a.adapt_and_classify(t.support_x, t.support_y, t.query_x, rng=seed)
+        rb = b.adapt_and_classify(t.support_x, t.support_y, t.query_x, rng=seed)
+        np.testing.assert_array_equal(ra.probs, rb.probs)

@@ -226,14 +226,10 @@ class VisionNode(ManagedNode):
             response.success, response.message = False, "inactive: the vision node was cleaned up"
             return response
         try:
-            sx, sy, qx, ways, steps, drift = self._validate(request)
-        except RequestError as e:
-            self._count("invalid")
-            response.success, response.message = False, str(e)
-            self.get_logger().warning(f"classify refused: {e}")
-            return response
-        try:
+            sy, ways, steps, drift = self._validate(request)
             chip = self._chip(ways, drift)
+            chip.prefetch_noise(len(request.support_images) + len(request.query_images))  # drawn while we decode
+            sx, qx = self._decode(request)
             bn = "transductive" if len(qx) >= self.min_transductive else "support"
             res = chip.adapt_and_classify(sx, sy, qx, inner_steps=steps, rng=np.random.default_rng(),
                                           bn_stats=bn, track_steps=False)
@@ -241,6 +237,11 @@ class VisionNode(ManagedNode):
             probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-30)
             if not np.all(np.isfinite(probs)):
                 raise RuntimeError("non-finite probabilities")
+        except RequestError as e:
+            self._count("invalid")
+            response.success, response.message = False, str(e)
+            self.get_logger().warning(f"classify refused: {e}")
+            return response
         except Exception as e:  # noqa: BLE001 - the node must survive anything a request triggers
             self._count("failed")
             response.success, response.message = False, f"classification failed: {type(e).__name__}: {e}"
@@ -339,12 +340,15 @@ class VisionNode(ManagedNode):
             raise RequestError(f"bad image: {e}") from e
         if pixels > self.max_total_pixels:
             raise RequestError(f"{pixels} pixels in all exceed the cap of {self.max_total_pixels} per request")
+        return labels, ways, (steps or None), drift
+
+    @staticmethod
+    def _decode(req) -> tuple[np.ndarray, np.ndarray]:
+        """The support and query images of a request whose headers ``_validate`` accepted, as the CNN's input."""
         try:
-            sx = images_to_input(req.support_images)
-            qx = images_to_input(req.query_images)
+            return images_to_input(req.support_images), images_to_input(req.query_images)
         except ImageError as e:
             raise RequestError(f"bad image: {e}") from e
-        return sx, labels, qx, ways, (steps or None), drift
 
     def _chip(self, ways: int, drift_s: float, worker: str | None = None):
         """The programmed chip of the smallest model with >= ``ways`` classes, drifted to ``drift_s``: the copy

@@ -179,7 +179,10 @@ class NormalStream:
         the takes would do (a chunk refill where a take does not fit the current chunk, an own fill for a take
         larger than a chunk), into buffers of their own; the takes (``take``, ``take_async``, ``reserve``) then
         only wait for them. A take of another size, ``window``, ``checkpoint``, ``restore`` or a new ``prefetch``
-        cancel the rest of the plan first: the stream hands out exactly the draws it would without a plan."""
+        cancel the rest of the plan first: the stream hands out exactly the draws it would without a plan. The same
+        plan again before any of its takes is kept as it is (a caller may announce its takes early and again later)."""
+        if self._plan and not self._plan_used and [n for _, _, n in self._plan] == [int(k) for k in sizes]:
+            return
         self._cancel_plan()
         chunk = self._chunk
         pos, cur = self._pos, None

@@ -223,15 +223,22 @@ class FewShotChip:
             if i == 0:  # the input layer reads only the patches with ink; every layer's batch is now known:
                 active = nonzero_rows(cols)                # the noise of all four MVMs is drawn on the
                 self.convs[name].prefetch_noise(len(active))  # periphery's worker while this thread computes
-                hh, ww = h, w
-                for later in M.CONV_NAMES[1:]:
-                    hh, ww = _conv_out(hh, ww, self.cfg.padding)
-                    self.convs[later].prefetch_noise(n_img * hh * ww)
+                self.prefetch_noise(n_img, y.shape[1:3])   # (kept as it is when announced before)
             y = self._conv_mvm(name, cols, active)                              # (N * h * w, C) on the chip
             relu_batchnorm_(y, bounds * (h * w), src_a, float(self.cfg.bn_eps))  # ReLU + BatchNorm (host)
             y = y.reshape(int(bounds[-1]), h, w, -1)
         hmax = y.max(axis=(1, 2))                                               # global max-pool (host)
         return [hmax[a:b] for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)]
+
+    def prefetch_noise(self, n_images: int, image_size: tuple[int, int] = (28, 28)) -> None:
+        """Start drawing the MVM noise of the conv layers after the input layer for a pass of ``n_images`` images
+        of ``image_size`` pixels on the periphery's worker now: a caller that knows the image count before the
+        pixels (the vision node, before it decodes them) lets the draws overlap its own work. The same draws as
+        without it (``PCMArray.prefetch_noise``); a pass of another size simply does not use them."""
+        h, w = _conv_out(*image_size, self.cfg.padding)   # the input layer's output
+        for name in M.CONV_NAMES[1:]:
+            h, w = _conv_out(h, w, self.cfg.padding)
+            self.convs[name].prefetch_noise(int(n_images) * h * w)
 
     def _work(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """A float32 work array of ``shape`` (contents undefined) kept for the next request when it is at most
