@@ -420,6 +420,31 @@ def test_prefetched_noise_draws_equal_plain_draws(chunk: int) -> None:
     np.testing.assert_array_equal(pre.take((3, 100)), plain.take((3, 100)))
 
 
+def test_pipelined_row_blocks_equal_one_block_after_the_other(monkeypatch) -> None:
+    """An MVM over several cores with the DAC of blocks 1.. and the variance GEMMs on the background worker
+    (``_forward_blocks_pipelined``) gives bit for bit the outputs of the blocks run one after the other, with and
+    without a noise prefetch, for batches below and above the pipelining threshold."""
+    from pcm_l2l_ros.pcm import periphery
+
+    rng = np.random.default_rng(6)
+    arr = PCMArray(rng.uniform(-1, 1, (700, 56)), PCMConfig(read_noise="per_mvm"), rng=3)   # three row blocks
+    arr.drift(3600.0)
+    xs = [rng.uniform(-1, 1, (b, 700)).astype(np.float32) for b in (2500, 40, 3000)]
+    assert arr._pipelined(2500) and not arr._pipelined(40)
+    state = arr.noise_checkpoint()
+    got = []
+    for i, x in enumerate(xs):
+        if i == 2:
+            arr.prefetch_noise(len(x))
+        got.append(arr.mvm(x).copy())
+    arr.restore_noise(state)
+    monkeypatch.setattr(periphery.CrossbarMVM, "_pipelined", lambda self, bsz: False)
+    for i, x in enumerate(xs):
+        if i == 2:
+            arr.prefetch_noise(len(x))
+        np.testing.assert_array_equal(arr.mvm(x), got[i])
+
+
 def test_the_same_prefetch_plan_again_is_kept() -> None:
     """A plan announced again before its first take is neither cancelled nor drawn twice; the draws are those of
     plain takes."""

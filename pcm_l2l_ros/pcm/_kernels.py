@@ -13,7 +13,7 @@ from numba import njit
 __all__ = ["dac_quantize", "adc_epilogue", "crossbar", "fused_mvm", "verify_loop"]
 
 
-@njit(cache=True, fastmath=False)
+@njit(cache=True, fastmath=False, nogil=True)  # nogil: the background worker converts other row blocks meanwhile
 def dac_quantize(x, c0, nlev, fixed_range, normalise, xn, xs, xn2):  # pragma: no cover - compiled
     """Signed DAC: xn = round(x / s * nlev) / nlev, clipped to [-1, 1].
 

@@ -167,13 +167,7 @@ class CrossbarMVM(ArrayState):
         bsz = x.shape[0]
         rows = self._row_blocks[r].stop - self._row_blocks[r].start
         squares = self._vars is not None
-        if bsz * max(rows, self.n_out) <= _SCRATCH_MAX_ELEMENTS:
-            scratch = self._scratch.get(r)
-            if scratch is None:
-                scratch = self._scratch[r] = _Scratch()
-        else:  # a very large batch: buffers of its own (not kept)
-            scratch = _Scratch()
-        xn, xs, xn2, yn_t, var_t = scratch.views(bsz, rows, self.n_out, squares)
+        xn, xs, xn2, yn_t, var_t = self._block_buffers(r, bsz)
         noise_ready = self._normals.take_async((bsz, self.n_out)) if p.noise else None  # overlaps the GEMMs
         dac_quantize(x, c0, p.dac_nlev, p.dac_range, p.normalise, xn, xs, xn2)
         if bsz >= _TORCH_MATMUL_MIN_BATCH:  # torch's sgemm is the faster BLAS here for batched inputs
@@ -195,6 +189,52 @@ class CrossbarMVM(ArrayState):
             out = np.empty(yn.shape, np.float32)
         adc_epilogue(yn, noise, var, p.out_noise, p.adc_nlev, p.adc_range, xs, colf, out, accumulate)
         return out
+
+    def _block_buffers(self, r: int, bsz: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, torch.Tensor, torch.Tensor]:
+        """Work buffers of row block ``r`` for a batch of ``bsz``: (xn, xs, xn2, yn, var) views (``_Scratch``), kept
+        between calls unless the batch is very large."""
+        rows = self._row_blocks[r].stop - self._row_blocks[r].start
+        if bsz * max(rows, self.n_out) <= _SCRATCH_MAX_ELEMENTS:
+            scratch = self._scratch.get(r)
+            if scratch is None:
+                scratch = self._scratch[r] = _Scratch()
+        else:  # a very large batch: buffers of its own (not kept)
+            scratch = _Scratch()
+        return scratch.views(bsz, rows, self.n_out, self._vars is not None)
+
+    def _pipelined(self, bsz: int) -> bool:
+        """Whether an MVM of ``bsz`` vectors over several row blocks runs as :meth:`_forward_blocks_pipelined`."""
+        rows = self._row_blocks[0].stop - self._row_blocks[0].start
+        return (len(self._row_blocks) > 1 and self._vars is not None and bsz >= _TORCH_MATMUL_MIN_BATCH
+                and bsz * rows * self.n_out >= _ASYNC_VAR_MIN_MACS)
+
+    def _forward_blocks_pipelined(self, x: np.ndarray, out: np.ndarray) -> None:
+        """:meth:`_forward_block` of every row block, adding into ``out`` in block order, with the work spread over
+        the caller and the background worker: the worker converts the inputs of blocks 1, 2, ... (DAC) while the
+        caller converts block 0's, then runs every block's read-noise variance GEMM, while the caller runs the
+        signal GEMMs and the ADC epilogues. The same kernels on the same buffers and the noise taken in the same
+        order as one block after the other: the same numbers."""
+        p = self._periph
+        bsz = x.shape[0]
+        worker = background_worker()
+        blocks = [(rs, *self._block_buffers(r, bsz)) for r, rs in enumerate(self._row_blocks)]
+
+        def dac(b) -> None:
+            rs, xn, xs, xn2 = b[0], b[1], b[2], b[3]
+            dac_quantize(x, rs.start, p.dac_nlev, p.dac_range, p.normalise, xn, xs, xn2)
+
+        converted = [None] + [worker.submit(dac, b) for b in blocks[1:]]
+        dac(blocks[0])
+        _torch_threads_here()
+        variances = [worker.submit(_var_gemm, b[3], self._vars_t[r], b[5]) for r, b in enumerate(blocks)]
+        for r, (_rs, xn, xs, _xn2, yn_t, _var_t) in enumerate(blocks):
+            noise_ready = self._normals.take_async((bsz, self.n_out)) if p.noise else None
+            if converted[r] is not None:
+                converted[r].result()
+            yn = torch.mm(torch.from_numpy(xn), self._mats_t[r], out=yn_t).numpy()
+            var = variances[r].result()
+            noise = noise_ready() if noise_ready is not None else _EMPTY
+            adc_epilogue(yn, noise, var, p.out_noise, p.adc_nlev, p.adc_range, xs, self._colf[r], out, True)
 
     def mvm(self, x: np.ndarray) -> np.ndarray:
         """Analog MVM y = x @ W through DAC, crossbar, noise, ADC and drift compensation.
@@ -236,8 +276,11 @@ class CrossbarMVM(ArrayState):
             y = self._forward_block(0, x, 0, self._colf[0], None)
         else:
             y = np.zeros((x.shape[0], self.n_out), np.float32)
-            for r, rs in enumerate(self._row_blocks):
-                self._forward_block(r, x, rs.start, self._colf[r], y)  # each core reads its rows in place
+            if self._pipelined(x.shape[0]):
+                self._forward_blocks_pipelined(x, y)
+            else:
+                for r, rs in enumerate(self._row_blocks):
+                    self._forward_block(r, x, rs.start, self._colf[r], y)  # each core reads its rows in place
         return y[0] if squeeze else y
 
     __call__ = mvm
