@@ -4,7 +4,7 @@
    the meta-trained weights by sparse reprogramming, training run through the chip, LSG, one natural e-prop
    update written by sparse reprogramming, test run through the chip) vs the software episode
    (``episode.one_shot``, batch 1: training run, LSG, update, test run) of the same network (the shipped
-   checkpoint, 300-neuron LSG) and of the paper's released network (800-neuron LSG: the episode that
+   checkpoint) and of the paper's released network (800-neuron LSG: the episode that
    bench/snn_step.py times), and vs the controller's own software path (``pcm=False``). Held-out
    trajectories, calls interleaved.
 2. reprogram cost vs devices written: updates of k random weights (k from 10 to 30,000 of 63,750) on the
