@@ -97,14 +97,28 @@ def test_diagnostics_over_dds_in_each_state_and_after_requests(no_shm_leak, node
 
     # busy refusals: WARN at the next report, OK again at the one after
     reqs = [_request(20 + i, shots=10, queries=10, steps=20)[0] for i in range(4)]  # built first: sent at once
+    n_before = len(_items(msgs))
     futures = [client.call_async(r) for r in reqs]
     assert spin_until(ex, lambda: all(f.done() for f in futures), 60.0)
     busy = sum(not f.result().success and f.result().message.startswith("busy") for f in futures)
     assert busy >= 1, [f.result().message for f in futures]
-    st = next_item()
+
+    def reports_since(n: int) -> list[DiagnosticStatus]:
+        return [s for _, _, s in _items(msgs)[n:]]
+
+    # the report that first counts all the refusals says WARN (made while the served requests still ran, or after
+    # them: the refusals come at once); the one after it is OK again
+    def counting() -> int | None:
+        return next((i for i, s in enumerate(reports_since(n_before)) if _values(s)["rejected: busy"] == str(busy)),
+                    None)
+
+    assert spin_until(ex, lambda: counting() is not None, 5.0), proc.output()
+    k = counting()
+    st = reports_since(n_before)[k]
     v = _values(st)
     assert st.level == WARN and "busy" in st.message and int(v["rejected: busy"]) == busy, (st.message, v)
-    st = next_item()
+    assert spin_until(ex, lambda: len(reports_since(n_before)) > k + 1, 5.0), proc.output()
+    st = reports_since(n_before)[k + 1]
     assert st.level == OK, st.message
 
     # inactive: not serving (WARN), refusals counted as inactive
