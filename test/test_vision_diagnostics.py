@@ -109,8 +109,9 @@ def test_diagnostics_over_dds_in_each_state_and_after_requests(no_shm_leak, node
     # the report that first counts all the refusals says WARN (made while the served requests still ran, or after
     # them: the refusals come at once); the one after it is OK again
     def counting() -> int | None:
-        return next((i for i, s in enumerate(reports_since(n_before)) if _values(s)["rejected: busy"] == str(busy)),
-                    None)
+        return next(
+            (i for i, s in enumerate(reports_since(n_before)) if _values(s)["rejected: busy"] == str(busy)), None
+        )
 
     assert spin_until(ex, lambda: counting() is not None, 5.0), proc.output()
     k = counting()
