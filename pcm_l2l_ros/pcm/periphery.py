@@ -229,8 +229,9 @@ class CrossbarMVM(ArrayState):
         variances = [worker.submit(_var_gemm, b[3], self._vars_t[r], b[5]) for r, b in enumerate(blocks)]
         for r, (_rs, xn, xs, _xn2, yn_t, _var_t) in enumerate(blocks):
             noise_ready = self._normals.take_async((bsz, self.n_out)) if p.noise else None
-            if converted[r] is not None:
-                converted[r].result()
+            conversion = converted[r]
+            if conversion is not None:
+                conversion.result()
             yn = torch.mm(torch.from_numpy(xn), self._mats_t[r], out=yn_t).numpy()
             var = variances[r].result()
             noise = noise_ready() if noise_ready is not None else _EMPTY
