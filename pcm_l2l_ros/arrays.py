@@ -8,7 +8,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["is_torch", "cumsum", "stack", "mean"]
+__all__ = ["is_torch", "cumsum", "stack", "mean", "work_array", "WORK_MAX_BYTES"]
+
+#: work arrays up to this size are kept between calls (:func:`work_array`)
+WORK_MAX_BYTES = 16 << 20
 
 
 def is_torch(x: Any) -> bool:
@@ -35,3 +38,17 @@ def mean(x: Any, axis: int | tuple[int, ...] | None = None) -> Any:
     if is_torch(x):
         return x.mean() if axis is None else x.mean(dim=axis)
     return np.mean(x) if axis is None else np.mean(x, axis=axis)
+
+
+def work_array(store: dict, key: Any, shape: tuple[int, ...], max_bytes: int = WORK_MAX_BYTES) -> np.ndarray:
+    """A float32 array of ``shape`` (contents undefined) cut from the buffer ``store[key]``, which is grown as needed
+    and kept for the next call when the array is at most ``max_bytes``: the same memory every time instead of fresh
+    pages (a process with a low mmap threshold, as the vision node, maps and faults in every large array again).
+    Larger arrays are new and not kept. ``store`` is the owner's dict (one per chip, one per thread, ...)."""
+    size = int(np.prod(shape))
+    if 4 * size > max_bytes:
+        return np.empty(shape, np.float32)
+    buf = store.get(key)
+    if buf is None or buf.size < size:
+        buf = store[key] = np.empty(size, np.float32)
+    return buf[:size].reshape(shape)

@@ -15,6 +15,7 @@ import threading
 
 import numpy as np
 
+from pcm_l2l_ros.arrays import work_array
 from pcm_l2l_ros.vision.omniglot import area_matrix
 
 SIZE = 28
@@ -136,21 +137,13 @@ def _resample(x: np.ndarray) -> np.ndarray:
     return np.clip(r, 0.0, 1.0)
 
 
-#: decoded pixels of one request up to this size stay allocated per thread for the next request (a process with
-#: a low mmap threshold, as the vision node, would otherwise map and fault in the pages of every request again)
-_WORK_MAX_BYTES = 16 << 20
-_work_arrays = threading.local()
+_work_arrays = threading.local()   # this thread's decoded-pixels buffer, kept between requests
 
 
 def _work(shape: tuple[int, int, int]) -> np.ndarray:
-    """A float32 array of ``shape`` (contents undefined): this thread's kept one when small enough."""
-    size = int(np.prod(shape))
-    if 4 * size > _WORK_MAX_BYTES:
-        return np.empty(shape, np.float32)
-    buf = getattr(_work_arrays, "buf", None)
-    if buf is None or buf.size < size:
-        buf = _work_arrays.buf = np.empty(size, np.float32)
-    return buf[:size].reshape(shape)
+    """A float32 array of ``shape`` (contents undefined) cut from this thread's kept buffer
+    (:func:`pcm_l2l_ros.arrays.work_array`)."""
+    return work_array(_work_arrays.__dict__, "decoded", shape)
 
 
 #: file name endings :func:`image_file_fields` reads (whatever Pillow opens; PNG is the usual)

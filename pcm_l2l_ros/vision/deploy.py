@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from pcm_l2l_ros.arrays import work_array
 from pcm_l2l_ros.vision import model as M
 from pcm_l2l_ros.vision._kernels import nonzero_rows, relu_batchnorm_
 
@@ -68,15 +69,13 @@ def im2col(y: np.ndarray, padding: str, alloc=None) -> tuple[np.ndarray, int, in
     yp = alloc("pad", (n, hh + t + b, ww + left + right, c))
     yp[:, :t], yp[:, t + hh:], yp[:, :, :left], yp[:, :, left + ww:] = 0.0, 0.0, 0.0, 0.0  # the zero border
     yp[:, t:t + hh, left:left + ww] = y
-    h, w = (yp.shape[1] - 3) // 2 + 1, (yp.shape[2] - 3) // 2 + 1
+    h, w = _conv_out(hh, ww, padding)
     sn, sh, sw, sc = yp.strides
     v = np.lib.stride_tricks.as_strided(yp, (n, h, w, 3, 3, c), (sn, 2 * sh, 2 * sw, sh, sw, sc), writeable=False)
     cols = alloc("cols", (n * h * w, 9 * c))
     np.copyto(cols.reshape(n, h, w, 3, 3, c), v)
     return cols, h, w
 
-
-_WORK_MAX_BYTES = 16 << 20  # work arrays up to this size are kept between requests (FewShotChip._work)
 
 
 @dataclass
@@ -241,16 +240,9 @@ class FewShotChip:
             self.convs[name].prefetch_noise(int(n_images) * h * w)
 
     def _work(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        """A float32 work array of ``shape`` (contents undefined) kept for the next request when it is at most
-        ``_WORK_MAX_BYTES``: the same memory every time instead of fresh pages (a process with a low
-        mmap threshold, as the vision node, maps and faults in every large array again)."""
-        size = int(np.prod(shape))
-        if 4 * size > _WORK_MAX_BYTES:
-            return np.empty(shape, np.float32)
-        buf = self._buffers.get(name)
-        if buf is None or buf.size < size:
-            buf = self._buffers[name] = np.empty(size, np.float32)
-        return buf[:size].reshape(shape)
+        """A float32 work array of ``shape`` (contents undefined), this chip's ``name`` buffer kept between requests
+        (:func:`pcm_l2l_ros.arrays.work_array`)."""
+        return work_array(self._buffers, name, shape)
 
     def _conv_mvm(self, name: str, cols: np.ndarray, active: np.ndarray | None = None) -> np.ndarray:
         """The conv layer's MVM of the patches ``cols``. With ``active`` (the input layer: the indices of the patches
