@@ -26,6 +26,7 @@ import logging
 
 import numpy as np
 
+from . import _device_kernels as K
 from .compensation import DriftCompensation
 from .conductance import ConductanceState
 from .config import PCMConfig
@@ -212,11 +213,11 @@ class PCMArray(ConductanceState, DriftCompensation, CrossbarMVM):
 
     def _unit_targets_of(self, w: np.ndarray, wmax: np.ndarray) -> np.ndarray:
         """Target conductances (2, units, *w.shape), µS, of weights ``w`` whose w_max is ``wmax`` (elementwise)."""
-        wn = w / wmax
-        g_unit = self.model.g_max_uS
-        gp = np.clip(wn, 0.0, 1.0) * g_unit
-        gm = np.clip(-wn, 0.0, 1.0) * g_unit
-        return np.broadcast_to(np.stack([gp, gm])[:, None], (2, self.units, *w.shape)).copy()
+        out = np.empty((2 * self.units, w.size))
+        K.unit_targets_array(np.ascontiguousarray(w, np.float64).reshape(-1),
+                             np.ascontiguousarray(np.broadcast_to(wmax, w.shape), np.float64).reshape(-1),
+                             float(self.model.g_max_uS), out)
+        return out.reshape(2, self.units, *w.shape)
 
     def _age(self) -> np.ndarray:
         return np.maximum(self.t_s - self._t_prog, 0.0)
@@ -227,32 +228,19 @@ class PCMArray(ConductanceState, DriftCompensation, CrossbarMVM):
         with flat indices ``units_idx`` into (2, units, n_in * n_out) (only those counters are touched).
         Raises ``EnduranceError`` before any change with ``endurance_action="raise"``."""
         c = self.cfg
-        ppu = self.phys_per_unit
-        flat = self.write_counts.reshape(-1)
         if units_idx is None:
-            dev_idx = slice(None)
-            dev_pulses = np.repeat(pulses, ppu, axis=1).astype(np.int64).reshape(-1)
-        else:
-            nw = self.n_in * self.n_out
-            side, rest = np.divmod(units_idx, self.units * nw)
-            unit, k = np.divmod(rest, nw)
-            first = side * c.devices_per_polarity + unit * ppu  # first physical device of each unit
-            dev_idx = ((first[:, None] + np.arange(ppu)) * nw + k[:, None]).reshape(-1)
-            dev_pulses = np.repeat(pulses.astype(np.int64), ppu)
-        old = flat[dev_idx]
-        new = old + dev_pulses
-        exceeded = 0
-        if c.endurance_writes is not None:
-            lim = c.endurance_writes
-            exceeded = self._n_over_endurance + int(np.count_nonzero(new > lim)) - int(np.count_nonzero(old > lim))
-            if exceeded and c.endurance_action == "raise":
-                raise EnduranceError(f"{exceeded} PCM devices would exceed the endurance limit of {lim} writes")
-        flat[dev_idx] = new
-        self._n_over_endurance = exceeded
-        n_pulses = int(dev_pulses.sum())
-        self.pulses_total += n_pulses
-        self.energy_total_J += n_pulses * c.energy_per_pulse_J
-        return int(np.count_nonzero(dev_pulses)), n_pulses, exceeded
+            units_idx = np.arange(pulses.size, dtype=np.int64)
+        lim = -1 if c.endurance_writes is None else int(c.endurance_writes)
+        written, n_pulses, exceeded, applied = K.commit_pulses(
+            self.write_counts.reshape(-1), units_idx, np.ascontiguousarray(pulses).reshape(-1), self.units,
+            c.devices_per_polarity, self.n_in * self.n_out, lim, c.endurance_action == "raise",
+            self._n_over_endurance)
+        if not applied:
+            raise EnduranceError(f"{exceeded} PCM devices would exceed the endurance limit of {lim} writes")
+        self._n_over_endurance = int(exceeded)
+        self.pulses_total += int(n_pulses)
+        self.energy_total_J += int(n_pulses) * c.energy_per_pulse_J
+        return int(written), int(n_pulses), int(exceeded)
 
     # ------------------------------------------------------------------ programming
     def program(self) -> ProgramReport:
@@ -342,28 +330,25 @@ class PCMArray(ConductanceState, DriftCompensation, CrossbarMVM):
         q = self._wmax_full / 16.0 if c.update_quantum is None else float(c.update_quantum)
         v = d / q
         steps = np.rint(v) if c.update_rounding == "nearest" else np.floor(v + self._rng.random(v.shape))
-        # only weights with a non-zero step can change: everything below works on those (flat indices)
+        # only weights with a non-zero step can change: everything below works on those (flat indices), in one
+        # compiled pass: their new targets, and the units (side, unit, weight) whose target conductance changed
         widx = np.flatnonzero(steps)
-        w_old = self._W_target.reshape(-1)[widx]
-        wmax = self._wmax_full.reshape(-1)[widx]
-        q_w = q if np.ndim(q) == 0 else q.reshape(-1)[widx]
-        w_new = np.clip(w_old + steps.reshape(-1)[widx] * q_w, -wmax, wmax)
-        weights_changed = int(np.count_nonzero(w_new != w_old))
-        gT_new = self._unit_targets_of(w_new, wmax)  # (2, units, K)
-        units_flat = self._g_target.reshape(2, self.units, -1)
-        mask = gT_new != units_flat[:, :, widx]  # C order of (side, unit, weight) = order of the full mask
-        n_units = int(mask.sum())
+        rows, nw, nk = 2 * self.units, self.n_in * self.n_out, len(widx)
+        w_new, gT_new = np.empty(nk), np.empty((rows, nk))
+        units_idx, g_sel, hit = np.empty(rows * nk, np.int64), np.empty(rows * nk), np.empty(nk, bool)
+        q_flat = np.reshape(q, -1)
+        weights_changed, n_units = K.sparse_targets(
+            widx, steps.reshape(-1), self._W_target.reshape(-1), self._wmax_full.reshape(-1), q_flat,
+            self._g_target.reshape(rows, nw), float(self.model.g_max_uS), w_new, gT_new, units_idx, g_sel, hit)
         if n_units == 0:
             self._W_target.reshape(-1)[widx] = w_new
             return UpdateReport(0, 0, 0, 0.0, 0, 0, self.devices_written_total)
-        g_sub, p_sub, nconv = self._program_units(gT_new[mask])
-        nw = self.n_in * self.n_out
-        side, unit, k = np.nonzero(mask)
-        units_idx = (side * self.units + unit) * nw + widx[k]  # flat indices into (2, units, n_in * n_out)
+        units_idx, g_sel = units_idx[:n_units], g_sel[:n_units]
+        g_sub, p_sub, nconv = self._program_units(g_sel)
         written, npulses, exceeded = self._commit_writes(p_sub, units_idx)  # raises before any state change
-        units_flat[:, :, widx] = gT_new
+        self._g_target.reshape(rows, nw)[:, widx] = gT_new
         self._g_prog.reshape(-1)[units_idx] = g_sub
-        self._nu.reshape(-1)[units_idx] = self._sample_nu(gT_new[mask])
+        self._nu.reshape(-1)[units_idx] = self._sample_nu(g_sel)
         self._t_prog.reshape(-1)[units_idx] = self.t_s
         if c.read_noise == "frozen":
             self._xi.reshape(-1)[units_idx] = self._rng.standard_normal(n_units, dtype=np.float32)
@@ -381,7 +366,7 @@ class PCMArray(ConductanceState, DriftCompensation, CrossbarMVM):
         if c.drift_reference == "exact":
             self._set_reference()
         if self._incremental and not c.drift_reencode:
-            self._rebuild_at(widx[mask.any(axis=(0, 1))], refresh_colf=False)  # the written weights, sorted;
+            self._rebuild_at(widx[hit], refresh_colf=False)  # the written weights, sorted;
             # the column factors are refreshed by _update_alpha below
         else:
             self._rebuild()

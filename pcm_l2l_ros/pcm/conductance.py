@@ -11,9 +11,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import _device_kernels as K
 from .state import ArrayState
 
 __all__ = ["ConductanceState"]
+
+_NO_G = np.empty((0, 0))  # the kernel's "do not return the conductances"
+_NO_VAR = np.empty(0)     # ... "no variances" / "no re-encoding factor"
 
 
 class ConductanceState(ArrayState):
@@ -39,45 +43,41 @@ class ConductanceState(ArrayState):
         return g, m
 
     def _device_state(
-        self, widx: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(conductances µS, normalised weights, per-MVM read-noise variances or None) of every weight
+        self, widx: np.ndarray | None = None, conductances: bool = False
+    ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+        """(conductances µS or None, normalised weights, per-MVM read-noise variances or None) of every weight
         (``widx`` None: arrays of shape (2, units, n_in, n_out) / (n_in, n_out)) or of the weights with flat
-        indices ``widx`` ((2, units, K) / (K,)). Purely elementwise per weight, so a subset gives exactly
+        indices ``widx`` ((2, units, K) / (K,)); the conductances only with ``conductances=True``. Purely
+        elementwise per weight (one compiled kernel, ``_device_kernels.device_state``), so a subset gives exactly
         the numbers of the full computation (``reprogram`` recomputes only the weights it wrote)."""
         c = self.cfg
         md = self.model
-        # without re-encoding the factor is 1 everywhere: multiplying by it is exact, so it is left out
+        if widx is not None and c.drift_reencode:
+            raise ValueError("drift_reencode couples every weight of a group: no per-weight state")
         g_prog, factor = self._prog_state() if c.drift_reencode else (self._g_prog, None)
-        t_prog, nu, g_target, xi = self._t_prog, self._nu, self._g_target, self._xi
-        if widx is not None:
-            if c.drift_reencode:
-                raise ValueError("drift_reencode couples every weight of a group: no per-weight state")
-            shape = (2, self.units, len(widx))
-            flat = (np.arange(2 * self.units)[:, None] * (self.n_in * self.n_out) + widx).reshape(-1)
-            pick = lambda a: a.reshape(-1)[flat].reshape(shape)  # noqa: E731
-            g_prog, t_prog, nu, g_target, xi = (pick(a) for a in (g_prog, t_prog, nu, g_target, xi))
-        age = np.maximum(self.t_s - t_prog, 0.0)
-        g_d = g_prog * md.drift_factor(age, nu) if c.drift else g_prog.copy()
-        g_q = g_prog if c.q_s_from == "g_prog" else g_target
-        if c.read_noise == "frozen" and c.read_noise_scale != 0 and self._frozen_active:
-            sig = md.read_sigma_rel(g_q, age) * c.read_noise_scale
-            g_d = np.maximum(g_d + np.abs(g_d) * sig * xi, 0.0)
-        diff = g_d[0].sum(axis=0) - g_d[1].sum(axis=0)
-        wn = (diff if factor is None else factor * diff) / self.g_tot_uS
-        var = None
-        if c.read_noise == "per_mvm" or c.pcm_read_noise > 0:
-            var = np.zeros_like(wn)
-            if c.read_noise == "per_mvm" and c.read_noise_scale != 0:
-                sd = md.read_sigma_rel(g_q, age) * c.read_noise_scale * g_d
-                ssq = (sd**2).sum(axis=(0, 1))
-                var += (ssq if factor is None else factor**2 * ssq) / self.g_tot_uS**2
-            if c.pcm_read_noise > 0:
-                var += c.pcm_read_noise**2 * np.abs(wn)
-        return g_d, wn, var
+        g_q = g_prog if c.q_s_from == "g_prog" else self._g_target
+        rows, nw = 2 * self.units, self.n_in * self.n_out
+        idx = np.arange(nw) if widx is None else np.asarray(widx, dtype=np.int64)
+        noisy = c.read_noise_scale != 0
+        frozen = c.read_noise_scale if c.read_noise == "frozen" and noisy and self._frozen_active else 0.0
+        per_mvm = c.read_noise_scale if c.read_noise == "per_mvm" and noisy else 0.0
+        g_d = np.empty((rows, len(idx))) if conductances else _NO_G
+        wn = np.empty(len(idx))
+        want_var = c.read_noise == "per_mvm" or c.pcm_read_noise > 0
+        var = np.empty(len(idx)) if want_var else _NO_VAR
+        K.device_state(idx, g_prog.reshape(rows, nw), g_q.reshape(rows, nw), self._t_prog.reshape(rows, nw),
+                       self._nu.reshape(rows, nw), self._xi.reshape(rows, nw),
+                       _NO_VAR if factor is None else np.ascontiguousarray(factor).reshape(-1), float(self.t_s),
+                       bool(c.drift), float(frozen), float(per_mvm), float(c.pcm_read_noise), float(self.g_tot_uS),
+                       md.g_max_uS, md.t0_s, md.t_read_s, md.variant, g_d, wn, var)
+        shape = (self.n_in, self.n_out) if widx is None else (len(idx),)
+        return (g_d.reshape(2, self.units, *shape) if conductances else None, wn.reshape(shape),
+                var.reshape(shape) if want_var else None)
 
     def _conductances(self) -> tuple[np.ndarray, np.ndarray]:
-        return self._device_state()[0], self._prog_state()[1]
+        g, _, _ = self._device_state(conductances=True)
+        assert g is not None
+        return g, self._prog_state()[1]
 
     def _rebuild(self) -> None:
         """Recompute the normalised matrices (and per-MVM read-noise variances) from the device state."""

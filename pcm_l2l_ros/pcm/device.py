@@ -14,14 +14,19 @@ Two calibrated parameter sets sit behind the same functions:
   t_read = 512 ns, cubic sigma_prog, branch fits for mu_nu, sigma_nu and Q_s.
 
 Units: conductances in µS, times in s. Every stochastic function takes a ``numpy.random.Generator``.
-Equations, coefficients and sources: docs/device_model.md §2-§4.
+Equations, coefficients and sources: docs/device_model.md §2-§4. The formulas are compiled once
+(``pcm._device_kernels``); these methods are their array forms, and the arrays' per-weight state uses the same
+scalar functions.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
+
+from . import _device_kernels as K
 
 __all__ = [
     "DeviceModel",
@@ -32,7 +37,12 @@ __all__ = [
     "DEVICE_NAMES",
 ]
 
-_ZERO_CLIP = 1e-7  # aihwkit's floor on r = |g| / g_max in the nu fits
+
+
+def _flat64(*arrays: np.ndarray | float) -> tuple[tuple[int, ...], list[np.ndarray]]:
+    """(broadcast shape, the arrays broadcast to it as contiguous flat float64) for the elementwise kernels."""
+    arrs = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in arrays))
+    return arrs[0].shape, [np.ascontiguousarray(a).reshape(-1) for a in arrs]
 
 
 @dataclass(frozen=True)
@@ -61,80 +71,78 @@ class DeviceModel:
     hermes_devices: int = 1
     physical_devices: int = 1
 
+    @property
+    def variant(self) -> int:
+        """The fit family as the device kernels name it (``_device_kernels.PCM_LIKE``, ``HERMES_1``, ``HERMES_2``)."""
+        if self.family == "pcm_like":
+            return K.PCM_LIKE
+        return K.HERMES_1 if self.hermes_devices == 1 else K.HERMES_2
+
+    @cached_property
+    def _coeffs(self) -> np.ndarray:
+        return np.asarray(self.prog_coeff, dtype=np.float64)
+
+    @property
+    def _prog_scale(self) -> float:
+        return self.g_max_uS / self.prog_coeff_g_max_uS
+
     # ------------------------------------------------------------------ programming
     def sigma_prog(self, g_target: np.ndarray) -> np.ndarray:
         """Programming-noise std (µS) for target conductance ``g_target`` (µS)."""
-        r = np.asarray(g_target, dtype=np.float64) / self.g_max_uS
-        sig = np.zeros_like(r)
-        for c in reversed(self.prog_coeff):  # Horner
-            sig = sig * r + c
-        return sig * (self.g_max_uS / self.prog_coeff_g_max_uS)
+        shape, (g,) = _flat64(g_target)
+        out = np.empty_like(g)
+        K.sigma_prog_array(g, self.g_max_uS, self._coeffs, self._prog_scale, out)
+        return out.reshape(shape)
 
     def apply_programming_noise(
         self, g_target: np.ndarray, rng: np.random.Generator, scale: float = 1.0
     ) -> np.ndarray:
         """g_prog = max(g_T + scale * sigma_prog(g_T) * xi, 0), µS; applied to every device incl. g_T = 0."""
-        g_target = np.asarray(g_target, dtype=np.float64)
+        shape, (g,) = _flat64(g_target)
         if scale == 0.0:
-            return g_target.copy()
-        g = g_target + scale * self.sigma_prog(g_target) * rng.standard_normal(g_target.shape)
-        return np.maximum(g, 0.0)
+            return g.reshape(shape).copy()
+        xi = rng.standard_normal(g.shape[0])
+        out = np.empty_like(g)
+        K.programming_noise_array(g, self.g_max_uS, self._coeffs, self._prog_scale, float(scale), xi, out)
+        return out.reshape(shape)
 
     # ------------------------------------------------------------------ drift exponent
     def nu_moments(self, g_target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(mu_nu, sigma_nu) of the drift exponent before folding, from the target conductance (µS)."""
-        r = np.maximum(np.abs(np.asarray(g_target, dtype=np.float64)) / self.g_max_uS, _ZERO_CLIP)
-        lr = np.log(r)
-        if self.family == "pcm_like":
-            mu = np.clip(-0.0155 * lr + 0.0244, 0.049, 0.1)
-            sd = np.clip(-0.0125 * lr - 0.0059, 0.008, 0.045)
-            return mu, sd
-        mu = np.where(
-            r < 0.0945, np.clip(-0.0387 * lr - 0.0182, 0.072, 0.13), -0.0436 * r**2 - 0.0126 * r + 0.0736
-        )
-        if self.hermes_devices == 1:
-            sd = np.where(
-                r < 0.3039, np.clip(-0.0120 * lr - 0.0023, 0.0124, 0.04), -0.0165 * r**2 + 0.0116 * r + 0.0104
-            )
-        else:
-            sd = np.where(
-                r < 0.3055, np.clip(-0.0117 * lr - 0.0057, 0.0091, 0.04), -0.0118 * r**2 + 0.0093 * r + 0.0073
-            )
-        return mu, sd
+        shape, (g,) = _flat64(g_target)
+        mu, sd = np.empty_like(g), np.empty_like(g)
+        K.nu_moments_array(g, self.g_max_uS, self.variant, mu, sd)
+        return mu.reshape(shape), sd.reshape(shape)
 
     def sample_nu(self, g_target: np.ndarray, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
         """Drift exponent nu = |mu_nu + sigma_nu xi| * scale (folded normal), drawn once at programming."""
-        mu, sd = self.nu_moments(g_target)
-        return np.abs(mu + sd * rng.standard_normal(mu.shape)) * scale
+        shape, (g,) = _flat64(g_target)
+        xi = rng.standard_normal(g.shape[0])
+        out = np.empty_like(g)
+        K.nu_from_normals_array(g, self.g_max_uS, self.variant, xi, float(scale), out)
+        return out.reshape(shape)
 
     # ------------------------------------------------------------------ drift and read noise
     def drift_factor(self, age_s: np.ndarray | float, nu: np.ndarray) -> np.ndarray:
         """Multiplicative drift ((age + t0) / t0)^-nu for age > 0 s, else 1 (age = time since programming)."""
-        age = np.maximum(np.asarray(age_s, dtype=np.float64), 0.0)
-        return np.where(age > 0.0, ((age + self.t0_s) / self.t0_s) ** (-nu), 1.0)
+        shape, (age, n) = _flat64(age_s, nu)
+        out = np.empty_like(age)
+        K.drift_factor_array(age, n, self.t0_s, out)
+        return out.reshape(shape)
 
     def read_noise_factor(self, age_s: np.ndarray | float) -> np.ndarray:
         """Accumulated 1/f factor sqrt(ln((age + t0 + t_read) / (2 t_read))), dimensionless."""
-        t = np.maximum(np.asarray(age_s, dtype=np.float64), 0.0) + self.t0_s
-        return np.sqrt(np.log((t + self.t_read_s) / (2.0 * self.t_read_s)))
+        shape, (age,) = _flat64(age_s)
+        out = np.empty_like(age)
+        K.read_noise_factor_array(age, self.t0_s, self.t_read_s, out)
+        return out.reshape(shape)
 
     def q_s(self, g: np.ndarray) -> np.ndarray:
         """Relative 1/f noise amplitude Q_s for conductance ``g`` (µS); aihwkit evaluates it at g_prog."""
-        r = np.abs(np.asarray(g, dtype=np.float64)) / self.g_max_uS
-        if self.family == "pcm_like":
-            return np.minimum(0.0088 / np.maximum(r**0.65, 1e-3), 0.2)
-        lr = np.log(np.maximum(r, 1e-30))
-        if self.hermes_devices == 1:
-            return np.where(
-                r < 0.1591,
-                np.clip(-0.0078 * lr + 0.0038, 0.0179, 0.04),
-                0.0664 * r**3 - 0.1352 * r**2 + 0.0768 * r + 0.0088,
-            )
-        return np.where(
-            r < 0.16,
-            np.clip(-0.0117 * lr - 0.0069, 0.015, 0.04),
-            0.0069 * r**3 - 0.0280 * r**2 + 0.0211 * r + 0.0123,
-        )
+        shape, (gf,) = _flat64(g)
+        out = np.empty_like(gf)
+        K.q_s_array(gf, self.g_max_uS, self.variant, out)
+        return out.reshape(shape)
 
     def read_sigma_rel(self, g_q: np.ndarray, age_s: np.ndarray | float) -> np.ndarray:
         """Relative read-noise std sigma/g = Q_s(g_q) * read_noise_factor(age) (g_q in µS)."""
