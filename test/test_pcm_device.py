@@ -176,3 +176,54 @@ def test_hermes_presets_match_spec_coefficients() -> None:
         min(max(-0.0078 * math.log(0.1) + 0.0038, 0.0179), 0.04)
     )
     assert HERMES_TDP.read_noise_factor(0.0) == pytest.approx(math.sqrt(math.log((300 + 512e-9) / 1024e-9)))
+
+
+# ------------------------------------------------------------ the compiled formulas = the documented equations
+def _documented(model, g: np.ndarray, age: np.ndarray, nu: np.ndarray) -> dict[str, np.ndarray]:
+    """docs/device_model.md §2-§4 written out with numpy, branch by branch (the oracle of the compiled kernels)."""
+    r = g / model.g_max_uS
+    sig = sum(c * r**i for i, c in enumerate(model.prog_coeff)) * (model.g_max_uS / model.prog_coeff_g_max_uS)
+    rc = np.maximum(np.abs(r), 1e-7)
+    lr = np.log(rc)
+    lq = np.log(np.maximum(np.abs(r), 1e-30))
+    if model.family == "pcm_like":
+        mu, sd = np.clip(-0.0155 * lr + 0.0244, 0.049, 0.1), np.clip(-0.0125 * lr - 0.0059, 0.008, 0.045)
+        q = np.minimum(0.0088 / np.maximum(np.abs(r) ** 0.65, 1e-3), 0.2)
+    else:
+        mu = np.where(rc < 0.0945, np.clip(-0.0387 * lr - 0.0182, 0.072, 0.13), -0.0436 * rc**2 - 0.0126 * rc + 0.0736)
+        if model.hermes_devices == 1:
+            sd = np.where(rc < 0.3039, np.clip(-0.0120 * lr - 0.0023, 0.0124, 0.04),
+                          -0.0165 * rc**2 + 0.0116 * rc + 0.0104)
+            q = np.where(r < 0.1591, np.clip(-0.0078 * lq + 0.0038, 0.0179, 0.04),
+                         0.0664 * r**3 - 0.1352 * r**2 + 0.0768 * r + 0.0088)
+        else:
+            sd = np.where(rc < 0.3055, np.clip(-0.0117 * lr - 0.0057, 0.0091, 0.04),
+                          -0.0118 * rc**2 + 0.0093 * rc + 0.0073)
+            q = np.where(r < 0.16, np.clip(-0.0117 * lq - 0.0069, 0.015, 0.04),
+                         0.0069 * r**3 - 0.0280 * r**2 + 0.0211 * r + 0.0123)
+    t = np.maximum(age, 0.0) + model.t0_s
+    return {
+        "sigma_prog": sig,
+        "mu_nu": mu,
+        "sigma_nu": sd,
+        "q_s": q,
+        "drift": np.where(age > 0, ((np.maximum(age, 0.0) + model.t0_s) / model.t0_s) ** (-nu), 1.0),
+        "read": np.sqrt(np.log((t + model.t_read_s) / (2.0 * model.t_read_s))),
+    }
+
+
+@pytest.mark.parametrize("model", [AIHWKIT_PCM, HERMES_ODP, HERMES_TDP], ids=lambda m: m.name)
+def test_compiled_device_formulas_equal_the_documented_equations(model) -> None:
+    """Every branch of every fit (conductances from 0 to g_max, through each branch point), drift from age 0 on."""
+    rng = np.random.default_rng(0)
+    breaks = np.array([0.0076, 0.0945, 0.1591, 0.16, 0.2046, 0.3039, 0.3055, 0.33]) * model.g_max_uS
+    g = np.concatenate([[0.0, model.g_max_uS], rng.random(4000) * model.g_max_uS, breaks, np.nextafter(breaks, 0)])
+    age = np.concatenate([[0.0, -1.0], rng.random(g.size - 2) * 10 ** rng.uniform(0, 8, g.size - 2)])
+    nu = rng.random(g.size) * 0.15
+    want = _documented(model, g, age, nu)
+    mu, sd = model.nu_moments(g)
+    got = {"sigma_prog": model.sigma_prog(g), "mu_nu": mu, "sigma_nu": sd, "q_s": model.q_s(g),
+           "drift": model.drift_factor(age, nu), "read": model.read_noise_factor(age)}
+    for name, value in got.items():
+        np.testing.assert_allclose(value, want[name], rtol=1e-12, atol=1e-15, err_msg=name)
+    assert model.drift_factor(3600.0, nu[:4000].reshape(40, 100)).shape == (40, 100)  # broadcasting kept
