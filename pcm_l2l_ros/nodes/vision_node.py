@@ -176,13 +176,14 @@ class VisionNode(ManagedNode):
                                f"{self.preset if self.pcm_enabled else 'ideal (PCM off)'}")
 
     def _warm_up(self, worker: str) -> None:
-        """On worker thread ``worker``: decode a synthetic request's images (105 x 105 mono8, the Omniglot size)
+        """On worker thread ``worker``: decode a synthetic request's images (105 x 105 mono8, the Omniglot size; as
+        many as a 20-way 5-shot support set, so the thread's decode buffer already has the size requests need)
         and run every chip through the request path at every prepared drift time (``FewShotChip.warm_up``: noise
         rewound, the answers of later requests unchanged)."""
         blank = np.full((105, 105), 255, np.uint8)
         blank[40:60, 30:80] = 0   # some ink
         msg = SimpleNamespace(height=105, width=105, encoding="mono8", is_bigendian=0, step=105, data=blank.tobytes())
-        images_to_input([msg] * 10)
+        images_to_input([msg] * 100)
         for ways in self.chips:
             for t_s in self.warm_times:
                 self._chip(ways, float(t_s), worker).warm_up()
