@@ -80,10 +80,7 @@ def run_node(node_factory: Callable[..., Node], args: Sequence[str] | None = Non
             print(f"{name}: cannot start: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
             rc = 1
             return rc
-        # the start-up's objects (torch, numba, the chip) never become garbage: out of the collector's sight,
-        # so a full collection (the GIL held for 100+ ms) does not stall the executor every few seconds
-        gc.collect()
-        gc.freeze()
+        freeze_long_lived()
         executor.add_node(node)
         state["spinning"] = True
         while not stop.is_set() and context.ok():
@@ -134,6 +131,17 @@ def stop_node(node: Node) -> None:
     on_shutdown = getattr(node, "on_shutdown", None)
     if callable(on_shutdown):
         on_shutdown()
+
+
+def freeze_long_lived() -> None:
+    """Collect garbage once, then put every object alive now out of the cyclic collector's sight (``gc.freeze``).
+
+    A started node's objects (torch, Numba, rclpy, the programmed chip: ~270,000 in the vision node) live as long
+    as the process; a full collection walks all of them with the GIL held (124 ms in the vision node), a pause a
+    request or the executor would wait for. Called once the node is up and after every ``configure`` (``cleanup``
+    unfreezes and collects, so what it drops is freed, reference cycles included)."""
+    gc.collect()
+    gc.freeze()
 
 
 def limit_heap_growth(mmap_threshold: int = 1 << 20) -> None:

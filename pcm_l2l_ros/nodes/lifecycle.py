@@ -27,6 +27,7 @@ the launch files (launch_ros ``LifecycleNode`` + transition events) leave it fal
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 
@@ -34,7 +35,7 @@ from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from pcm_l2l_ros.nodes.common import declare_validated
+from pcm_l2l_ros.nodes.common import declare_validated, freeze_long_lived
 
 #: primary states (lifecycle_msgs/msg/State labels) from which a ``shutdown`` transition exists
 PRIMARY_STATES = ("unconfigured", "inactive", "active")
@@ -130,6 +131,7 @@ class ManagedNode(LifecycleNode):
         if not self._run("configure", self.configure_node):
             self._run("release after the failed configure", self.release_node)
             return FAILURE
+        freeze_long_lived()   # the models and chips just built live until cleanup: no full-collection pauses
         self.get_logger().info(f"configured in {time.perf_counter() - t0:.1f} s")
         return super().on_configure(state)
 
@@ -148,6 +150,8 @@ class ManagedNode(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         ok = self._run("cleanup", self.release_node)
+        gc.unfreeze()   # what configure froze may now be garbage, cycles included: visible to the collector again
+        gc.collect()
         ret = super().on_cleanup(state)
         self.get_logger().info("cleaned up (unconfigured)")
         return ret if ok else FAILURE
