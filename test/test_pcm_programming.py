@@ -151,6 +151,34 @@ def test_stochastic_update_rounding_is_unbiased() -> None:
     assert abs(steps.mean() - 0.3) <= Z * math.sqrt(0.3 * 0.7 / steps.size)
 
 
+def test_accumulated_update_rounding_writes_what_small_updates_add_up_to() -> None:
+    """``update_rounding="accumulate"``: four updates of 0.3 quantum each write one quantum in all (at the second:
+    0.6 rounds to 1, chi = -0.4), where rounding each to the nearest quantum writes nothing; the remainder stays
+    within half a quantum, a fork takes the accumulator with it, and program() clears it."""
+    W = np.zeros((20, 30))
+    W[0, 0] = 1.0
+    q = 1.0 / 16
+    written = {}
+    for rounding in ("nearest", "accumulate"):
+        arr = PCMArray(W, PCMConfig.ideal(w_max=1.0, update_rounding=rounding), rng=5)
+        per_update = []
+        for _ in range(4):
+            before = arr.target_weights()
+            arr.reprogram(np.full(W.shape, 0.3 * q))
+            per_update.append(float(np.round((arr.target_weights() - before)[5, 5] / q, 9)))
+        written[rounding] = per_update
+        if rounding == "accumulate":
+            np.testing.assert_allclose(arr._carry[1:], 0.2, atol=1e-12)   # 1.2 quanta asked, 1 written
+            twin = arr.fork(3)
+            twin.reprogram(np.full(W.shape, 0.3 * q))                     # 0.5 -> rounds to even 0
+            twin.reprogram(np.full(W.shape, 0.3 * q))                     # 0.8 -> 1
+            np.testing.assert_allclose((twin.target_weights() - arr.target_weights())[1:], q, atol=1e-12)
+            arr.program()
+            assert not arr._carry.any()
+    assert written["nearest"] == [0.0, 0.0, 0.0, 0.0]
+    assert written["accumulate"] == [0.0, 1.0, 0.0, 0.0]
+
+
 def test_reprogrammed_devices_drift_from_their_own_programming_time() -> None:
     W = np.full((50, 50), 0.5)
     W[0, 0] = 1.0

@@ -9,7 +9,9 @@ the checkpoint at ``--drift`` seconds after programming:
 * ``all on chip``: what the vision node does.
 
 ``--wmax-factors`` additionally adapts the on-chip readout with its full scale ``readout_w_max`` scaled by each
-factor (features of the full chip; three programmed readout instances, cycled over the tasks).
+factor, ``--roundings`` with each rounding rule of the update to the quantum (``stochastic``, ``nearest``,
+``accumulate``: ``PCMConfig.update_rounding``); both on the features of the full chip, with three programmed readout
+instances cycled over the tasks.
 
 Usage:  tools/env.sh python tools/vision_chip_split.py --model pcm_l2l_ros/models/cnn_20way.npz --ways 20 --shots 1
 """
@@ -50,6 +52,7 @@ def main() -> int:
     p.add_argument("--drift", type=float, default=3600.0, help="s since programming")
     p.add_argument("--preset", default="hermes_per_column")
     p.add_argument("--wmax-factors", default="", help="comma list, e.g. 0.5,1 (empty: no sweep)")
+    p.add_argument("--roundings", default="", help="comma list of update roundings, e.g. stochastic,accumulate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default="evaluation", choices=("evaluation", "background"))
     args = p.parse_args()
@@ -65,7 +68,10 @@ def main() -> int:
     factors = [float(f) for f in args.wmax_factors.split(",") if f.strip()]
     readouts = {f: [PCMArray(chip.w_init, chip.pcm_cfg.replace(w_max=chip.readout_w_max * f, scale="per_core"),
                              np.random.default_rng(100 + i)) for i in range(3)] for f in factors}
-    for arrays in readouts.values():
+    roundings = [r.strip() for r in args.roundings.split(",") if r.strip()]
+    by_rounding = {r: [PCMArray(chip.w_init, chip.readout_pcm_cfg.replace(update_rounding=r),
+                                np.random.default_rng(200 + i)) for i in range(3)] for r in roundings}
+    for arrays in (*readouts.values(), *by_rounding.values()):
         for a in arrays:
             a.drift(args.drift)
     shared_readout = chip.readout
@@ -74,6 +80,7 @@ def main() -> int:
     rng = np.random.default_rng(args.seed)
     acc: dict[str, list[float]] = {k: [] for k in ("software", "conv on chip", "readout on chip", "all on chip")}
     acc.update({f"all on chip, readout w_max x {f:g}": [] for f in factors})
+    acc.update({f"all on chip, {r} rounding": [] for r in roundings})
     for t in range(args.tasks):
         task = sampler.sample(rng)
         ys, yq = task.support_y, task.query_y
@@ -89,6 +96,11 @@ def main() -> int:
             chip.readout = readouts[f][t % 3]
             r = chip.adapt_features(hs, ys, hq, cfg.inner_steps, np.random.default_rng(t), False)
             acc[f"all on chip, readout w_max x {f:g}"].append(float(np.mean(r.labels == yq)))
+            chip.readout = shared_readout
+        for name in roundings:
+            chip.readout = by_rounding[name][t % 3]
+            r = chip.adapt_features(hs, ys, hq, cfg.inner_steps, np.random.default_rng(t), False)
+            acc[f"all on chip, {name} rounding"].append(float(np.mean(r.labels == yq)))
             chip.readout = shared_readout
     print(f"{args.model} {args.ways}-way {args.shots}-shot, {args.tasks} tasks ({args.split}, seed {args.seed}), "
           f"chip {args.preset} at {args.drift:g} s, readout w_max {chip.readout_w_max:.4g}")

@@ -126,6 +126,8 @@ class PCMArray(ConductanceState, DriftCompensation, CrossbarMVM):
         self._xi = np.zeros(shape, np.float32)  # frozen read-noise draws
         self.write_counts = np.zeros((2, c.devices_per_polarity, self.n_in, self.n_out), np.int64)
         self._n_over_endurance = 0  # devices of write_counts beyond endurance_writes
+        # update_rounding="accumulate": the host's digital accumulator chi, per weight, in update quanta
+        self._carry = np.zeros((self.n_in, self.n_out)) if c.update_rounding == "accumulate" else None
         self._abs_colmean = np.zeros((R, self.n_out))  # mean |W_target / w_max| per core and column
         self.devices_written_total = 0
         self.pulses_total = 0
@@ -251,6 +253,8 @@ class PCMArray(ConductanceState, DriftCompensation, CrossbarMVM):
         written, npulses, exceeded = self._commit_writes(pulses)
         self._g_target = gT
         self._g_prog = g_prog
+        if self._carry is not None:
+            self._carry[...] = 0.0
         self._nu = self._sample_nu(gT)
         self._t_prog[...] = 0.0
         self.t_s = 0.0
@@ -329,7 +333,9 @@ class PCMArray(ConductanceState, DriftCompensation, CrossbarMVM):
             raise ValueError(f"delta_w shape {d.shape} != {(self.n_in, self.n_out)}")
         q = self._wmax_full / 16.0 if c.update_quantum is None else float(c.update_quantum)
         v = d / q
-        steps = np.rint(v) if c.update_rounding == "nearest" else np.floor(v + self._rng.random(v.shape))
+        if self._carry is not None:  # "accumulate": what earlier updates left unwritten is written with this one
+            v = v + self._carry
+        steps = np.floor(v + self._rng.random(v.shape)) if c.update_rounding == "stochastic" else np.rint(v)
         # only weights with a non-zero step can change: everything below works on those (flat indices), in one
         # compiled pass: their new targets, and the units (side, unit, weight) whose target conductance changed
         widx = np.flatnonzero(steps)
@@ -342,10 +348,12 @@ class PCMArray(ConductanceState, DriftCompensation, CrossbarMVM):
             self._g_target.reshape(rows, nw), float(self.model.g_max_uS), w_new, gT_new, units_idx, g_sel, hit)
         if n_units == 0:
             self._W_target.reshape(-1)[widx] = w_new
+            self._keep_remainder(v, steps)
             return UpdateReport(0, 0, 0, 0.0, 0, 0, self.devices_written_total)
         units_idx, g_sel = units_idx[:n_units], g_sel[:n_units]
         g_sub, p_sub, nconv = self._program_units(g_sel)
         written, npulses, exceeded = self._commit_writes(p_sub, units_idx)  # raises before any state change
+        self._keep_remainder(v, steps)
         self._g_target.reshape(rows, nw)[:, widx] = gT_new
         self._g_prog.reshape(-1)[units_idx] = g_sub
         self._nu.reshape(-1)[units_idx] = self._sample_nu(g_sel)
@@ -381,6 +389,12 @@ class PCMArray(ConductanceState, DriftCompensation, CrossbarMVM):
             endurance_exceeded=exceeded,
             devices_written_total=self.devices_written_total,
         )
+
+    def _keep_remainder(self, v: np.ndarray, steps: np.ndarray) -> None:
+        """``update_rounding="accumulate"``: the accumulator chi keeps what this update's rounding left unwritten
+        (quanta)."""
+        if self._carry is not None:
+            np.subtract(v, steps, out=self._carry)
 
     @property
     def endurance_exceeded(self) -> np.ndarray:

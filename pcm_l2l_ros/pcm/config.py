@@ -53,7 +53,11 @@ class PCMConfig:
         program_mode: ``"statistical"`` or ``"closed_loop"`` (see ``programming``).
         program_tolerance_uS, max_program_iterations: program-and-verify acceptance band (µS) and cap.
         update_quantum: weight-update step in weight units; None = w_max / 16 of each core.
-        update_rounding: ``"nearest"`` or ``"stochastic"`` rounding of updates to the quantum.
+        update_rounding: ``"nearest"`` or ``"stochastic"`` rounding of updates to the quantum, or
+            ``"accumulate"``: the host keeps what rounding to the nearest quantum left unwritten (a digital
+            accumulator chi per weight, in quanta, |chi| <= 1/2) and adds it to the next update, so updates smaller
+            than a quantum add up instead of being lost or rounded at random (mixed-precision training with a
+            chi accumulator, Nandakumar et al., Front. Neurosci. 2020); ``program()`` clears it.
         endurance_writes: write pulses a device survives (None = unlimited).
         endurance_action: ``"raise"`` (EnduranceError, nothing written) or ``"flag"`` (write and count).
         energy_per_pulse_J: energy per write pulse per physical device, J.
@@ -98,7 +102,7 @@ class PCMConfig:
             "drift_compensation": ("none", "global", "per_column"),
             "drift_reference": ("noisy", "exact"),
             "program_mode": ("statistical", "closed_loop"),
-            "update_rounding": ("nearest", "stochastic"),
+            "update_rounding": ("nearest", "stochastic", "accumulate"),
             "endurance_action": ("raise", "flag"),
         }
         for field, allowed in checks.items():

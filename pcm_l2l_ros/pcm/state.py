@@ -47,6 +47,7 @@ class ArrayState:
     _baseline: np.ndarray           # (row blocks, n_out) drift-compensation reference
     _alpha: np.ndarray              # (row blocks, n_out) drift-compensation factors
     _abs_colmean: np.ndarray        # (row blocks, n_out) mean |W_target / w_max| per core column
+    _carry: np.ndarray | None       # update_rounding="accumulate": the digital accumulator chi, quanta
     _wn: np.ndarray                 # (n_in, n_out) normalised weights
     _mats: list[np.ndarray]         # per row block, float32
     _mats_t: list[torch.Tensor]
