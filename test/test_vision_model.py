@@ -92,6 +92,23 @@ def test_second_order_differs_from_first_order(evaluation):
     assert not torch.allclose(grads[0], grads[1])
 
 
+def test_outer_temperature_scales_only_the_outer_loss(evaluation):
+    """The temperature multiplies the query logits of the outer loss only: the same adapted readout (same per-step
+    accuracies) and the loss equals the cross-entropy of the scaled logits, recomputed here from the inner loop."""
+    p, cfg = _rand_params()
+    b = TaskSampler(evaluation.images, 5, 1, 2).sample_batch(np.random.default_rng(1), 2)
+    loss1, accs1 = task_losses(p, b, cfg)
+    loss3, accs3 = task_losses(p, b, cfg, temperature=3.0)
+    np.testing.assert_array_equal(accs1, accs3)
+    hs = M.features(p, M.prepare_input(b.support_x, cfg), cfg)
+    hq = M.features(p, M.prepare_input(b.query_x, cfg), cfg)
+    w = M.adapt_readout(hs, torch.as_tensor(b.support_y), p["readout"].expand(hs.shape[0], -1, -1),
+                        cfg.inner_steps, cfg.inner_lr)[-1]
+    logits = (hq @ w).reshape(-1, cfg.ways)
+    want = torch.nn.functional.cross_entropy(3.0 * logits, torch.as_tensor(b.query_y).reshape(-1))
+    assert torch.allclose(loss3, want, rtol=1e-5) and not torch.allclose(loss1, loss3)
+
+
 def test_released_weights_parity(evaluation):
     """Our code + the released 5-way weights: 5w5s, 4 readout steps -> high-90s query accuracy.
 

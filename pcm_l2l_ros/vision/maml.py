@@ -50,8 +50,13 @@ log = logging.getLogger(__name__)
 
 def task_losses(params: dict[str, torch.Tensor], batch: TaskBatch, cfg: M.CNNConfig,
                 first_order: bool = False, steps: int | None = None, mvm_noise: float = 0.0,
-                gen: torch.Generator | None = None) -> tuple[torch.Tensor, np.ndarray]:
-    """Outer loss (mean query CE after the last inner step) and query accuracy after each step (steps+1,)."""
+                gen: torch.Generator | None = None, temperature: float = 1.0) -> tuple[torch.Tensor, np.ndarray]:
+    """Outer loss (mean query CE after the last inner step) and query accuracy after each step (steps+1,).
+
+    ``temperature``: the query logits are multiplied by it in the outer loss only (the inner loop, and what the
+    chip predicts, the argmax, are unchanged). Four delta-rule steps of lr 0.1 leave the readout's logits small
+    (query CE ~1.1 at 95 % accuracy), so every query pulls on the features about equally; a factor > 1 makes
+    the outer loss weigh the queries the adapted readout gets wrong, as a metric-learning loss would."""
     steps = cfg.inner_steps if steps is None else steps
     dev = params["conv1"].device  # the batch goes where the parameters are (CPU or a GPU)
     xs = M.prepare_input(batch.support_x, cfg).to(dev)
@@ -63,7 +68,7 @@ def task_losses(params: dict[str, torch.Tensor], batch: TaskBatch, cfg: M.CNNCon
     w0 = params["readout"].unsqueeze(0).expand(hs.shape[0], -1, -1)
     ws = M.adapt_readout(hs, ys, w0, steps, cfg.inner_lr, first_order=first_order)
     logits = hq @ ws[-1]
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yq.reshape(-1))
+    loss = F.cross_entropy(temperature * logits.reshape(-1, logits.shape[-1]), yq.reshape(-1))
     with torch.no_grad():
         accs = np.array([((hq @ w).argmax(-1) == yq).float().mean().item() for w in ws])
     return loss, accs
@@ -152,6 +157,7 @@ class TrainSettings:
     first_order: bool = False
     weight_noise: float = 0.0  # hardware-aware training: relative conv-weight noise (see module doc)
     mvm_noise: float = 0.0  # hardware-aware training: relative conv-output noise per MVM (see module doc)
+    outer_temperature: float = 1.0  # query logits x this in the outer loss only (task_losses)
     rotations: bool = True
     seed: int = 0
     channels: int = 56
@@ -315,7 +321,7 @@ class MetaTrainer:
         if self.s.mvm_noise:  # one seed per step from the run's Generator: resumable, equal on every rank
             gen = torch.Generator().manual_seed(int(self.rng.integers(2**63 - 1)) + self.rank)
         loss, accs = task_losses(params, batch, self.cfg, first_order=self.s.first_order,
-                                 mvm_noise=self.s.mvm_noise, gen=gen)
+                                 mvm_noise=self.s.mvm_noise, gen=gen, temperature=self.s.outer_temperature)
         loss.backward()
         loss_v = float(loss.item())
         if self.world > 1:

@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mvm-noise", type=float, default=0.0,
                    help="hardware-aware meta-training: conv outputs get noise of std this * s * max|W_col| per "
                         "MVM (s = the patch's largest input, the DAC scale; the chip's output noise is 0.04)")
+    p.add_argument("--outer-temperature", type=float, default=1.0,
+                   help="query logits x this in the outer loss only (inner loop and predictions unchanged; > 1 "
+                        "weighs the queries the adapted readout gets wrong)")
     p.add_argument("--no-rotations", action="store_true", help="no 90-degree rotation classes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-dir", default="runs/cnn/default", help="state.pt + metrics.csv live here")
@@ -135,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
                       queries=args.queries, meta_batch=args.meta_batch, iterations=args.iterations,
                       outer_lr=args.outer_lr, outer_lr_steps=parse_lr_steps(args.outer_lr_steps),
                       first_order=args.first_order, weight_noise=args.weight_noise, mvm_noise=args.mvm_noise,
-                      rotations=not args.no_rotations,
+                      outer_temperature=args.outer_temperature, rotations=not args.no_rotations,
                       seed=args.seed, channels=args.channels, inner_steps=args.inner_steps,
                       inner_lr=args.inner_lr, ckpt_every=args.ckpt_every, monitor_every=args.monitor_every)
     bg = load_split("background", split_source(args.data_dir, "background"))
@@ -162,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.update(trained_ways=s.ways, train_shots=list(s.shots), queries=s.queries, meta_batch=s.meta_batch,
                    outer_lr=s.outer_lr, outer_lr_steps=[list(v) for v in s.outer_lr_steps],
                    first_order=s.first_order, weight_noise=s.weight_noise, mvm_noise=s.mvm_noise,
-                   rotations=s.rotations,
+                   outer_temperature=s.outer_temperature, rotations=s.rotations,
                    train_split="background", init_from=args.init_from, note=args.note)
         out = save_checkpoint(args.export, params, kind=M.KIND, seed=s.seed, metrics=metrics, config=cfg)
         log.info("exported %s (%s)", out, metrics)
