@@ -120,6 +120,7 @@ def _run(args, node) -> int:
           f"{len(names)} families x {args.n} targets (seed {args.seed}); load average {os.getloadavg()[0]:.2f}; "
           f"watchdog {'as configured' if args.watchdog_timeout is None else f'{args.watchdog_timeout} s'}")
     rows, n_stopped = [], 0
+    live_wait = [0.0]  # s waited in all for the controller's first fresh /joint_states (start-up only)
     overrides = {} if args.watchdog_timeout is None else {"controller": {"watchdog_timeout_s": args.watchdog_timeout}}
     with SubprocessGraph(nodes, Path(default_graph_path()).parent, overrides=overrides, log_dir=args.out / "logs"):
         node.create_subscription(PointStamped, "/sim/end_effector", on_ee, 100)
@@ -159,6 +160,16 @@ def _run(args, node) -> int:
                         v.clear()
                 t_exec = node.get_clock().now().nanoseconds * 1e-9
                 r = call(execute, Trigger.Request(), timeout=10.0)
+                waited = 0.0
+                # right after start-up the controller may not have its first /joint_states yet (DDS matching):
+                # wait for it (at most 10 s in all), as a user would, instead of dropping the target
+                while not r.success and "no fresh /joint_states" in r.message and live_wait[0] < 10.0:
+                    time.sleep(0.5)
+                    live_wait[0] += 0.5
+                    waited += 0.5
+                    r = call(execute, Trigger.Request(), timeout=10.0)
+                if waited:
+                    print(f"{fam} {i}: the controller had no fresh /joint_states yet; executed after {waited:.1f} s")
                 if not r.success:
                     print(f"{fam} {i}: execute refused: {r.message}")
                     continue
