@@ -168,10 +168,10 @@ def test_accumulated_update_rounding_writes_what_small_updates_add_up_to() -> No
             per_update.append(float(np.round((arr.target_weights() - before)[5, 5] / q, 9)))
         written[rounding] = per_update
         if rounding == "accumulate":
-            np.testing.assert_allclose(arr._carry[1:], 0.2, atol=1e-12)   # 1.2 quanta asked, 1 written
+            np.testing.assert_allclose(arr._carry[1:], 0.2, atol=1e-12)  # 1.2 quanta asked, 1 written
             twin = arr.fork(3)
-            twin.reprogram(np.full(W.shape, 0.3 * q))                     # 0.5 -> rounds to even 0
-            twin.reprogram(np.full(W.shape, 0.3 * q))                     # 0.8 -> 1
+            twin.reprogram(np.full(W.shape, 0.3 * q))  # 0.5 -> rounds to even 0
+            twin.reprogram(np.full(W.shape, 0.3 * q))  # 0.8 -> 1
             np.testing.assert_allclose((twin.target_weights() - arr.target_weights())[1:], q, atol=1e-12)
             arr.program()
             assert not arr._carry.any()

@@ -131,7 +131,7 @@ class ManagedNode(LifecycleNode):
         if not self._run("configure", self.configure_node):
             self._run("release after the failed configure", self.release_node)
             return FAILURE
-        freeze_long_lived()   # the models and chips just built live until cleanup: no full-collection pauses
+        freeze_long_lived()  # the models and chips just built live until cleanup: no full-collection pauses
         self.get_logger().info(f"configured in {time.perf_counter() - t0:.1f} s")
         return super().on_configure(state)
 
@@ -150,7 +150,7 @@ class ManagedNode(LifecycleNode):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         ok = self._run("cleanup", self.release_node)
-        gc.unfreeze()   # what configure froze may now be garbage, cycles included: visible to the collector again
+        gc.unfreeze()  # what configure froze may now be garbage, cycles included: visible to the collector again
         gc.collect()
         ret = super().on_cleanup(state)
         self.get_logger().info("cleaned up (unconfigured)")
