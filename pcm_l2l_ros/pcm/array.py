@@ -211,15 +211,10 @@ class PCMArray(ConductanceState, DriftCompensation, CrossbarMVM):
 
     def _unit_targets(self, W: np.ndarray) -> np.ndarray:
         """Target conductance of every unit, µS, shape (2, units, n_in, n_out)."""
-        return self._unit_targets_of(W, self._wmax_full)
-
-    def _unit_targets_of(self, w: np.ndarray, wmax: np.ndarray) -> np.ndarray:
-        """Target conductances (2, units, *w.shape), µS, of weights ``w`` whose w_max is ``wmax`` (elementwise)."""
-        out = np.empty((2 * self.units, w.size))
-        K.unit_targets_array(np.ascontiguousarray(w, np.float64).reshape(-1),
-                             np.ascontiguousarray(np.broadcast_to(wmax, w.shape), np.float64).reshape(-1),
+        out = np.empty((2 * self.units, W.size))
+        K.unit_targets_array(np.ascontiguousarray(W, np.float64).reshape(-1), self._wmax_full.reshape(-1),
                              float(self.model.g_max_uS), out)
-        return out.reshape(2, self.units, *w.shape)
+        return out.reshape(2, self.units, *W.shape)
 
     def _age(self) -> np.ndarray:
         return np.maximum(self.t_s - self._t_prog, 0.0)

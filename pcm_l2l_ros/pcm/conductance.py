@@ -26,7 +26,9 @@ class ConductanceState(ArrayState):
     def conductances(self) -> np.ndarray:
         """Current unit conductances (2, units, n_in, n_out), µS, with drift and the frozen read-noise
         snapshot (drawn by ``drift()``; right after ``program()`` there is none, as in aihwkit)."""
-        return self._conductances()[0]
+        g, _, _ = self._device_state(conductances=True)
+        assert g is not None
+        return g
 
     def _prog_state(self) -> tuple[np.ndarray, np.ndarray]:
         """(programmed conductances, factor) the drift acts on; with ``drift_reencode`` the programmed
@@ -73,11 +75,6 @@ class ConductanceState(ArrayState):
         shape = (self.n_in, self.n_out) if widx is None else (len(idx),)
         return (g_d.reshape(2, self.units, *shape) if conductances else None, wn.reshape(shape),
                 var.reshape(shape) if want_var else None)
-
-    def _conductances(self) -> tuple[np.ndarray, np.ndarray]:
-        g, _, _ = self._device_state(conductances=True)
-        assert g is not None
-        return g, self._prog_state()[1]
 
     def _rebuild(self) -> None:
         """Recompute the normalised matrices (and per-MVM read-noise variances) from the device state."""

@@ -38,7 +38,6 @@ __all__ = [
 ]
 
 
-
 def _flat64(*arrays: np.ndarray | float) -> tuple[tuple[int, ...], list[np.ndarray]]:
     """(broadcast shape, the arrays broadcast to it as contiguous flat float64) for the elementwise kernels."""
     arrs = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in arrays))

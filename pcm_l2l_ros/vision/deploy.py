@@ -77,7 +77,6 @@ def im2col(y: np.ndarray, padding: str, alloc=None) -> tuple[np.ndarray, int, in
     return cols, h, w
 
 
-
 @dataclass
 class AdaptResult:
     """Result of :meth:`FewShotChip.adapt_and_classify`.
