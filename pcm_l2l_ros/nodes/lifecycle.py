@@ -46,6 +46,17 @@ TRANSITION_IDS = {
     "activate": Transition.TRANSITION_ACTIVATE,
     "deactivate": Transition.TRANSITION_DEACTIVATE,
 }
+#: transition label -> the primary state it leads to when it succeeds
+TRANSITION_GOALS = {
+    "configure": "inactive",
+    "cleanup": "unconfigured",
+    "activate": "active",
+    "deactivate": "inactive",
+    "shutdown": "finalized",
+}
+#: s of silence after which the manager re-sends a get_state or asks the state after a transition (see
+#: :class:`LifecycleManager`); the patience doubles after each try, up to MAX_PATIENCE_S
+RESEND_S, MAX_PATIENCE_S = 3.0, 24.0
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 
@@ -174,10 +185,18 @@ class LifecycleManager:
 
     ``node`` is any rclpy node of the caller; ``spin(timeout_s)`` spins the caller's executor once (the
     manager calls it while it waits, so the executor must not be spun by another thread meanwhile).
+
+    A lost answer is survived: Fast DDS drops a service's answer when the server has not yet matched the
+    client's response reader (``rmw_send_response`` gives up after 100 ms and the server logs "failed to send
+    response (timeout): client will not receive response"; ros2/rmw_fastrtps#706, ros2/rclcpp#2760). That
+    happens to the first request of a new client, most often right after the node's process started, and the
+    client would otherwise wait for its whole timeout. So a ``get_state`` (idempotent) still unanswered after
+    ``resend_s`` s (default :data:`RESEND_S`) is sent again, with growing patience, and a transition still
+    unanswered then is settled by asking the node's state (:meth:`change_state`).
     """
 
-    def __init__(self, node, spin: Callable[[float], None]):
-        self.node, self._spin = node, spin
+    def __init__(self, node, spin: Callable[[float], None], resend_s: float = RESEND_S):
+        self.node, self._spin, self.resend_s = node, spin, float(resend_s)
         self._clients: dict[tuple[str, str], object] = {}
 
     def _client(self, target: str, kind: str):
@@ -187,41 +206,89 @@ class LifecycleManager:
             self._clients[key] = self.node.create_client(srv, f"{_fqn(target)}/{kind}")
         return self._clients[key]
 
-    def _call(self, client, request, timeout_s: float, alive: Callable[[], bool] | None):
-        deadline = time.monotonic() + timeout_s
+    def _send(self, client, request, deadline: float, alive: Callable[[], bool] | None):
+        """Wait (until ``deadline``, monotonic s) for ``client``'s service, then send ``request``; its future."""
         while not client.service_is_ready():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{client.srv_name} did not appear within {timeout_s:.0f} s")
-            if alive is not None and not alive():
-                raise RuntimeError(f"the process of {client.srv_name} ended")
+            self._check(client, deadline, alive, "did not appear")
             self._spin(0.05)
-        future = client.call_async(request)
+        return client.call_async(request)
+
+    def _wait(self, client, future, until: float, deadline: float, alive: Callable[[], bool] | None) -> bool:
+        """Spin until ``future`` is done (True) or ``until`` passes (False); errors past ``deadline``."""
         while not future.done():
-            if time.monotonic() > deadline:
-                client.remove_pending_request(future)
-                raise TimeoutError(f"{client.srv_name}: no answer within {timeout_s:.0f} s")
-            if alive is not None and not alive():
-                raise RuntimeError(f"the process of {client.srv_name} ended")
+            if time.monotonic() > until:
+                return False
+            self._check(client, deadline, alive, "no answer")
             self._spin(0.05)
-        return future.result()
+        return True
+
+    @staticmethod
+    def _check(client, deadline: float, alive: Callable[[], bool] | None, what: str) -> None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{client.srv_name}: {what} within the time allowed")
+        if alive is not None and not alive():
+            raise RuntimeError(f"the process of {client.srv_name} ended")
+
+    def _call_idempotent(self, client, request, deadline: float, alive: Callable[[], bool] | None):
+        """The answer to ``request``, sent again after ``resend_s``, then twice as long, ... s of silence (the
+        request must be idempotent; the first answer to any copy is taken)."""
+        futures, patience = [], self.resend_s
+        try:
+            while True:
+                futures.append(self._send(client, request, deadline, alive))
+                until = min(deadline, time.monotonic() + patience)
+                if self._wait(client, futures[-1], until, deadline, alive):
+                    return futures[-1].result()
+                answered = [f for f in futures if f.done()]
+                if answered:
+                    return answered[0].result()
+                patience = min(2.0 * patience, max(MAX_PATIENCE_S, self.resend_s))
+        finally:
+            for f in futures:
+                if not f.done():
+                    client.remove_pending_request(f)
 
     def get_state(self, target: str, timeout_s: float = 10.0, alive: Callable[[], bool] | None = None) -> str:
         """Label of ``target``'s current state."""
-        res = self._call(self._client(target, "get_state"), GetState.Request(), timeout_s, alive)
+        deadline = time.monotonic() + timeout_s
+        res = self._call_idempotent(self._client(target, "get_state"), GetState.Request(), deadline, alive)
         return str(res.current_state.label)
 
     def change_state(
         self, target: str, transition: str, timeout_s: float = 10.0, alive: Callable[[], bool] | None = None
     ) -> bool:
         """Request the transition ``transition`` (``configure``, ``activate``, ``deactivate``, ``cleanup``,
-        ``shutdown``); returns whether the node reports success."""
+        ``shutdown``); returns whether the node reports success.
+
+        The request is sent once (a transition is not idempotent). If its answer has not come after
+        ``resend_s`` s, the node's state is asked: the state the transition leads to means success (the
+        answer was lost); a transition state (``configuring``, ...) means wait on; the state it started from,
+        seen twice with the answer still missing, means the transition failed (the failure's answer was lost).
+        """
         if transition == "shutdown":  # one label, three transitions: the node resolves it from its state
             req = ChangeState.Request(transition=Transition(label="shutdown"))
         elif transition in TRANSITION_IDS:
             req = ChangeState.Request(transition=Transition(id=TRANSITION_IDS[transition]))
         else:
             raise ValueError(f"unknown transition {transition!r}; one of {[*TRANSITION_IDS, 'shutdown']}")
-        return bool(self._call(self._client(target, "change_state"), req, timeout_s, alive).success)
+        deadline = time.monotonic() + timeout_s
+        client = self._client(target, "change_state")
+        future = self._send(client, req, deadline, alive)
+        unchanged, patience = 0, self.resend_s
+        try:
+            while not self._wait(client, future, min(deadline, time.monotonic() + patience), deadline, alive):
+                state = self.get_state(target, max(0.1, deadline - time.monotonic()), alive)
+                if state == TRANSITION_GOALS[transition]:
+                    return True
+                if state in PRIMARY_STATES:  # not in a transition: the one asked for failed or is still queued
+                    unchanged += 1
+                    if unchanged >= 2:
+                        return False
+                patience = min(2.0 * patience, max(MAX_PATIENCE_S, self.resend_s))
+            return bool(future.result().success)
+        finally:
+            if not future.done():
+                client.remove_pending_request(future)
 
     def bring_up(self, target: str, timeout_s: float = 180.0, alive: Callable[[], bool] | None = None) -> None:
         """Take ``target`` to ``active`` from wherever it is (configure if unconfigured, then activate); raises
