@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pcm_l2l_ros.nodes.service_call import call_resending
+
 log = logging.getLogger("pcm_l2l_ros.demo")
 
 DEMO_SEED = 20261129  # held out: training uses other seeds (families.RESERVED_EVAL_SEEDS)
@@ -156,14 +158,20 @@ class DemoClient:
         if not client.wait_for_service(timeout_sec=timeout):
             raise TimeoutError(f"service {client.srv_name} did not come up within {timeout:.0f} s")
 
-    def call(self, client, request, timeout: float):
-        fut = client.call_async(request)
-        done = threading.Event()
-        fut.add_done_callback(lambda _f: done.set())
-        if not done.wait(timeout):
-            client.remove_pending_request(fut)
+    def call(self, client, request, timeout: float, idempotent: bool = False):
+        """The answer to ``request`` (the executor thread spins); an ``idempotent`` request is sent again after
+        a few s of silence (a lost answer: :mod:`pcm_l2l_ros.nodes.service_call`)."""
+        deadline = time.monotonic() + timeout
+        if idempotent:
+            res = call_resending(client, request, _wait_on_event, deadline)
+        else:
+            fut = client.call_async(request)
+            res = fut.result() if _wait_on_event(fut, deadline) else None
+            if res is None:
+                client.remove_pending_request(fut)
+        if res is None:
             raise TimeoutError(f"{client.srv_name}: no answer within {timeout:.0f} s")
-        return fut.result()
+        return res
 
     def action_client(self, action_type, name: str):
         """An rclpy ActionClient on the demo's node, destroyed by :meth:`close` (``destroy_node`` leaves it)."""
@@ -273,7 +281,7 @@ def arm_scenario(client: DemoClient, args, out: Path, result: DemoResult) -> Non
     print(f"[demo] arm: loss {res.loss_before:.4f} -> {res.loss_after:.4f} after one update; "
           f"{res.devices_written} PCM devices written; {1e3 * res.update_time_s:.0f} ms", flush=True)
 
-    r = client.call(reset_sim, Trigger.Request(), timeout=10.0)
+    r = client.call(reset_sim, Trigger.Request(), timeout=10.0, idempotent=True)
     if not r.success:
         raise RuntimeError(f"sim reset failed: {r.message}")
     time.sleep(0.3)  # let the arm settle at home
@@ -315,7 +323,14 @@ def arm_scenario(client: DemoClient, args, out: Path, result: DemoResult) -> Non
                       path_length_cm=float(100 * np.linalg.norm(np.diff(batch.xyz[0], axis=0), axis=1).sum()))
     result.arm["_paths"] = (batch.xyz[0], executed)
     plot_paths(batch.xyz[0], executed, out / "arm_path.png", result.arm)
-    client.call(reset_ctrl, Trigger.Request(), timeout=10.0)
+    client.call(reset_ctrl, Trigger.Request(), timeout=10.0, idempotent=True)
+
+
+def _wait_on_event(future, until: float) -> bool:
+    """Wait (another thread spins the executor) until ``future`` is done (True) or ``until`` (monotonic s)."""
+    done = threading.Event()
+    future.add_done_callback(lambda _f: done.set())
+    return future.done() or done.wait(max(0.0, until - time.monotonic()))
 
 
 def _execute_goal(client: DemoClient, execute, ExecuteLearned, timeout: float):
@@ -411,7 +426,7 @@ def vision_scenario(client: DemoClient, args, out: Path, result: DemoResult) -> 
     print(f"[demo] vision: {ways}-way {shots}-shot task from the evaluation split, {len(qx)} queries, "
           "adapted on the PCM chip at 1 h drift", flush=True)
     t = time.perf_counter()
-    res = client.call(classify, req, timeout=120.0)
+    res = client.call(classify, req, timeout=120.0, idempotent=True)  # a classification changes nothing
     rtt = time.perf_counter() - t
     if not res.success:
         raise RuntimeError(f"classify refused: {res.message}")

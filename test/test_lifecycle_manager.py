@@ -106,3 +106,30 @@ def test_answered_calls_do_not_poll(no_shm_leak, manager_and_node):
     assert fake.calls == {"get_state": 0, "change_state": 1}
     with pytest.raises(TimeoutError, match="get_state"):
         manager.get_state("nobody", timeout_s=1.0)
+
+
+def test_the_cli_client_resends_idempotent_requests_only(no_shm_leak, ros_node):
+    """``GraphClient.call(..., resend_s=...)`` (``pcm-l2l classify``, the demo's classify and resets) gets the
+    answer to a copy when the first is lost; without ``resend_s`` (a request with effects) it is sent once."""
+    import threading  # noqa: PLC0415
+
+    from pcm_l2l_ros.nodes.client import GraphClient  # noqa: PLC0415
+
+    node, ex = ros_node
+    fake = ManagedStandIn(node, "fake", drop={"get_state": 2})
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: [ex.spin_once(timeout_sec=0.05) for _ in iter(stop.is_set, True)])
+    spinner.start()
+    try:
+        with GraphClient("lossy_probe") as c:
+            with pytest.raises(TimeoutError, match="no answer"):
+                c.call(GetState, "/fake/get_state", GetState.Request(), connect_timeout=20.0, timeout=1.0)
+            assert fake.calls["get_state"] == 1  # sent once: its answer was the first one lost
+            res = c.call(
+                GetState, "/fake/get_state", GetState.Request(), connect_timeout=20.0, timeout=20.0, resend_s=RESEND_S
+            )
+            assert res.current_state.label == "unconfigured"
+            assert fake.calls["get_state"] == 3 and fake.dropped["get_state"] == 2
+    finally:
+        stop.set()
+        spinner.join()

@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     from pcm_l2l_interfaces.srv import FewShotClassify  # noqa: PLC0415
 
     from pcm_l2l_ros.nodes.client import GraphClient  # noqa: PLC0415
+    from pcm_l2l_ros.nodes.service_call import RESEND_S  # noqa: PLC0415
 
     s_files, s_names = collect(args.support, args.labels, "support")
     if s_names is None:
@@ -122,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
         drift_time_s=args.drift_time,
     )
     with GraphClient("pcm_l2l_classify") as c:
-        res = c.call(FewShotClassify, args.service, request, args.connect_timeout, args.timeout)
+        # a classification changes nothing on the node: re-sent if its answer is lost
+        res = c.call(FewShotClassify, args.service, request, args.connect_timeout, args.timeout, resend_s=RESEND_S)
     if not res.success:
         return refused(args, "classify", res.message, {"classes": classes})
     n = len(classes)

@@ -18,6 +18,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 from pcm_l2l_ros.nodes.common import ensure_localhost_discovery
+from pcm_l2l_ros.nodes.service_call import call_resending
 
 
 def _not_available(kind: str, name: str, connect_timeout: float) -> TimeoutError:
@@ -56,18 +57,35 @@ class GraphClient:
             self.executor.spin_once(timeout_sec=min(0.05, left))
         return True
 
-    def call(self, srv_type, service: str, request, connect_timeout: float = 30.0, timeout: float = 120.0) -> Any:
+    def call(
+        self,
+        srv_type,
+        service: str,
+        request,
+        connect_timeout: float = 30.0,
+        timeout: float = 120.0,
+        resend_s: float | None = None,
+    ) -> Any:
         """Send ``request`` to ``service`` and return the response; TimeoutError if the service does not appear
-        within ``connect_timeout`` s or does not answer within ``timeout`` s."""
+        within ``connect_timeout`` s or does not answer within ``timeout`` s. ``resend_s``: the request is
+        idempotent; send it again after that many s of silence (a lost answer, :mod:`.service_call`)."""
         client = self.node.create_client(srv_type, service)
         try:
             if not self.spin_until(client.service_is_ready, connect_timeout):
                 raise _not_available("service", service, connect_timeout)
-            future = client.call_async(request)
-            if not self.spin_until(future.done, timeout):
-                client.remove_pending_request(future)
+            deadline = time.monotonic() + timeout
+            if resend_s is None:
+                future = client.call_async(request)
+                if not self.spin_until(future.done, timeout):
+                    client.remove_pending_request(future)
+                    raise TimeoutError(f"{service}: no answer within {timeout:g} s")
+                return future.result()
+            res = call_resending(
+                client, request, lambda f, until: self.spin_until(f.done, until - time.monotonic()), deadline, resend_s
+            )
+            if res is None:
                 raise TimeoutError(f"{service}: no answer within {timeout:g} s")
-            return future.result()
+            return res
         finally:
             self.node.destroy_client(client)
 

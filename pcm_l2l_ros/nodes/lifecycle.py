@@ -36,6 +36,7 @@ from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from pcm_l2l_ros.nodes.common import declare_validated, freeze_long_lived
+from pcm_l2l_ros.nodes.service_call import MAX_PATIENCE_S, RESEND_S, call_resending
 
 #: primary states (lifecycle_msgs/msg/State labels) from which a ``shutdown`` transition exists
 PRIMARY_STATES = ("unconfigured", "inactive", "active")
@@ -54,9 +55,6 @@ TRANSITION_GOALS = {
     "deactivate": "inactive",
     "shutdown": "finalized",
 }
-#: s of silence after which the manager re-sends a get_state or asks the state after a transition (see
-#: :class:`LifecycleManager`); the patience doubles after each try, up to MAX_PATIENCE_S
-RESEND_S, MAX_PATIENCE_S = 3.0, 24.0
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 
@@ -186,13 +184,10 @@ class LifecycleManager:
     ``node`` is any rclpy node of the caller; ``spin(timeout_s)`` spins the caller's executor once (the
     manager calls it while it waits, so the executor must not be spun by another thread meanwhile).
 
-    A lost answer is survived: Fast DDS drops a service's answer when the server has not yet matched the
-    client's response reader (``rmw_send_response`` gives up after 100 ms and the server logs "failed to send
-    response (timeout): client will not receive response"; ros2/rmw_fastrtps#706, ros2/rclcpp#2760). That
-    happens to the first request of a new client, most often right after the node's process started, and the
-    client would otherwise wait for its whole timeout. So a ``get_state`` (idempotent) still unanswered after
-    ``resend_s`` s (default :data:`RESEND_S`) is sent again, with growing patience, and a transition still
-    unanswered then is settled by asking the node's state (:meth:`change_state`).
+    A lost answer is survived (Fast DDS drops the first answers to a new client when the server has not yet
+    matched it, :mod:`pcm_l2l_ros.nodes.service_call`; right after a node's process started this is likely): a
+    ``get_state`` still unanswered after ``resend_s`` s is sent again, with doubling patience, and a transition
+    still unanswered then is settled by asking the node's state (:meth:`change_state`).
     """
 
     def __init__(self, node, spin: Callable[[float], None], resend_s: float = RESEND_S):
@@ -206,12 +201,11 @@ class LifecycleManager:
             self._clients[key] = self.node.create_client(srv, f"{_fqn(target)}/{kind}")
         return self._clients[key]
 
-    def _send(self, client, request, deadline: float, alive: Callable[[], bool] | None):
-        """Wait (until ``deadline``, monotonic s) for ``client``'s service, then send ``request``; its future."""
+    def _wait_ready(self, client, deadline: float, alive: Callable[[], bool] | None) -> None:
+        """Wait (until ``deadline``, monotonic s) for ``client``'s service to appear."""
         while not client.service_is_ready():
             self._check(client, deadline, alive, "did not appear")
             self._spin(0.05)
-        return client.call_async(request)
 
     def _wait(self, client, future, until: float, deadline: float, alive: Callable[[], bool] | None) -> bool:
         """Spin until ``future`` is done (True) or ``until`` passes (False); errors past ``deadline``."""
@@ -229,29 +223,20 @@ class LifecycleManager:
         if alive is not None and not alive():
             raise RuntimeError(f"the process of {client.srv_name} ended")
 
-    def _call_idempotent(self, client, request, deadline: float, alive: Callable[[], bool] | None):
-        """The answer to ``request``, sent again after ``resend_s``, then twice as long, ... s of silence (the
-        request must be idempotent; the first answer to any copy is taken)."""
-        futures, patience = [], self.resend_s
-        try:
-            while True:
-                futures.append(self._send(client, request, deadline, alive))
-                until = min(deadline, time.monotonic() + patience)
-                if self._wait(client, futures[-1], until, deadline, alive):
-                    return futures[-1].result()
-                answered = [f for f in futures if f.done()]
-                if answered:
-                    return answered[0].result()
-                patience = min(2.0 * patience, max(MAX_PATIENCE_S, self.resend_s))
-        finally:
-            for f in futures:
-                if not f.done():
-                    client.remove_pending_request(f)
-
     def get_state(self, target: str, timeout_s: float = 10.0, alive: Callable[[], bool] | None = None) -> str:
         """Label of ``target``'s current state."""
         deadline = time.monotonic() + timeout_s
-        res = self._call_idempotent(self._client(target, "get_state"), GetState.Request(), deadline, alive)
+        client = self._client(target, "get_state")
+        self._wait_ready(client, deadline, alive)
+        res = call_resending(
+            client,
+            GetState.Request(),
+            lambda f, until: self._wait(client, f, until, deadline, alive),
+            deadline,
+            self.resend_s,
+        )
+        if res is None:
+            raise TimeoutError(f"{client.srv_name}: no answer within {timeout_s:g} s")
         return str(res.current_state.label)
 
     def change_state(
@@ -273,7 +258,8 @@ class LifecycleManager:
             raise ValueError(f"unknown transition {transition!r}; one of {[*TRANSITION_IDS, 'shutdown']}")
         deadline = time.monotonic() + timeout_s
         client = self._client(target, "change_state")
-        future = self._send(client, req, deadline, alive)
+        self._wait_ready(client, deadline, alive)
+        future = client.call_async(req)
         unchanged, patience = 0, self.resend_s
         try:
             while not self._wait(client, future, min(deadline, time.monotonic() + patience), deadline, alive):
