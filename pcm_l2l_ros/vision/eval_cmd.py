@@ -49,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "aihwkit_compat, aihwkit_per_column, ideal")
     p.add_argument("--bn-stats", default="transductive", choices=("transductive", "support"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pcm-seed", type=int, default=None,
+                   help="seed of the programmed chip (its programming noise and drift; default --seed + 17): one "
+                        "chip serves all tasks, so compare models over several --pcm-seed")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out-dir", default="runs/cnn/eval")
     p.add_argument("--data-dir", default=None, help="folder with images_evaluation.(npz|zip)")
@@ -189,7 +192,8 @@ def run(args: argparse.Namespace) -> int:
                                     bn_stats=args.bn_stats, quantize_bits=4)
             emit(setting, "q4", None, acc, model_name, time.time() - t0)
         if "pcm" in modes:
-            chip = FewShotChip(params, cfg, chip_configs(args.pcm_preset), np.random.default_rng(args.seed + 17))
+            pcm_seed = args.seed + 17 if args.pcm_seed is None else args.pcm_seed
+            chip = FewShotChip(params, cfg, chip_configs(args.pcm_preset), np.random.default_rng(pcm_seed))
             total = chip.device_counts()["total"]
             for drift in drifts:
                 t0 = time.time()
