@@ -109,3 +109,29 @@ def test_export_fewer_ways_from_a_larger_model(tmp_path):
     assert cfg20.ways == 20 and cfg5.ways == 5 and meta5["config"]["trained_ways"] == 20
     assert np.array_equal(p5["readout"], p20["readout"][:, :5]) and np.array_equal(p5["conv3"], p20["conv3"])
     assert cfg5.readout_w_max > 0 and cfg5.readout_w_max != cfg20.readout_w_max
+
+
+def test_pcm_seed_chooses_the_programmed_chip(tmp_path):
+    """``eval-cnn --pcm-seed S`` programs another chip instance (its programming noise and drift) for the same tasks;
+    the default is ``--seed + 17`` (the numbers published before the option existed)."""
+    import pytest
+
+    model = M.shipped_model_path(5)
+    if not model.exists():
+        pytest.skip("no shipped 5-way checkpoint")
+    data = str(shared_dir() / "data" / "omniglot")
+
+    def chip_run(name: str, extra: list[str]) -> tuple[list[str], np.ndarray]:
+        out = tmp_path / name
+        args = _parse(eval_cmd, ["--model5", str(model), "--settings", "5w1s", "--modes", "pcm", "--tasks", "3",
+                                 "--drift-times", "3600", "--queries", "2", "--out-dir", str(out), "--data-dir", data,
+                                 "--no-plots", "--no-progress", "--seed", "0", *extra])
+        assert eval_cmd.run(args) == 0
+        with (out / "results.csv").open() as f:
+            writes = [r["devices_written_per_task"] for r in csv.DictReader(f) if r["mode"] == "pcm"]
+        return writes, np.load(out / "per_task.npz")["5w1s_pcm_3600s"]
+
+    default, seed17, other = chip_run("default", []), chip_run("s17", ["--pcm-seed", "17"]), chip_run("s3", ["--pcm-seed", "3"])
+    assert default[0] == seed17[0] and np.array_equal(default[1], seed17[1])
+    # another programmed chip: the readout starts from other conductances, so its 4 updates write other devices
+    assert other[0] != default[0]
