@@ -131,7 +131,8 @@ def test_pcm_seed_chooses_the_programmed_chip(tmp_path):
             writes = [r["devices_written_per_task"] for r in csv.DictReader(f) if r["mode"] == "pcm"]
         return writes, np.load(out / "per_task.npz")["5w1s_pcm_3600s"]
 
-    default, seed17, other = chip_run("default", []), chip_run("s17", ["--pcm-seed", "17"]), chip_run("s3", ["--pcm-seed", "3"])
+    default, seed17 = chip_run("default", []), chip_run("s17", ["--pcm-seed", "17"])
+    other = chip_run("s3", ["--pcm-seed", "3"])
     assert default[0] == seed17[0] and np.array_equal(default[1], seed17[1])
     # another programmed chip: the readout starts from other conductances, so its 4 updates write other devices
     assert other[0] != default[0]
