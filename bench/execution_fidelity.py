@@ -66,6 +66,7 @@ def _run(args, node) -> int:
     from pcm_l2l_ros.demo import joint_trajectory_msg
     from pcm_l2l_ros.graph import default_graph_path, load_graph
     from pcm_l2l_ros.nodes.runner import SubprocessGraph
+    from pcm_l2l_ros.nodes.service_call import call_service, wait_on_event
     from pcm_l2l_ros.snn import families, tasks
     from pcm_l2l_ros.snn import fidelity as fd
     from pcm_l2l_ros.snn.controller import OneShotController, TargetError
@@ -96,12 +97,10 @@ def _run(args, node) -> int:
             logs["cmd"].append((time.monotonic(), np.array(msg.data)))
 
     def call(client, req, timeout=60.0):
-        done = threading.Event()
-        fut = client.call_async(req)
-        fut.add_done_callback(lambda _f: done.set())
-        if not done.wait(timeout):
+        res = call_service(client, req, wait_on_event, time.monotonic() + timeout, resend_s=None)
+        if res is None:
             raise TimeoutError(client.srv_name)
-        return fut.result()
+        return res
 
     nodes = [n for n in load_graph() if n.name in ("sim", "controller")]
     conf = yaml.safe_load((Path(default_graph_path()).parent / "controller.yaml").read_text())["/**"]
@@ -120,7 +119,7 @@ def _run(args, node) -> int:
           f"{len(names)} families x {args.n} targets (seed {args.seed}); load average {os.getloadavg()[0]:.2f}; "
           f"watchdog {'as configured' if args.watchdog_timeout is None else f'{args.watchdog_timeout} s'}")
     rows, n_stopped = [], 0
-    live_wait = [0.0]  # s waited in all for the controller's first fresh /joint_states (start-up only)
+    live_wait_s = 0.0  # s waited in all for the controller's first fresh /joint_states (start-up only)
     overrides = {} if args.watchdog_timeout is None else {"controller": {"watchdog_timeout_s": args.watchdog_timeout}}
     with SubprocessGraph(nodes, Path(default_graph_path()).parent, overrides=overrides, log_dir=args.out / "logs"):
         node.create_subscription(PointStamped, "/sim/end_effector", on_ee, 100)
@@ -163,9 +162,9 @@ def _run(args, node) -> int:
                 waited = 0.0
                 # right after start-up the controller may not have its first /joint_states yet (DDS matching):
                 # wait for it (at most 10 s in all), as a user would, instead of dropping the target
-                while not r.success and "no fresh /joint_states" in r.message and live_wait[0] < 10.0:
+                while not r.success and "no fresh /joint_states" in r.message and live_wait_s < 10.0:
                     time.sleep(0.5)
-                    live_wait[0] += 0.5
+                    live_wait_s += 0.5
                     waited += 0.5
                     r = call(execute, Trigger.Request(), timeout=10.0)
                 if waited:

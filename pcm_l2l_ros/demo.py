@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pcm_l2l_ros.nodes.service_call import call_resending
+from pcm_l2l_ros.nodes.service_call import RESEND_S, call_service, wait_on_event
 
 log = logging.getLogger("pcm_l2l_ros.demo")
 
@@ -161,14 +161,8 @@ class DemoClient:
     def call(self, client, request, timeout: float, idempotent: bool = False):
         """The answer to ``request`` (the executor thread spins); an ``idempotent`` request is sent again after
         a few s of silence (a lost answer: :mod:`pcm_l2l_ros.nodes.service_call`)."""
-        deadline = time.monotonic() + timeout
-        if idempotent:
-            res = call_resending(client, request, _wait_on_event, deadline)
-        else:
-            fut = client.call_async(request)
-            res = fut.result() if _wait_on_event(fut, deadline) else None
-            if res is None:
-                client.remove_pending_request(fut)
+        res = call_service(client, request, wait_on_event, time.monotonic() + timeout,
+                           RESEND_S if idempotent else None)
         if res is None:
             raise TimeoutError(f"{client.srv_name}: no answer within {timeout:.0f} s")
         return res
@@ -324,13 +318,6 @@ def arm_scenario(client: DemoClient, args, out: Path, result: DemoResult) -> Non
     result.arm["_paths"] = (batch.xyz[0], executed)
     plot_paths(batch.xyz[0], executed, out / "arm_path.png", result.arm)
     client.call(reset_ctrl, Trigger.Request(), timeout=10.0, idempotent=True)
-
-
-def _wait_on_event(future, until: float) -> bool:
-    """Wait (another thread spins the executor) until ``future`` is done (True) or ``until`` (monotonic s)."""
-    done = threading.Event()
-    future.add_done_callback(lambda _f: done.set())
-    return future.done() or done.wait(max(0.0, until - time.monotonic()))
 
 
 def _execute_goal(client: DemoClient, execute, ExecuteLearned, timeout: float):

@@ -18,7 +18,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 from pcm_l2l_ros.nodes.common import ensure_localhost_discovery
-from pcm_l2l_ros.nodes.service_call import call_resending
+from pcm_l2l_ros.nodes.service_call import call_service
 
 
 def _not_available(kind: str, name: str, connect_timeout: float) -> TimeoutError:
@@ -74,13 +74,7 @@ class GraphClient:
             if not self.spin_until(client.service_is_ready, connect_timeout):
                 raise _not_available("service", service, connect_timeout)
             deadline = time.monotonic() + timeout
-            if resend_s is None:
-                future = client.call_async(request)
-                if not self.spin_until(future.done, timeout):
-                    client.remove_pending_request(future)
-                    raise TimeoutError(f"{service}: no answer within {timeout:g} s")
-                return future.result()
-            res = call_resending(
+            res = call_service(
                 client, request, lambda f, until: self.spin_until(f.done, until - time.monotonic()), deadline, resend_s
             )
             if res is None:

@@ -36,7 +36,7 @@ from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from pcm_l2l_ros.nodes.common import declare_validated, freeze_long_lived
-from pcm_l2l_ros.nodes.service_call import MAX_PATIENCE_S, RESEND_S, call_resending
+from pcm_l2l_ros.nodes.service_call import RESEND_S, call_service, longer_patience
 
 #: primary states (lifecycle_msgs/msg/State labels) from which a ``shutdown`` transition exists
 PRIMARY_STATES = ("unconfigured", "inactive", "active")
@@ -228,7 +228,7 @@ class LifecycleManager:
         deadline = time.monotonic() + timeout_s
         client = self._client(target, "get_state")
         self._wait_ready(client, deadline, alive)
-        res = call_resending(
+        res = call_service(
             client,
             GetState.Request(),
             lambda f, until: self._wait(client, f, until, deadline, alive),
@@ -270,7 +270,7 @@ class LifecycleManager:
                     unchanged += 1
                     if unchanged >= 2:
                         return False
-                patience = min(2.0 * patience, max(MAX_PATIENCE_S, self.resend_s))
+                patience = longer_patience(patience, self.resend_s)
             return bool(future.result().success)
         finally:
             if not future.done():
