@@ -104,8 +104,11 @@ def test_answered_calls_do_not_poll(no_shm_leak, manager_and_node):
     fake = ManagedStandIn(node, "fake", drop={})
     assert manager.change_state("fake", "configure", timeout_s=20.0) is True
     assert fake.calls == {"get_state": 0, "change_state": 1}
-    with pytest.raises(TimeoutError, match="get_state"):
+    with pytest.raises(TimeoutError, match=r"nobody/get_state: did not appear within 1 s"):
         manager.get_state("nobody", timeout_s=1.0)
+    fake.drop["get_state"] = 1_000  # every answer lost: the message names the seconds allowed
+    with pytest.raises(TimeoutError, match=r"fake/get_state: no answer within 1\.5 s"):
+        manager.get_state("fake", timeout_s=1.5)
 
 
 def test_the_cli_client_resends_idempotent_requests_only(no_shm_leak, ros_node):

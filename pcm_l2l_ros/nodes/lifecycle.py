@@ -201,25 +201,27 @@ class LifecycleManager:
             self._clients[key] = self.node.create_client(srv, f"{_fqn(target)}/{kind}")
         return self._clients[key]
 
-    def _wait_ready(self, client, deadline: float, alive: Callable[[], bool] | None) -> None:
-        """Wait (until ``deadline``, monotonic s) for ``client``'s service to appear."""
+    def _wait_ready(self, client, deadline: float, allowed_s: float, alive: Callable[[], bool] | None) -> None:
+        """Wait (until ``deadline``, monotonic s; ``allowed_s`` s from the call) for ``client``'s service."""
         while not client.service_is_ready():
-            self._check(client, deadline, alive, "did not appear")
+            self._check(client, deadline, alive, f"did not appear within {allowed_s:g} s")
             self._spin(0.05)
 
-    def _wait(self, client, future, until: float, deadline: float, alive: Callable[[], bool] | None) -> bool:
+    def _wait(
+        self, client, future, until: float, deadline: float, allowed_s: float, alive: Callable[[], bool] | None
+    ) -> bool:
         """Spin until ``future`` is done (True) or ``until`` passes (False); errors past ``deadline``."""
         while not future.done():
             if time.monotonic() > until:
                 return False
-            self._check(client, deadline, alive, "no answer")
+            self._check(client, deadline, alive, f"no answer within {allowed_s:g} s")
             self._spin(0.05)
         return True
 
     @staticmethod
     def _check(client, deadline: float, alive: Callable[[], bool] | None, what: str) -> None:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{client.srv_name}: {what} within the time allowed")
+            raise TimeoutError(f"{client.srv_name}: {what}")
         if alive is not None and not alive():
             raise RuntimeError(f"the process of {client.srv_name} ended")
 
@@ -227,11 +229,11 @@ class LifecycleManager:
         """Label of ``target``'s current state."""
         deadline = time.monotonic() + timeout_s
         client = self._client(target, "get_state")
-        self._wait_ready(client, deadline, alive)
+        self._wait_ready(client, deadline, timeout_s, alive)
         res = call_service(
             client,
             GetState.Request(),
-            lambda f, until: self._wait(client, f, until, deadline, alive),
+            lambda f, until: self._wait(client, f, until, deadline, timeout_s, alive),
             deadline,
             self.resend_s,
         )
@@ -258,11 +260,13 @@ class LifecycleManager:
             raise ValueError(f"unknown transition {transition!r}; one of {[*TRANSITION_IDS, 'shutdown']}")
         deadline = time.monotonic() + timeout_s
         client = self._client(target, "change_state")
-        self._wait_ready(client, deadline, alive)
+        self._wait_ready(client, deadline, timeout_s, alive)
         future = client.call_async(req)
         unchanged, patience = 0, self.resend_s
         try:
-            while not self._wait(client, future, min(deadline, time.monotonic() + patience), deadline, alive):
+            while not self._wait(
+                client, future, min(deadline, time.monotonic() + patience), deadline, timeout_s, alive
+            ):
                 state = self.get_state(target, max(0.1, deadline - time.monotonic()), alive)
                 if state == TRANSITION_GOALS[transition]:
                     return True
