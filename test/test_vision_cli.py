@@ -6,9 +6,10 @@ import argparse
 import csv
 
 import numpy as np
+import pytest
 
 from pcm_l2l_ros.paths import shared_dir
-from pcm_l2l_ros.vision import eval_cmd, train_cmd
+from pcm_l2l_ros.vision import eval_cmd, pretrain_cmd, train_cmd
 from pcm_l2l_ros.vision import model as M
 
 
@@ -18,13 +19,22 @@ def _parse(mod, argv):
     return p.parse_args(argv)
 
 
+def test_weight_noise_argument_takes_one_value_or_one_per_conv_layer(capsys):
+    assert _parse(train_cmd, ["--weight-noise", "0.06"]).weight_noise == 0.06
+    assert _parse(pretrain_cmd, ["--weight-noise", "0.1,0.06,0.06,0.06"]).weight_noise == (0.1, 0.06, 0.06, 0.06)
+    with pytest.raises(SystemExit):
+        _parse(train_cmd, ["--weight-noise", "0.1,0.06"])
+    assert "1 or 4 values" in capsys.readouterr().err
+
+
 def test_train_export_eval_roundtrip(tmp_path):
     data = str(shared_dir() / "data" / "omniglot")
     run_dir, ckpt = tmp_path / "run", tmp_path / "cnn_5way.npz"
     args = _parse(train_cmd, ["--ways", "5", "--shots", "1", "--queries", "1", "--meta-batch", "1",
                               "--iterations", "2", "--monitor-every", "0", "--run-dir", str(run_dir),
                               "--export", str(ckpt), "--data-dir", data, "--no-progress", "--seed", "4",
-                              "--outer-lr-steps", "1:5e-4", "--weight-noise", "0.03", "--note", "forked from x"])
+                              "--outer-lr-steps", "1:5e-4", "--weight-noise", "0.03,0.02,0.02,0.02",
+                              "--note", "forked from x"])
     assert train_cmd.run(args) == 0
     params, cfg, meta = M.load_model(ckpt)
     assert meta["kind"] == "cnn_maml" and meta["seed"] == 4
@@ -32,7 +42,8 @@ def test_train_export_eval_roundtrip(tmp_path):
     assert cfg.readout_w_max and cfg.readout_w_max > 0
     assert meta["metrics"]["iterations"] == 2
     # the sidecar says how the run was made: schedule, hardware-aware noise, the note
-    assert meta["config"]["outer_lr_steps"] == [[1, 5e-4]] and meta["config"]["weight_noise"] == 0.03
+    assert meta["config"]["outer_lr_steps"] == [[1, 5e-4]]
+    assert meta["config"]["weight_noise"] == [0.03, 0.02, 0.02, 0.02]  # one per conv layer
     assert meta["config"]["note"] == "forked from x"
     with (run_dir / "metrics.csv").open() as f:
         assert [float(r["outer_lr"]) for r in csv.DictReader(f)] == [1e-3, 5e-4]

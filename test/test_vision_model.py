@@ -188,6 +188,29 @@ def test_weight_noise_reads_one_noisy_chip_per_step(evaluation, tmp_path):
     assert not np.array_equal(clean.numpy_params()["conv1"], t.numpy_params()["conv1"])
 
 
+def test_weight_noise_per_layer_scales_each_conv_layer(evaluation, tmp_path):
+    """--weight-noise 0.1,0.02,0,0.05: each conv layer read with its own relative std, from the same draws."""
+    assert M.parse_weight_noise("0.06") == 0.06
+    assert M.parse_weight_noise("0.1,0.02,0,0.05") == (0.1, 0.02, 0.0, 0.05)
+    for bad in ("0.1,0.2", "0.1,0.1,0.1,0.1,0.1", "-0.1", "nan", "a", "0.1,,0.1,0.1"):
+        with pytest.raises(ValueError):
+            M.parse_weight_noise(bad)
+    imgs = evaluation.images[:60]
+    s = TrainSettings(ways=5, shots=(1,), queries=1, meta_batch=2, iterations=2, seed=4, ckpt_every=1,
+                      monitor_every=0, weight_noise=(0.1, 0.02, 0.0, 0.05))
+    t = MetaTrainer(s, tmp_path / "l", imgs)
+    u = MetaTrainer(dataclasses.replace(s, weight_noise=0.05), tmp_path / "s", imgs)  # same seed, same draws
+    p, q = t._noisy_params(), u._noisy_params()
+    for k, want in zip(M.CONV_NAMES, (0.1, 0.02, 0.0, 0.05), strict=True):
+        w = t.params[k].detach()
+        col = w.abs().amax(dim=(1, 2, 3), keepdim=True)
+        rel = (p[k].detach() - w) / col
+        assert abs(float(rel.std()) - want) < 0.1 * want + 1e-9
+        xi_scalar = (q[k].detach() - w) / col / 0.05  # the scalar run's draw for this layer
+        torch.testing.assert_close(rel, want * xi_scalar, rtol=1e-4, atol=1e-6)
+    assert not M.any_weight_noise((0.0, 0.0, 0.0, 0.0)) and M.any_weight_noise((0.0, 0.0, 0.0, 0.01))
+
+
 @pytest.mark.parametrize("padding", ["symmetric", "tf_same"])
 def test_grouped_features_equal_one_network_per_group(padding):
     """features() runs all groups as one grouped conv + native BN; it must equal a loop of per-group networks."""

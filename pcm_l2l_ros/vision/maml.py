@@ -155,7 +155,7 @@ class TrainSettings:
     outer_lr: float = 1e-3
     outer_lr_steps: tuple[tuple[int, float], ...] = ()  # (from iteration, lr), ascending
     first_order: bool = False
-    weight_noise: float = 0.0  # hardware-aware training: relative conv-weight noise (see module doc)
+    weight_noise: M.WeightNoise = 0.0  # hardware-aware: relative conv-weight noise, scalar or per layer (module doc)
     mvm_noise: float = 0.0  # hardware-aware training: relative conv-output noise per MVM (see module doc)
     outer_temperature: float = 1.0  # query logits x this in the outer loss only (task_losses)
     rotations: bool = True
@@ -348,15 +348,10 @@ class MetaTrainer:
 
     def _noisy_params(self) -> dict[str, torch.Tensor]:
         """The parameters this step reads: with ``weight_noise`` the conv kernels of one simulated chip."""
-        if not self.s.weight_noise:
+        if not M.any_weight_noise(self.s.weight_noise):
             return self.params
-        p = dict(self.params)
-        for k in M.CONV_NAMES:
-            w = self.params[k]
-            xi = torch.as_tensor(self.rng.standard_normal(tuple(w.shape), dtype=np.float32), device=self.device)
-            col_max = w.detach().abs().amax(dim=(1, 2, 3), keepdim=True)  # per output channel (OIHW)
-            p[k] = w + self.s.weight_noise * col_max * xi
-        return p
+        return M.noisy_conv_kernels(self.params, self.s.weight_noise, lambda shape: torch.as_tensor(
+            self.rng.standard_normal(shape, dtype=np.float32), device=self.device))
 
     def monitor_accuracy(self) -> float:
         """Final-step query accuracy on a fixed set of evaluation-split tasks (monitoring only, no selection)."""

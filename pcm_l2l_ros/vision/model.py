@@ -116,6 +116,59 @@ def conv_block(params: dict[str, torch.Tensor], x: torch.Tensor, name: str, cfg:
     return F.relu(F.conv2d(_pad(x, cfg.padding), params[name], stride=2))
 
 
+WeightNoise = float | tuple[float, ...]  # one relative std for every conv layer, or one per layer (CONV_NAMES)
+
+
+def parse_weight_noise(text: str | float) -> WeightNoise:
+    """``"0.06"`` -> 0.06 (every conv layer); ``"0.1,0.06,0.06,0.06"`` -> one relative std per conv layer, in
+    the order conv1..conv4 (e.g. scaled to each layer's measured error on the chip). Values must be finite and
+    >= 0."""
+    try:
+        vals = [float(v) for v in str(text).split(",")]
+    except ValueError:
+        raise ValueError(f"weight noise {text!r} is not a number or {len(CONV_NAMES)} comma-separated numbers"
+                         ) from None
+    if len(vals) not in (1, len(CONV_NAMES)):
+        raise ValueError(f"weight noise needs 1 or {len(CONV_NAMES)} values (conv1..conv4), got {len(vals)}")
+    if not all(np.isfinite(v) and v >= 0 for v in vals):
+        raise ValueError(f"weight noise must be finite and >= 0, got {vals}")
+    return vals[0] if len(vals) == 1 else tuple(vals)
+
+
+def layer_weight_noise(weight_noise: WeightNoise | list[float], name: str) -> float:
+    """The relative weight-noise std of conv layer ``name`` under a scalar or per-layer setting."""
+    if isinstance(weight_noise, (tuple, list)):
+        return float(weight_noise[CONV_NAMES.index(name)])
+    return float(weight_noise)
+
+
+def noisy_conv_kernels(params: dict[str, torch.Tensor], weight_noise: WeightNoise,
+                       draw: Any) -> dict[str, torch.Tensor]:
+    """One simulated chip for hardware-aware training: each conv kernel read as W + sigma_l * max|W_o| * xi.
+
+    ``max|W_o|`` is per output channel (OIHW; one crossbar column, the deployment's per-column w_max),
+    ``sigma_l`` the layer's relative std (:func:`layer_weight_noise`), ``xi = draw(shape)`` a standard normal
+    tensor (drawn for every conv layer in order, also where sigma_l is 0, so that a run's random stream does
+    not depend on the setting). The noise is a constant: gradients pass through to W unchanged. Other
+    entries of ``params`` are returned as they are.
+    """
+    out = dict(params)
+    for k in CONV_NAMES:
+        if k not in params:
+            continue
+        w = params[k]
+        xi = draw(tuple(w.shape))
+        col_max = w.detach().abs().amax(dim=(1, 2, 3), keepdim=True)
+        out[k] = w + layer_weight_noise(weight_noise, k) * col_max * xi
+    return out
+
+
+def any_weight_noise(weight_noise: WeightNoise | list[float]) -> bool:
+    """True when some conv layer gets weight noise."""
+    vals = weight_noise if isinstance(weight_noise, (tuple, list)) else (weight_noise,)
+    return any(float(v) > 0 for v in vals)
+
+
 def features(params: dict[str, torch.Tensor], x: torch.Tensor, cfg: CNNConfig, mvm_noise: float = 0.0,
              gen: torch.Generator | None = None) -> torch.Tensor:
     """x (G, n, 28, 28) already in the checkpoint's input convention -> h (G, n, channels).

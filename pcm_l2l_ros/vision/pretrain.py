@@ -73,7 +73,8 @@ class PretrainSettings:
     aug_scale: float = 0.1
     head_scale0: float = 10.0
     label_smoothing: float = 0.1
-    weight_noise: float = 0.0  # hardware-aware: conv kernels read as W + this * max|W_col| * N(0, 1) per step
+    weight_noise: M.WeightNoise = 0.0  # hardware-aware: kernels read as W + this * max|W_col| * N(0, 1) per step
+    #   (a scalar, or one value per conv layer)
     mvm_noise: float = 0.0  # hardware-aware: per-MVM conv output noise (model.features)
     seed: int = 0
     ckpt_every: int = 200
@@ -218,9 +219,9 @@ class Pretrainer:
         x = augment(x, gen, s.aug_shift_px, s.aug_rot_deg, s.aug_scale)
         groups = s.batch // s.bn_group if s.bn_group else 1
         params = self.params
-        if s.weight_noise:  # one simulated chip per step (the same kind of noise as train-cnn --weight-noise)
-            params = {k: w + s.weight_noise * w.detach().abs().amax(dim=(1, 2, 3), keepdim=True)
-                      * torch.randn(w.shape, generator=gen) for k, w in self.params.items()}
+        if M.any_weight_noise(s.weight_noise):  # one simulated chip per step (as train-cnn --weight-noise)
+            params = M.noisy_conv_kernels(self.params, s.weight_noise,
+                                          lambda shape: torch.randn(shape, generator=gen))
         h = M.features(params, x.reshape(groups, -1, *x.shape[2:]), self.cfg, s.mvm_noise, gen).reshape(s.batch, -1)
         logits = cosine_logits(h, self.head, self.scale)
         loss = F.cross_entropy(logits, cls, label_smoothing=s.label_smoothing)

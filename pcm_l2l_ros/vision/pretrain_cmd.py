@@ -18,6 +18,7 @@ import logging
 import sys
 
 from pcm_l2l_ros.training import add_deadline_arguments, deadline_from_args, stop_on_signals
+from pcm_l2l_ros.vision.train_cmd import weight_noise_arg
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aug-shift-px", type=float, default=d.aug_shift_px)
     p.add_argument("--aug-rot-deg", type=float, default=d.aug_rot_deg)
     p.add_argument("--aug-scale", type=float, default=d.aug_scale)
-    p.add_argument("--weight-noise", type=float, default=d.weight_noise,
-                   help="hardware-aware: conv kernels read as W + this * max|W_col| * N(0,1), a draw per step")
+    p.add_argument("--weight-noise", type=weight_noise_arg, default=d.weight_noise,
+                   help="hardware-aware: conv kernels read as W + this * max|W_col| * N(0,1), a draw per step; one "
+                        "value, or four (conv1..conv4, e.g. 0.1,0.06,0.06,0.06)")
     p.add_argument("--mvm-noise", type=float, default=d.mvm_noise,
                    help="hardware-aware: conv outputs get noise of std this * s * max|W_col| per MVM (s: DAC scale)")
     p.add_argument("--no-rotations", action="store_true", help="no 90-degree rotation classes (964 classes)")
