@@ -14,7 +14,8 @@ is a constant of the step (gradients pass through unchanged). ``mvm_noise`` > 0 
 output noise to every conv output: std ``mvm_noise * s * max|W_o|`` with s the largest input of the
 output's patch (the DAC scale), a fresh draw per output (:func:`pcm_l2l_ros.vision.model.features`);
 under data parallelism each rank draws its own tasks' noise. Our PCM model's weight error at 1 h is
-about 0.035 (conv2-4) to 0.058 (conv1) of the column's w_max.
+about 0.035 (conv2-4) to 0.063 (conv1) of the column's w_max; ``weight_noise`` may be one value per conv layer
+(conv1..conv4, :func:`pcm_l2l_ros.vision.model.noisy_conv_kernels`).
 
 Data-parallel (``torch.distributed``, launched with ``torchrun``; gloo on CPUs, NCCL on GPUs): every rank
 draws the same meta-batch from the same Generator, computes the outer loss of its own contiguous share of
