@@ -127,6 +127,16 @@ class EpisodeOut:
     dW_rec: torch.Tensor         # (B, N, N)
 
 
+@dataclass
+class TrainingRun:
+    """The trainee's training run (shared by every task of a batch) with its eligibility factors."""
+
+    z: torch.Tensor      # (T, 1, N) spikes
+    psi: torch.Tensor    # (T, 1, N) pseudo-derivative (postsynaptic factor)
+    e_in: torch.Tensor   # (T, n_clock) filtered clock input (presynaptic trace, input weights)
+    e_rec: torch.Tensor  # (T, N) filtered previous-step spikes (presynaptic trace, recurrent weights)
+
+
 class NaturalEprop(torch.nn.Module):
     """Trainee + LSG with meta-learnable initial weights (the six arrays of :class:`SNNWeights`)."""
 
@@ -189,6 +199,24 @@ class NaturalEprop(torch.nn.Module):
         T, B, N = Z.shape
         return leaky_filter(self.K_kappa, (Z.reshape(T * B, N) @ self.W_out_trainee).reshape(T, B, -1))
 
+    def training_run(self, X_clock: torch.Tensor, W_in: torch.Tensor, W_rec: torch.Tensor) -> TrainingRun:
+        """The trainee's training run on the clock and its eligibility traces (the factors of every update)."""
+        c = self.cfg
+        Z, V, NR = self.trainee_run(X_clock, W_in, W_rec)
+        psi = (c.gamma / c.v_th_trainee) * torch.clamp(1.0 - (V - c.v_th_trainee).abs() / c.v_th_trainee,
+                                                       min=0.0) * NR
+        Zp = torch.cat([torch.zeros_like(Z[:1, 0]), Z[:-1, 0]], dim=0)
+        return TrainingRun(Z, psi, self.K_alpha @ X_clock, self.K_alpha @ Zp)
+
+    def update_from_signals(self, tr: TrainingRun, L: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The one e-prop update (dW_in (B, n_clock, N), dW_rec (B, N, N), already times -eta) for learning
+        signals L (T, B, N): dW_ij = -eta * sum_t ebar_i(t) psi_j(t) L_j(t), no autapses."""
+        G = tr.psi * L                                       # (T, B, N)
+        eta = self.cfg.eta
+        dW_in = -eta * torch.einsum("ti,tbj->bij", tr.e_in, G)
+        dW_rec = -eta * torch.einsum("ti,tbj->bij", tr.e_rec, G) * self.mask_tr
+        return dW_in, dW_rec
+
     def episode(self, X_clock: torch.Tensor, X_lsg: torch.Tensor) -> EpisodeOut:
         """Training run -> LSG -> one update -> test run, for a batch of tasks.
 
@@ -199,20 +227,13 @@ class NaturalEprop(torch.nn.Module):
             E_in, E_rec = self.chip.weight_error(W_in, W_rec, c)
             W_in, W_rec = W_in + E_in, W_rec + E_rec
         if self.second_order:
-            Ztr, Vtr, NRtr = self.trainee_run(X_clock, W_in, W_rec)
+            tr = self.training_run(X_clock, W_in, W_rec)
         else:
             with torch.no_grad():
-                Ztr, Vtr, NRtr = self.trainee_run(X_clock, W_in, W_rec)
-        # eligibility: psi (T, 1, N), presynaptic traces ebar_in (T, n_clock), ebar_rec (T, N)
-        psi = (c.gamma / c.v_th_trainee) * torch.clamp(
-            1.0 - (Vtr - c.v_th_trainee).abs() / c.v_th_trainee, min=0.0) * NRtr
-        e_in = self.K_alpha @ X_clock
-        Zp = torch.cat([torch.zeros_like(Ztr[:1, 0]), Ztr[:-1, 0]], dim=0)
-        e_rec = self.K_alpha @ Zp
+                tr = self.training_run(X_clock, W_in, W_rec)
+        Ztr = tr.z
         L, Zl = self.lsg_run(X_lsg)
-        G = psi * L                                       # (T, B, N)
-        dW_in = -c.eta * torch.einsum("ti,tbj->bij", e_in, G)
-        dW_rec = -c.eta * torch.einsum("ti,tbj->bij", e_rec, G) * self.mask_tr   # no autapses
+        dW_in, dW_rec = self.update_from_signals(tr, L)
         if self.chip is not None:
             dW_in, dW_rec = self.chip.quantise(dW_in), self.chip.quantise(dW_rec)
         W_in1 = W_in.unsqueeze(0) + dW_in
