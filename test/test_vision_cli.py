@@ -34,7 +34,7 @@ def test_train_export_eval_roundtrip(tmp_path):
                               "--iterations", "2", "--monitor-every", "0", "--run-dir", str(run_dir),
                               "--export", str(ckpt), "--data-dir", data, "--no-progress", "--seed", "4",
                               "--outer-lr-steps", "1:5e-4", "--weight-noise", "0.03,0.02,0.02,0.02",
-                              "--note", "forked from x"])
+                              "--chip-in-the-loop", "--note", "forked from x"])
     assert train_cmd.run(args) == 0
     params, cfg, meta = M.load_model(ckpt)
     assert meta["kind"] == "cnn_maml" and meta["seed"] == 4
@@ -44,6 +44,7 @@ def test_train_export_eval_roundtrip(tmp_path):
     # the sidecar says how the run was made: schedule, hardware-aware noise, the note
     assert meta["config"]["outer_lr_steps"] == [[1, 5e-4]]
     assert meta["config"]["weight_noise"] == [0.03, 0.02, 0.02, 0.02]  # one per conv layer
+    assert meta["config"]["chip_in_the_loop"] and meta["config"]["chip_drift_s"] == 3600.0
     assert meta["config"]["note"] == "forked from x"
     with (run_dir / "metrics.csv").open() as f:
         assert [float(r["outer_lr"]) for r in csv.DictReader(f)] == [1e-3, 5e-4]

@@ -211,6 +211,46 @@ def test_weight_noise_per_layer_scales_each_conv_layer(evaluation, tmp_path):
     assert not M.any_weight_noise((0.0, 0.0, 0.0, 0.0)) and M.any_weight_noise((0.0, 0.0, 0.0, 0.01))
 
 
+def test_chip_in_the_loop_reads_the_kernels_through_a_programmed_chip(evaluation, tmp_path):
+    from pcm_l2l_ros.pcm import PCMArray
+    from pcm_l2l_ros.vision.deploy import chip_configs, conv_chip_error, conv_matrix
+
+    imgs = evaluation.images[:60]
+    s = TrainSettings(ways=5, shots=(1,), queries=1, meta_batch=2, iterations=2, seed=4, ckpt_every=1,
+                      monitor_every=0, chip_in_the_loop=True)
+    t = MetaTrainer(s, tmp_path / "c", imgs)
+    p = t._noisy_params()
+    for k in M.CONV_NAMES:
+        w = t.params[k].detach()
+        rel = (p[k].detach() - w) / w.abs().amax(dim=(1, 2, 3), keepdim=True)
+        assert 0.015 < float(rel.std()) < 0.12  # the chip's error at 1 h, a few % of each column's full scale
+    assert torch.equal(p["readout"], t.params["readout"])
+    p["conv3"].sum().backward()  # the chip's error is a constant of the step
+    assert torch.equal(t.params["conv3"].grad, torch.ones_like(t.params["conv3"]))
+    # an ideal chip adds nothing
+    ideal = MetaTrainer(dataclasses.replace(s, chip_preset="ideal"), tmp_path / "i", imgs)._noisy_params()
+    for k in M.CONV_NAMES:
+        torch.testing.assert_close(ideal[k].detach(), t.params[k].detach(), rtol=0, atol=1e-6)
+    # the error is the programmed array's, in the kernel's OIHW layout
+    params = {k: v.detach().numpy() for k, v in t.params.items()}
+    err = conv_chip_error(params, chip_configs(), np.random.default_rng(5), 3600.0)
+    rng = np.random.default_rng(5)
+    for k in M.CONV_NAMES:
+        mat = conv_matrix(params[k])
+        arr = PCMArray(mat, chip_configs(), rng)
+        arr.drift(3600.0)
+        np.testing.assert_allclose(conv_matrix(err[k]), arr.weights() - mat, rtol=0, atol=1e-6)
+    # resumable: the chips come from the run's saved generator
+    t = MetaTrainer(s, tmp_path / "t", imgs)
+    t.train(2, progress=False)
+    u = MetaTrainer(s, tmp_path / "m", imgs)
+    u.train(1, progress=False)
+    u = MetaTrainer(s, tmp_path / "m", imgs, resume=True)
+    u.train(2, progress=False)
+    for k, v in t.numpy_params().items():
+        np.testing.assert_array_equal(v, u.numpy_params()[k])
+
+
 @pytest.mark.parametrize("padding", ["symmetric", "tf_same"])
 def test_grouped_features_equal_one_network_per_group(padding):
     """features() runs all groups as one grouped conv + native BN; it must equal a loop of per-group networks."""

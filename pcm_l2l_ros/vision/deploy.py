@@ -58,6 +58,29 @@ def conv_matrix(kernel_oihw: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(k.transpose(2, 3, 1, 0).reshape(-1, k.shape[0]))
 
 
+def conv_chip_error(params: dict[str, np.ndarray], pcm_cfg: Any, rng: np.random.Generator,
+                    drift_s: float = 3600.0) -> dict[str, np.ndarray]:
+    """What one freshly programmed chip adds to each conv kernel, read ``drift_s`` seconds after programming.
+
+    Each layer's im2col matrix is programmed on a :class:`~pcm_l2l_ros.pcm.PCMArray` (programming noise,
+    drift with drift compensation, the frozen read noise and the per-column scale of ``pcm_cfg``); the
+    result is its effective weights minus the kernel, back in OIHW (weight units). Hardware-aware training
+    reads the kernels as W + error (chip in the loop)."""
+    from pcm_l2l_ros.pcm import PCMArray  # noqa: PLC0415
+
+    out = {}
+    for name in M.CONV_NAMES:
+        k = np.asarray(params[name], np.float32)
+        mat = conv_matrix(k)
+        arr = PCMArray(mat, pcm_cfg, rng)
+        if drift_s > 0:
+            arr.drift(drift_s)
+        err = (arr.weights() - mat).astype(np.float32)  # (9 * C_in, C_out), rows (kh, kw, c)
+        o, i, kh, kw = k.shape
+        out[name] = np.ascontiguousarray(err.reshape(kh, kw, i, o).transpose(3, 2, 0, 1))
+    return out
+
+
 def im2col(y: np.ndarray, padding: str, alloc=None) -> tuple[np.ndarray, int, int]:
     """Channels-last maps y (N, H, W, C) -> patches (N * h * w, 9 * C) for a 3x3 stride-2 conv (columns
     ordered (kh, kw, c) like :func:`conv_matrix`, so the copy moves contiguous runs of C channels; patch

@@ -13,7 +13,11 @@ with max|W_o| per output channel (= per crossbar column, the deployment's per-co
 is a constant of the step (gradients pass through unchanged). ``mvm_noise`` > 0 adds the chip's per-MVM
 output noise to every conv output: std ``mvm_noise * s * max|W_o|`` with s the largest input of the
 output's patch (the DAC scale), a fresh draw per output (:func:`pcm_l2l_ros.vision.model.features`);
-under data parallelism each rank draws its own tasks' noise. Our PCM model's weight error at 1 h is
+under data parallelism each rank draws its own tasks' noise. ``chip_in_the_loop`` reads the conv kernels
+through a simulated chip instead (or on top of ``weight_noise``): every meta-batch the kernels are programmed
+on a fresh ``chip_preset`` chip (:func:`pcm_l2l_ros.vision.deploy.conv_chip_error`: programming noise, drift to
+``chip_drift_s`` with its compensation, frozen read noise, per-column scale), and the chip's error is added as
+a constant of the step. Our PCM model's weight error at 1 h is
 about 0.035 (conv2-4) to 0.063 (conv1) of the column's w_max; ``weight_noise`` may be one value per conv layer
 (conv1..conv4, :func:`pcm_l2l_ros.vision.model.noisy_conv_kernels`).
 
@@ -158,6 +162,9 @@ class TrainSettings:
     first_order: bool = False
     weight_noise: M.WeightNoise = 0.0  # hardware-aware: relative conv-weight noise, scalar or per layer (module doc)
     mvm_noise: float = 0.0  # hardware-aware training: relative conv-output noise per MVM (see module doc)
+    chip_in_the_loop: bool = False  # hardware-aware: conv kernels read through a freshly programmed chip per step
+    chip_drift_s: float = 3600.0  # with chip_in_the_loop: read time after programming, s
+    chip_preset: str = "hermes_per_column"  # with chip_in_the_loop: the chip (pcm/presets.py), as deployed
     outer_temperature: float = 1.0  # query logits x this in the outer loss only (task_losses)
     rotations: bool = True
     seed: int = 0
@@ -239,6 +246,7 @@ class MetaTrainer:
         self.iteration = 0
         self.wall_s = 0.0
         self.rng = np.random.default_rng(settings.seed)
+        self._chip_cfg: Any = None  # the chip of chip_in_the_loop, made on first use
         self.params = {k: v.to(self.device).requires_grad_(True)
                        for k, v in M.to_torch(M.init_params(self.cfg, self.rng)).items()}
         self.opt = torch.optim.Adam(list(self.params.values()), lr=settings.outer_lr)
@@ -348,11 +356,24 @@ class MetaTrainer:
         return float(rest[0]), rest[1:].astype(accs.dtype)
 
     def _noisy_params(self) -> dict[str, torch.Tensor]:
-        """The parameters this step reads: with ``weight_noise`` the conv kernels of one simulated chip."""
-        if not M.any_weight_noise(self.s.weight_noise):
-            return self.params
-        return M.noisy_conv_kernels(self.params, self.s.weight_noise, lambda shape: torch.as_tensor(
-            self.rng.standard_normal(shape, dtype=np.float32), device=self.device))
+        """The parameters this step reads: with ``weight_noise`` and/or ``chip_in_the_loop`` the conv kernels of one
+        simulated chip (Gaussian noise relative to each column's max, and/or the error of a programmed chip)."""
+        p = self.params
+        if M.any_weight_noise(self.s.weight_noise):
+            p = M.noisy_conv_kernels(self.params, self.s.weight_noise, lambda shape: torch.as_tensor(
+                self.rng.standard_normal(shape, dtype=np.float32), device=self.device))
+        if self.s.chip_in_the_loop:  # one programmed chip per step, its own stream seeded from the run's
+            from pcm_l2l_ros.vision.deploy import chip_configs, conv_chip_error  # noqa: PLC0415
+
+            if self._chip_cfg is None:
+                self._chip_cfg = chip_configs(self.s.chip_preset)
+            chip_rng = np.random.default_rng(int(self.rng.integers(2**63 - 1)))
+            err = conv_chip_error({k: v.detach().cpu().numpy() for k, v in self.params.items()
+                                   if k in M.CONV_NAMES}, self._chip_cfg, chip_rng, self.s.chip_drift_s)
+            p = dict(p)
+            for k, e in err.items():  # a constant of the step: gradients pass straight through to W
+                p[k] = p[k] + torch.as_tensor(e, device=self.device)
+        return p
 
     def monitor_accuracy(self) -> float:
         """Final-step query accuracy on a fixed set of evaluation-split tasks (monitoring only, no selection)."""

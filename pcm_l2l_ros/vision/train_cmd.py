@@ -62,6 +62,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mvm-noise", type=float, default=0.0,
                    help="hardware-aware meta-training: conv outputs get noise of std this * s * max|W_col| per "
                         "MVM (s = the patch's largest input, the DAC scale; the chip's output noise is 0.04)")
+    p.add_argument("--chip-in-the-loop", action="store_true",
+                   help="hardware-aware meta-training: every meta-batch reads the conv kernels through a freshly "
+                        "programmed simulated chip (its error at --chip-drift added as a constant; combines with "
+                        "--weight-noise)")
+    p.add_argument("--chip-drift", type=float, default=3600.0, help="with --chip-in-the-loop: read time, s (>= 0)")
+    p.add_argument("--chip-preset", default="hermes_per_column",
+                   help="with --chip-in-the-loop: the chip (pcm presets; the vision node's default)")
     p.add_argument("--outer-temperature", type=float, default=1.0,
                    help="query logits x this in the outer loss only (inner loop and predictions unchanged; > 1 "
                         "weighs the queries the adapted readout gets wrong)")
@@ -144,12 +151,21 @@ def run(args: argparse.Namespace) -> int:
     from pcm_l2l_ros.vision.omniglot import load_split  # noqa: PLC0415
     from pcm_l2l_ros.vision.sampler import TaskSampler  # noqa: PLC0415
 
+    if not args.chip_drift >= 0:
+        raise SystemExit(f"pcm-l2l train-cnn: --chip-drift must be >= 0 s, got {args.chip_drift}")
+    if args.chip_in_the_loop:
+        from pcm_l2l_ros.pcm.presets import PRESET_NAMES  # noqa: PLC0415
+
+        if args.chip_preset not in PRESET_NAMES:
+            raise SystemExit(f"pcm-l2l train-cnn: --chip-preset must be one of {', '.join(PRESET_NAMES)}")
     limit_compute_threads(args.threads)
     device = init_distributed(args.device)
     s = TrainSettings(ways=args.ways, shots=tuple(int(v) for v in str(args.shots).split(",")),
                       queries=args.queries, meta_batch=args.meta_batch, iterations=args.iterations,
                       outer_lr=args.outer_lr, outer_lr_steps=parse_lr_steps(args.outer_lr_steps),
                       first_order=args.first_order, weight_noise=args.weight_noise, mvm_noise=args.mvm_noise,
+                      chip_in_the_loop=args.chip_in_the_loop, chip_drift_s=args.chip_drift,
+                      chip_preset=args.chip_preset,
                       outer_temperature=args.outer_temperature, rotations=not args.no_rotations,
                       seed=args.seed, channels=args.channels, inner_steps=args.inner_steps,
                       inner_lr=args.inner_lr, ckpt_every=args.ckpt_every, monitor_every=args.monitor_every)
@@ -177,6 +193,8 @@ def run(args: argparse.Namespace) -> int:
         cfg.update(trained_ways=s.ways, train_shots=list(s.shots), queries=s.queries, meta_batch=s.meta_batch,
                    outer_lr=s.outer_lr, outer_lr_steps=[list(v) for v in s.outer_lr_steps],
                    first_order=s.first_order, weight_noise=s.weight_noise, mvm_noise=s.mvm_noise,
+                   chip_in_the_loop=s.chip_in_the_loop,
+                   **({"chip_drift_s": s.chip_drift_s, "chip_preset": s.chip_preset} if s.chip_in_the_loop else {}),
                    outer_temperature=s.outer_temperature, rotations=s.rotations,
                    train_split="background", init_from=args.init_from, note=args.note)
         out = save_checkpoint(args.export, params, kind=M.KIND, seed=s.seed, metrics=metrics, config=cfg)
