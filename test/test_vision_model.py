@@ -160,6 +160,19 @@ def test_outer_lr_steps():
             parse_lr_steps(bad)
 
 
+def _two_steps_equal_one_plus_resumed_one(s, tmp_path, imgs):
+    """Train 2 steps, and 1 step + resume + 1 step: the parameters must be identical. Returns the 2-step run."""
+    t = MetaTrainer(s, tmp_path / "t", imgs)
+    t.train(2, progress=False)
+    u = MetaTrainer(s, tmp_path / "m", imgs)
+    u.train(1, progress=False)
+    u = MetaTrainer(s, tmp_path / "m", imgs, resume=True)
+    u.train(2, progress=False)
+    for k, v in t.numpy_params().items():
+        np.testing.assert_array_equal(v, u.numpy_params()[k])
+    return t
+
+
 def test_weight_noise_reads_one_noisy_chip_per_step(evaluation, tmp_path):
     s = TrainSettings(ways=5, shots=(1,), queries=1, meta_batch=2, iterations=2, seed=4, ckpt_every=1,
                       monitor_every=0, weight_noise=0.05)
@@ -175,14 +188,7 @@ def test_weight_noise_reads_one_noisy_chip_per_step(evaluation, tmp_path):
     p["conv2"].sum().backward()
     assert torch.equal(t.params["conv2"].grad, torch.ones_like(t.params["conv2"]))
     # noisy training stays exactly resumable (the draws come from the run's saved generator)
-    t = MetaTrainer(s, tmp_path / "t", imgs)
-    t.train(2, progress=False)
-    u = MetaTrainer(s, tmp_path / "m", imgs)
-    u.train(1, progress=False)
-    u = MetaTrainer(s, tmp_path / "m", imgs, resume=True)
-    u.train(2, progress=False)
-    for k, v in t.numpy_params().items():
-        np.testing.assert_array_equal(v, u.numpy_params()[k])
+    t = _two_steps_equal_one_plus_resumed_one(s, tmp_path, imgs)
     clean = MetaTrainer(dataclasses.replace(s, weight_noise=0.0), tmp_path / "c", imgs)
     clean.train(2, progress=False)
     assert not np.array_equal(clean.numpy_params()["conv1"], t.numpy_params()["conv1"])
@@ -241,14 +247,7 @@ def test_chip_in_the_loop_reads_the_kernels_through_a_programmed_chip(evaluation
         arr.drift(3600.0)
         np.testing.assert_allclose(conv_matrix(err[k]), arr.weights() - mat, rtol=0, atol=1e-6)
     # resumable: the chips come from the run's saved generator
-    t = MetaTrainer(s, tmp_path / "t", imgs)
-    t.train(2, progress=False)
-    u = MetaTrainer(s, tmp_path / "m", imgs)
-    u.train(1, progress=False)
-    u = MetaTrainer(s, tmp_path / "m", imgs, resume=True)
-    u.train(2, progress=False)
-    for k, v in t.numpy_params().items():
-        np.testing.assert_array_equal(v, u.numpy_params()[k])
+    _two_steps_equal_one_plus_resumed_one(s, tmp_path, imgs)
 
 
 @pytest.mark.parametrize("padding", ["symmetric", "tf_same"])
