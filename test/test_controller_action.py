@@ -166,7 +166,14 @@ def test_goal_feedback_result_refusals_and_markers(arm, action_client):
     xp = points(by_ns(got[-1])["executed"])
     assert np.all(np.isfinite(xp)) and len(xp) <= 1000
     assert spin_until(probe.ex, lambda: len(ee) > 0, 2.0)
-    assert np.linalg.norm(xp[-1] - ee[-1]) < 0.02, (xp[-1], ee[-1])  # FK of /joint_states = the sim's EE
+    # FK of /joint_states = the sim's EE: the sim publishes both at the same instants, so every executed point is
+    # one the EE topic also reported. Compared with the nearest EE sample, not the latest: the arm moves on until
+    # the controller's zero command arrives, and under load that lag is tens of ms (centimetres at speed).
+    sim_ee = np.array(ee)
+    nearest = np.array([np.linalg.norm(sim_ee - p, axis=1).min() for p in xp])
+    print(f"executed path vs /sim/end_effector: nearest sample {1000 * nearest[-1]:.2f} mm (last point), median "
+          f"{1000 * np.median(nearest):.2f} mm")
+    assert nearest[-1] < 0.01 and np.median(nearest) < 0.005, (nearest[-1], np.median(nearest), xp[-1], ee[-1])
 
 
 def test_cancel_mid_motion_zero_command_within_50ms_and_the_arm_holds(arm, action_client):
