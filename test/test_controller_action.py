@@ -171,8 +171,10 @@ def test_goal_feedback_result_refusals_and_markers(arm, action_client):
     # the controller's zero command arrives, and under load that lag is tens of ms (centimetres at speed).
     sim_ee = np.array(ee)
     nearest = np.array([np.linalg.norm(sim_ee - p, axis=1).min() for p in xp])
-    print(f"executed path vs /sim/end_effector: nearest sample {1000 * nearest[-1]:.2f} mm (last point), median "
-          f"{1000 * np.median(nearest):.2f} mm")
+    print(
+        f"executed path vs /sim/end_effector: nearest sample {1000 * nearest[-1]:.2f} mm (last point), median "
+        f"{1000 * np.median(nearest):.2f} mm"
+    )
     assert nearest[-1] < 0.01 and np.median(nearest) < 0.005, (nearest[-1], np.median(nearest), xp[-1], ee[-1])
 
 
