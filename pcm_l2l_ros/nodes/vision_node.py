@@ -10,8 +10,9 @@ request gets ``success=false`` and a message; nothing a request contains can sto
 
 Bounded work per request: every count, label, size and range is checked against its cap *before* any
 allocation that depends on it (labels < the largest model's ways, ``max_images`` images, each image's
-header consistent with its data, ``max_total_pixels`` pixels in all, ``max_inner_steps``), so a request's
-memory and time are bounded whatever it contains. Requests are computed on ``workers`` worker threads (each
+header consistent with its data, ``max_total_pixels`` pixels in all, ``max_inner_steps``, ``max_chip_images``
+images read through the chip, ``shift_px``'s copies included), so a request's memory and time are bounded
+whatever it contains. Requests are computed on ``workers`` worker threads (each
 with its own copies of the programmed chips), never on the executor thread; at most ``max_pending`` are
 queued or running, more are refused at once with ``busy``.
 
@@ -51,6 +52,7 @@ import numpy as np
 from pcm_l2l_interfaces.srv import FewShotClassify
 
 from pcm_l2l_ros.compute_threads import limit_compute_threads
+from pcm_l2l_ros.vision.shifts import MAX_SHIFT_PX, n_copies
 from pcm_l2l_ros.nodes.common import (
     WorkerPool,
     declare_validated,
@@ -101,6 +103,13 @@ class VisionNode(ManagedNode):
                                            "own copies of the programmed chips)", int_range(1, 16), read_only=True)
         self.max_pending = declare_validated(self, "max_pending", 8, "requests queued or running at most; more are "
                                              "refused at once (busy)", int_range(1, 1000), read_only=True)
+        self.shift_px = declare_validated(self, "shift_px", 0, "test-time shift augmentation: support and query "
+                                          "images also as copies shifted by up to this many pixels (0..2: 1, 9 or "
+                                          "25 reads of each image; 0 = the paper's protocol)",
+                                          int_range(0, MAX_SHIFT_PX), read_only=True)
+        self.max_chip_images = declare_validated(self, "max_chip_images", 3600, "cap on the images read through "
+                                                 "the chip per request, shifted copies included",
+                                                 int_range(2, 50000), read_only=True)
         self.max_inner_steps = declare_validated(self, "max_inner_steps", 20, "cap on inner_steps per request",
                                                  int_range(1, 1000), read_only=True)
         self.min_transductive = declare_validated(self, "min_transductive_queries", 5, "fewest queries for "
@@ -229,11 +238,12 @@ class VisionNode(ManagedNode):
         try:
             sy, ways, steps, drift = self._validate(request)
             chip = self._chip(ways, drift)
-            chip.prefetch_noise(len(request.support_images) + len(request.query_images))  # drawn while we decode
+            chip.prefetch_noise(n_copies(self.shift_px)   # drawn while we decode
+                                * (len(request.support_images) + len(request.query_images)))
             sx, qx = self._decode(request)
             bn = "transductive" if len(qx) >= self.min_transductive else "support"
             res = chip.adapt_and_classify(sx, sy, qx, inner_steps=steps, rng=np.random.default_rng(),
-                                          bn_stats=bn, track_steps=False)
+                                          bn_stats=bn, track_steps=False, shift_px=self.shift_px)
             probs = np.asarray(res.probs, dtype=np.float64)[:, :ways]   # classes beyond N are not in the task
             probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-30)
             if not np.all(np.isfinite(probs)):
@@ -310,6 +320,9 @@ class VisionNode(ManagedNode):
             raise RequestError("support_images and query_images must both be non-empty")
         if ns + nq > self.max_images:
             raise RequestError(f"{ns + nq} images exceed the cap of {self.max_images} per request")
+        if (ns + nq) * n_copies(self.shift_px) > self.max_chip_images:
+            raise RequestError(f"{ns + nq} images x {n_copies(self.shift_px)} shifted copies (shift_px "
+                               f"{self.shift_px}) exceed the cap of {self.max_chip_images} chip reads per request")
         if len(req.support_labels) != ns:
             raise RequestError(f"{len(req.support_labels)} support_labels for {ns} support_images")
         labels = np.asarray(req.support_labels, dtype=np.int64)

@@ -7,6 +7,7 @@ Modules (imported lazily; nothing heavy is imported by ``import pcm_l2l_ros.visi
 * ``model``     - the 4-conv CNN (per-task BatchNorm, readout-only delta rule), checkpoint I/O;
 * ``maml``      - meta-training (second-order through the readout steps), software evaluation;
 * ``deploy``    - ``FewShotChip``: the CNN on PCM cores, on-chip readout adaptation by sparse writes;
+* ``shifts``    - optional test-time shift augmentation (shifted copies as pseudo-shots, query features averaged);
 * ``train_cmd`` / ``eval_cmd`` - ``pcm-l2l train-cnn`` / ``pcm-l2l eval-cnn``.
 
 For a ROS node::

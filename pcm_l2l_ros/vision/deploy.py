@@ -48,6 +48,7 @@ import numpy as np
 from pcm_l2l_ros.arrays import work_array
 from pcm_l2l_ros.vision import model as M
 from pcm_l2l_ros.vision._kernels import nonzero_rows, relu_batchnorm_
+from pcm_l2l_ros.vision.shifts import check_shift_px, mean_over_copies, shifted_set, tile_labels
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +284,8 @@ class FewShotChip:
     def adapt_and_classify(self, support_x: np.ndarray, support_y: np.ndarray, query_x: np.ndarray,
                            inner_steps: int | None = None, drift_time_s: float | None = None,
                            rng: np.random.Generator | int | None = None,
-                           bn_stats: str = "transductive", track_steps: bool = True) -> AdaptResult:
+                           bn_stats: str = "transductive", track_steps: bool = True,
+                           shift_px: int = 0) -> AdaptResult:
         """Learn a new task on the chip and classify ``query_x``.
 
         support_x (ns, 28, 28) float ink = 1, support_y (ns,) ints in [0, ways), query_x (nq, 28, 28).
@@ -293,6 +295,8 @@ class FewShotChip:
         statistics, as in training) or 'support' (query normalised with the support statistics; use
         this for very few query images, e.g. one camera frame). track_steps: also classify the queries
         after every inner step (``step_labels``, the accuracy-per-step curve); False saves those reads.
+        shift_px: test-time shift augmentation (:mod:`pcm_l2l_ros.vision.shifts`; 0 = off, the paper's
+        protocol): support and query images also as copies shifted by up to this many pixels.
         The shared chip state is not modified (a fork of the readout is adapted).
         """
         rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
@@ -303,9 +307,10 @@ class FewShotChip:
         if ys.min() < 0 or ys.max() >= self.ways:
             raise ValueError(f"support labels must be in [0, {self.ways})")
         t0 = time.perf_counter()
-        hs, hq = self.features([support_x, query_x], bn_source=_bn_source(bn_stats, 1))
+        (hs,), (hq,) = support_query_features(self, np.asarray(support_x)[None], np.asarray(query_x)[None],
+                                              bn_stats, shift_px)
         t1 = time.perf_counter()
-        res = self.adapt_features(hs, ys, hq, steps, rng, track_steps)
+        res = self.adapt_features(hs, tile_labels(ys, shift_px), hq, steps, rng, track_steps)
         res.timings["features"] = t1 - t0
         return res
 
@@ -364,12 +369,17 @@ def _bn_source(bn_stats: str, n_tasks: int) -> list[int]:
 
 
 def support_query_features(chip: FewShotChip, support_x: np.ndarray, query_x: np.ndarray,
-                           bn_stats: str = "transductive") -> tuple[list[np.ndarray], list[np.ndarray]]:
+                           bn_stats: str = "transductive",
+                           shift_px: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Features of a batch of tasks, support_x (G, ns, 28, 28) and query_x (G, nq, 28, 28), in one chip pass;
-    returns (hs, hq) as lists of G arrays."""
+    returns (hs, hq) as lists of G arrays. With ``shift_px`` > 0 (:mod:`pcm_l2l_ros.vision.shifts`) each hs
+    holds the features of the support's shifted copies (copies * ns rows; labels: ``tile_labels``) and each
+    hq the mean over each query's copies (nq rows)."""
     g = len(support_x)
-    h = chip.features(list(support_x) + list(query_x), bn_source=_bn_source(bn_stats, g))
-    return h[:g], h[g:]
+    check_shift_px(shift_px)
+    h = chip.features([shifted_set(x, shift_px) for x in support_x] + [shifted_set(x, shift_px) for x in query_x],
+                      bn_source=_bn_source(bn_stats, g))
+    return h[:g], [mean_over_copies(hq, shift_px) for hq in h[g:]]
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

@@ -48,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="named chip of pcm.presets: hermes_per_column (old name hermes), hermes_per_core, "
                         "aihwkit_compat, aihwkit_per_column, ideal")
     p.add_argument("--bn-stats", default="transductive", choices=("transductive", "support"))
+    p.add_argument("--shift-px", type=int, default=0,
+                   help="test-time shift augmentation (sw, q4, pcm): support and query images also as copies "
+                        "shifted by up to this many pixels, 0..2 (9 / 25 copies); 0 = the paper's protocol")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pcm-seed", type=int, default=None,
                    help="seed of the programmed chip (its programming noise and drift; default --seed + 17): one "
@@ -130,6 +133,9 @@ def run(args: argparse.Namespace) -> int:
     from pcm_l2l_ros.pcm.presets import resolve  # noqa: PLC0415
 
     resolve(args.pcm_preset)  # an unknown chip name fails now, not after the software evaluations
+    from pcm_l2l_ros.vision.shifts import check_shift_px, tile_labels  # noqa: PLC0415
+
+    check_shift_px(args.shift_px)
 
     from pcm_l2l_ros.compute_threads import limit_compute_threads  # noqa: PLC0415
     from pcm_l2l_ros.vision.deploy import FewShotChip, chip_configs, support_query_features  # noqa: PLC0415
@@ -149,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     per_task: dict[str, np.ndarray] = {}
     csv_path = out_dir / "results.csv"
     fields = ["setting", "mode", "drift_s", "step", "n_tasks", "acc", "ci95", "devices_written_per_step",
-              "devices_written_per_task", "distinct_devices_per_task", "devices_total", "model", "wall_s"]
+              "devices_written_per_task", "distinct_devices_per_task", "devices_total", "model", "shift_px", "wall_s"]
 
     def emit(setting, mode, drift, acc, model_name, wall, dev_step=None, dev_task=None, dev_total=None,
              dev_distinct=None):
@@ -164,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
                          "devices_written_per_task": "" if dev_task is None else round(dev_task, 1),
                          "distinct_devices_per_task": "" if dev_distinct is None else round(dev_distinct, 1),
                          "devices_total": "" if dev_total is None else dev_total, "model": model_name,
-                         "wall_s": round(wall, 1)})
+                         "shift_px": 0 if mode == "scratch" else args.shift_px, "wall_s": round(wall, 1)})
         m, h = ci95(acc[:, -1])
         log.info("%s %s%s: final acc %.4f +- %.4f (n=%d)%s", setting, mode,
                  "" if drift is None else f" @ {drift:g} s", m, h, acc.shape[0],
@@ -184,12 +190,12 @@ def run(args: argparse.Namespace) -> int:
         if "sw" in modes:
             t0 = time.time()
             acc = evaluate_software(params, cfg, sampler, args.tasks, np.random.default_rng(task_seed),
-                                    bn_stats=args.bn_stats)
+                                    bn_stats=args.bn_stats, shift_px=args.shift_px)
             emit(setting, "sw", None, acc, model_name, time.time() - t0)
         if "q4" in modes:
             t0 = time.time()
             acc = evaluate_software(params, cfg, sampler, args.tasks, np.random.default_rng(task_seed),
-                                    bn_stats=args.bn_stats, quantize_bits=4)
+                                    bn_stats=args.bn_stats, quantize_bits=4, shift_px=args.shift_px)
             emit(setting, "q4", None, acc, model_name, time.time() - t0)
         if "pcm" in modes:
             pcm_seed = args.seed + 17 if args.pcm_seed is None else args.pcm_seed
@@ -208,9 +214,10 @@ def run(args: argparse.Namespace) -> int:
                 while done < pcm_tasks:
                     n = min(chunk, pcm_tasks - done)
                     b = sampler.sample_batch(trng, n)
-                    hs, hq = support_query_features(chip, b.support_x, b.query_x, args.bn_stats)
+                    hs, hq = support_query_features(chip, b.support_x, b.query_x, args.bn_stats, args.shift_px)
                     for i in range(n):
-                        r = chip.adapt_features(hs[i], b.support_y[i], hq[i], cfg.inner_steps, wrng)
+                        r = chip.adapt_features(hs[i], tile_labels(b.support_y[i], args.shift_px), hq[i],
+                                                cfg.inner_steps, wrng)
                         accs.append((r.step_labels == b.query_y[i]).mean(1))
                         dev.append(r.devices_written_per_step)
                         distinct.append(r.devices_written_distinct)

@@ -82,7 +82,8 @@ def task_losses(params: dict[str, torch.Tensor], batch: TaskBatch, cfg: M.CNNCon
 @torch.no_grad()
 def evaluate_software(params: dict[str, np.ndarray], cfg: M.CNNConfig, sampler: TaskSampler, n_tasks: int,
                       rng: np.random.Generator, chunk: int = 50, bn_stats: str = "transductive",
-                      quantize_bits: int | None = None, readout_scale: float | None = None) -> np.ndarray:
+                      quantize_bits: int | None = None, readout_scale: float | None = None,
+                      shift_px: int = 0) -> np.ndarray:
     """Per-task query accuracy after each inner step, shape (n_tasks, inner_steps + 1), fp32 software.
 
     quantize_bits: if set, 4-bit-style software quantisation (the official code's nb-bit stochastic quantiser):
@@ -90,7 +91,11 @@ def evaluate_software(params: dict[str, np.ndarray], cfg: M.CNNConfig, sampler: 
     s = max|W| (our model is not quantisation-aware trained, so an absolute grid would zero conv2-4);
     the readout uses ``readout_scale`` (default 2 max|W_init|, as the chip's readout w_max) and is
     re-quantised after every update.
+    shift_px: test-time shift augmentation of support and query sets (:mod:`pcm_l2l_ros.vision.shifts`).
     """
+    from pcm_l2l_ros.vision.shifts import check_shift_px, mean_over_copies, shifted_set, tile_labels  # noqa: PLC0415
+
+    check_shift_px(shift_px)
     tp = M.to_torch(params)
     out = []
     done = 0
@@ -103,12 +108,14 @@ def evaluate_software(params: dict[str, np.ndarray], cfg: M.CNNConfig, sampler: 
             rs = readout_scale if readout_scale is not None else default_readout_wmax(params["readout"], cfg)
             p = {k: _quant(v, quantize_bits, rng, rs if k == "readout" else float(v.abs().max()))
                  for k, v in tp.items()}
-        xs, xq = M.prepare_input(b.support_x, cfg), M.prepare_input(b.query_x, cfg)
+        xs = M.prepare_input(shifted_set(b.support_x, shift_px), cfg)
+        xq = M.prepare_input(shifted_set(b.query_x, shift_px), cfg)
         if bn_stats == "support":
             hs, hq = M.features_support_stats(p, xs, xq, cfg)
         else:
             hs, hq = M.features(p, xs, cfg), M.features(p, xq, cfg)
-        ys, yq = torch.as_tensor(b.support_y), torch.as_tensor(b.query_y)
+        hq = mean_over_copies(hq, shift_px)
+        ys, yq = torch.as_tensor(tile_labels(b.support_y, shift_px)), torch.as_tensor(b.query_y)
         w = p["readout"].unsqueeze(0).expand(n, -1, -1)
         accs = [((hq @ w).argmax(-1) == yq).float().mean(1)]
         for _ in range(cfg.inner_steps):

@@ -1,0 +1,97 @@
+"""Test-time shift augmentation (vision.shifts): exact translations, copy-major sets, and on real tasks the chip's
+and the software's use of it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pcm_l2l_ros.vision import model as M
+from pcm_l2l_ros.vision.deploy import FewShotChip, chip_configs
+from pcm_l2l_ros.vision.maml import evaluate_software
+from pcm_l2l_ros.vision.omniglot import load_split
+from pcm_l2l_ros.vision.sampler import TaskSampler
+from pcm_l2l_ros.vision.shifts import (
+    mean_over_copies,
+    n_copies,
+    shift_offsets,
+    shifted_set,
+    tile_labels,
+    translate,
+)
+
+
+@pytest.fixture(scope="module")
+def evaluation():
+    return load_split("evaluation")
+
+
+def test_offsets_are_the_square_of_radius_r_original_first():
+    assert shift_offsets(0) == [(0, 0)]
+    for r in (1, 2):
+        off = shift_offsets(r)
+        assert off[0] == (0, 0) and len(off) == len(set(off)) == n_copies(r) == (2 * r + 1) ** 2
+        assert max(max(abs(dy), abs(dx)) for dy, dx in off) == r
+    for bad in (3, -1, 1.5, True, "1"):
+        with pytest.raises((ValueError, TypeError)):
+            shift_offsets(bad)
+
+
+def test_translate_moves_ink_without_wrapping_around():
+    x = np.zeros((2, 28, 28), np.float32)
+    x[0, 10, 12] = 1.0
+    x[1, 27, 0] = 1.0   # a corner pixel: moved out of the frame, it is gone (np.roll would wrap it)
+    y = translate(x, 1, -2)
+    assert y[0, 11, 10] == 1.0 and y[0].sum() == 1.0
+    assert y[1].sum() == 0.0
+    z = translate(x, -3, 2)
+    assert z[0, 7, 14] == 1.0 and z[1, 24, 2] == 1.0 and z.sum() == 2.0
+    np.testing.assert_array_equal(translate(x, 0, 0), x)
+
+
+def test_shifted_set_labels_and_query_mean_are_copy_major():
+    rng = np.random.default_rng(0)
+    x = (rng.random((3, 4, 28, 28)) < 0.2).astype(np.float32)   # 3 tasks of 4 images
+    y = rng.integers(0, 5, (3, 4))
+    xs, ys = shifted_set(x, 1), tile_labels(y, 1)
+    assert xs.shape == (3, 36, 28, 28) and ys.shape == (3, 36)
+    for k, (dy, dx) in enumerate(shift_offsets(1)):
+        np.testing.assert_array_equal(xs[:, 4 * k:4 * (k + 1)], translate(x, dy, dx))
+        np.testing.assert_array_equal(ys[:, 4 * k:4 * (k + 1)], y)
+    h = rng.normal(size=(3, 36, 7))
+    np.testing.assert_allclose(mean_over_copies(h, 1), h.reshape(3, 9, 4, 7).mean(1))
+    np.testing.assert_allclose(mean_over_copies(torch.as_tensor(h), 1).numpy(), h.reshape(3, 9, 4, 7).mean(1))
+    assert shifted_set(x, 0) is x and mean_over_copies(h, 0) is h
+
+
+def test_noise_free_chip_with_shifts_equals_the_software_inner_loop(evaluation):
+    """The chip path (one pass for the shifted support and query sets, labels tiled, query features averaged)
+    against the same computation spelled out in torch, on a real 5-way 1-shot task."""
+    params, cfg, _ = M.load_model(M.shipped_model_path(5))
+    t = TaskSampler(evaluation.images, 5, 1, 3).sample(np.random.default_rng(3))
+    fine = chip_configs("ideal", update_quantum=1e-7, update_rounding="nearest")
+    chip = FewShotChip(params, cfg, chip_configs("ideal"), 0, readout_pcm_cfg=fine.replace(w_max=10.0))
+    r = chip.adapt_and_classify(t.support_x, t.support_y, t.query_x, rng=0, shift_px=1)
+    tp = M.to_torch(params)
+    sx = np.concatenate([translate(t.support_x, dy, dx) for dy, dx in shift_offsets(1)])
+    hs = M.features(tp, M.prepare_input(sx[None], cfg), cfg)
+    qx = np.concatenate([translate(t.query_x, dy, dx) for dy, dx in shift_offsets(1)])
+    hq = M.features(tp, M.prepare_input(qx[None], cfg), cfg)[0].reshape(9, len(t.query_x), -1).mean(0)
+    ys = torch.as_tensor(np.tile(t.support_y, 9))[None]
+    ws = M.adapt_readout(hs, ys, tp["readout"][None], cfg.inner_steps, cfg.inner_lr)
+    np.testing.assert_allclose(r.probs, torch.softmax(hq @ ws[-1][0], -1).numpy(), atol=1e-4)
+    assert r.devices_written > 0
+
+
+def test_shifts_raise_one_shot_accuracy_on_the_evaluation_split(evaluation):
+    """300 seeded 5-way 1-shot tasks, shipped 5-way model, software: the shifted copies help (measured 97.29 ->
+    97.99 % on these tasks; paired over tasks, so the gain is not task sampling); a wrong copy/label/query
+    pairing drops far below the plain protocol instead."""
+    params, cfg, _ = M.load_model(M.shipped_model_path(5))
+    sampler = TaskSampler(evaluation.images, 5, 1, 5)
+    plain = evaluate_software(params, cfg, sampler, 300, np.random.default_rng(5551))[:, -1].mean()
+    shifted = evaluate_software(params, cfg, sampler, 300, np.random.default_rng(5551), shift_px=1)[:, -1].mean()
+    print(f"5w1s software: {100 * plain:.2f} % plain, {100 * shifted:.2f} % with shift_px=1")
+    assert plain > 0.95
+    assert shifted > plain + 0.003
