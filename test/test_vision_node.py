@@ -155,3 +155,34 @@ def test_requests_never_modify_the_shared_chip(ros_domain):
         node.destroy_node()
     finally:
         rclpy.try_shutdown(context=ctx)
+
+
+def test_shift_augmentation_serves_real_tasks_and_its_reads_are_capped(ros_domain):
+    """In-process, ``shift_px:=1`` (9 reads of every image) and ``max_chip_images:=200``: real 5-way 1-shot tasks
+    are answered (writes still only the readout's), and a request whose 50 images x 9 copies pass the cap is
+    refused before any image is decoded, with the reason."""
+    from rclpy.parameter import Parameter
+
+    from pcm_l2l_ros.nodes.vision_node import VisionNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=ros_domain)
+    try:
+        node = VisionNode(context=ctx, parameter_overrides=[Parameter("shift_px", value=1),
+                                                            Parameter("max_chip_images", value=200)])
+        node.bring_up()
+        accs = []
+        for seed in (50, 51, 52):
+            req, qy = _request(seed, ways=5, shots=1, queries=3)
+            res = node._on_classify(req, FewShotClassify.Response())
+            assert res.success, res.message
+            assert 0 < res.devices_written_distinct <= 1_120             # the readout's devices only
+            accs.append(np.mean(np.asarray(res.labels) == qy))
+        assert np.mean(accs) >= 0.8, accs                               # chance 20 %
+        req, _ = _request(53, ways=5, shots=5, queries=5)
+        res = node._on_classify(req, FewShotClassify.Response())
+        assert not res.success and "shifted copies" in res.message and "200" in res.message, res.message
+        node.trigger_shutdown()
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=ctx)

@@ -107,7 +107,7 @@ class VisionNode(ManagedNode):
                                           "images also as copies shifted by up to this many pixels (0..2: 1, 9 or "
                                           "25 reads of each image; 0 = the paper's protocol)",
                                           int_range(0, MAX_SHIFT_PX), read_only=True)
-        self.max_chip_images = declare_validated(self, "max_chip_images", 3600, "cap on the images read through "
+        self.max_chip_images = declare_validated(self, "max_chip_images", 5000, "cap on the images read through "
                                                  "the chip per request, shifted copies included",
                                                  int_range(2, 50000), read_only=True)
         self.max_inner_steps = declare_validated(self, "max_inner_steps", 20, "cap on inner_steps per request",
