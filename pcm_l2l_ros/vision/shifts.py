@@ -11,9 +11,10 @@ max(|dy|, |dx|) <= r (zero-filled, no wrap-around): 9 copies for r = 1, 25 for r
 
 Both sets keep one BatchNorm statistic each (over all their copies), as without the shifts. Only the readout
 is written, as before: the shifts cost conv reads (``copies`` times the images through the chip), not device
-writes. Test-time augmentation of this kind is standard practice for few-shot classifiers (e.g. Tian et al.
-2020, "Rethinking few-shot image classification: a good embedding is all you need", which also augments the
-support set); it is an addition to the readout-only learning of Ortner et al. (2025), not part of it.
+writes. Augmenting the support set at test time is common practice for few-shot classifiers on a learned embedding
+(the evaluation code of Tian et al. 2020, "Rethinking few-shot image classification: a good embedding is all you
+need?", uses five augmented copies of each support image); it is an addition to the readout-only learning of
+Ortner et al. (2025), not part of it. Measured gains: docs/vision_training.md §7.
 """
 
 from __future__ import annotations
