@@ -41,7 +41,7 @@ def test_offsets_are_the_square_of_radius_r_original_first():
 def test_translate_moves_ink_without_wrapping_around():
     x = np.zeros((2, 28, 28), np.float32)
     x[0, 10, 12] = 1.0
-    x[1, 27, 0] = 1.0   # a corner pixel: moved out of the frame, it is gone (np.roll would wrap it)
+    x[1, 27, 0] = 1.0  # a corner pixel: moved out of the frame, it is gone (np.roll would wrap it)
     y = translate(x, 1, -2)
     assert y[0, 11, 10] == 1.0 and y[0].sum() == 1.0
     assert y[1].sum() == 0.0
@@ -52,13 +52,13 @@ def test_translate_moves_ink_without_wrapping_around():
 
 def test_shifted_set_labels_and_query_mean_are_copy_major():
     rng = np.random.default_rng(0)
-    x = (rng.random((3, 4, 28, 28)) < 0.2).astype(np.float32)   # 3 tasks of 4 images
+    x = (rng.random((3, 4, 28, 28)) < 0.2).astype(np.float32)  # 3 tasks of 4 images
     y = rng.integers(0, 5, (3, 4))
     xs, ys = shifted_set(x, 1), tile_labels(y, 1)
     assert xs.shape == (3, 36, 28, 28) and ys.shape == (3, 36)
     for k, (dy, dx) in enumerate(shift_offsets(1)):
-        np.testing.assert_array_equal(xs[:, 4 * k:4 * (k + 1)], translate(x, dy, dx))
-        np.testing.assert_array_equal(ys[:, 4 * k:4 * (k + 1)], y)
+        np.testing.assert_array_equal(xs[:, 4 * k : 4 * (k + 1)], translate(x, dy, dx))
+        np.testing.assert_array_equal(ys[:, 4 * k : 4 * (k + 1)], y)
     h = rng.normal(size=(3, 36, 7))
     np.testing.assert_allclose(mean_over_copies(h, 1), h.reshape(3, 9, 4, 7).mean(1))
     np.testing.assert_allclose(mean_over_copies(torch.as_tensor(h), 1).numpy(), h.reshape(3, 9, 4, 7).mean(1))

@@ -52,7 +52,6 @@ import numpy as np
 from pcm_l2l_interfaces.srv import FewShotClassify
 
 from pcm_l2l_ros.compute_threads import limit_compute_threads
-from pcm_l2l_ros.vision.shifts import MAX_SHIFT_PX, n_copies
 from pcm_l2l_ros.nodes.common import (
     WorkerPool,
     declare_validated,
@@ -64,6 +63,7 @@ from pcm_l2l_ros.nodes.common import (
 from pcm_l2l_ros.nodes.diagnostics import DiagnosticsPublisher, LatencyWindow, Status, add_chip_wear
 from pcm_l2l_ros.nodes.image_codec import ImageError, check_header, images_to_input
 from pcm_l2l_ros.nodes.lifecycle import ManagedNode
+from pcm_l2l_ros.vision.shifts import MAX_SHIFT_PX, n_copies
 
 MAX_DRIFT_S = 10 * 365.25 * 86400.0
 LATENCY_WINDOW = 1000   # requests over which /diagnostics gives the latency p50/p99
@@ -182,7 +182,9 @@ class VisionNode(ManagedNode):
         self.worker_pools = [self.pool]
         self.pool.run_on_each(self._warm_up)  # on the threads that serve: the first request is not slower
         self.get_logger().info(f"models {sorted(self.chips)}-way on "
-                               f"{self.preset if self.pcm_enabled else 'ideal (PCM off)'}")
+                               f"{self.preset if self.pcm_enabled else 'ideal (PCM off)'}"
+                               + (f", test-time shifts of up to {self.shift_px} px ({n_copies(self.shift_px)} reads "
+                                  f"per image)" if self.shift_px else ""))
 
     def _warm_up(self, worker: str) -> None:
         """On worker thread ``worker``: decode a synthetic request's images (105 x 105 mono8, the Omniglot size; as
@@ -310,6 +312,7 @@ class VisionNode(ManagedNode):
             add_chip_wear(st, devices, self._conv_pulses + readout_pulses, max(self._conv_max, readout_max),
                           self._endurance)
             st.add("drift times prepared (s)", [float(t) for t in self.warm_times] or "none")
+            st.add("test-time shifts (px)", self.shift_px)
             if last_drift is not None:
                 st.add("drift time of the last request (s)", float(last_drift))
         return [st]
