@@ -63,6 +63,7 @@ def test_diagnostics_over_dds_in_each_state_and_after_requests(no_shm_leak, node
     assert 1 <= int(v["max writes per device"]) < 1000
     assert float(v["max writes / endurance"]) == pytest.approx(int(v["max writes per device"]) / 1e8, rel=1e-5)
     assert v["drift times prepared (s)"] == "3600" and "request latency p50 (ms)" not in v
+    assert v["test-time shifts (px)"] == "0"  # the paper's protocol unless shift_px is set
 
     client = node.create_client(FewShotClassify, "/pcm_l2l/classify")
     assert spin_until(ex, client.service_is_ready, 30.0)
