@@ -48,7 +48,7 @@ import numpy as np
 from pcm_l2l_ros.arrays import work_array
 from pcm_l2l_ros.vision import model as M
 from pcm_l2l_ros.vision._kernels import nonzero_rows, relu_batchnorm_
-from pcm_l2l_ros.vision.shifts import check_shift_px, mean_over_copies, shifted_set, tile_labels
+from pcm_l2l_ros.vision.shifts import mean_over_copies, shifted_set, tile_labels
 
 log = logging.getLogger(__name__)
 
@@ -376,7 +376,6 @@ def support_query_features(chip: FewShotChip, support_x: np.ndarray, query_x: np
     holds the features of the support's shifted copies (copies * ns rows; labels: ``tile_labels``) and each
     hq the mean over each query's copies (nq rows)."""
     g = len(support_x)
-    check_shift_px(shift_px)
     h = chip.features([shifted_set(x, shift_px) for x in support_x] + [shifted_set(x, shift_px) for x in query_x],
                       bn_source=_bn_source(bn_stats, g))
     return h[:g], [mean_over_copies(hq, shift_px) for hq in h[g:]]

@@ -49,7 +49,7 @@ from pcm_l2l_ros.checkpoint import torch_load
 from pcm_l2l_ros.training import StopRequest, drop_rows_after, run_loop, save_state
 from pcm_l2l_ros.vision import model as M
 from pcm_l2l_ros.vision.sampler import TaskBatch, TaskSampler
-from pcm_l2l_ros.vision.shifts import check_shift_px, mean_over_copies, shifted_set, tile_labels
+from pcm_l2l_ros.vision.shifts import mean_over_copies, shifted_set, tile_labels
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,6 @@ def evaluate_software(params: dict[str, np.ndarray], cfg: M.CNNConfig, sampler: 
     re-quantised after every update.
     shift_px: test-time shift augmentation of support and query sets (:mod:`pcm_l2l_ros.vision.shifts`).
     """
-    check_shift_px(shift_px)
     tp = M.to_torch(params)
     out = []
     done = 0
