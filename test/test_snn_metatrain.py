@@ -375,3 +375,45 @@ def test_train_snn_widen_lsg_from_init(tmp_path):
     assert side["config"]["n_lsg"] == 30 and side["config"]["init"]["path"] == str(dest)
     w, cfg = SNNWeights.load(wide)
     assert w.W_out_lsg.shape == (30, 20) and cfg.n_lsg == 30
+
+
+# ----------------------------------------------------------------------------------------------- joint code
+def test_add_joint_code_keeps_the_one_shot_result_and_then_learns_from_it(tmp_path):
+    cfg = SNNConfig(n_trainee=30, n_lsg=20)
+    w = SNNWeights.init_random(cfg, 4)
+    coded = w.add_joint_code(cfg, 6)
+    cfg6 = cfg.replace(n_joint_code=6)
+    coded.check(cfg6)
+    np.testing.assert_array_equal(coded.W_in_lsg[:cfg.n_lsg_in], w.W_in_lsg)
+    np.testing.assert_array_equal(coded.W_in_lsg[cfg.n_lsg_in:], 0.0)
+    with pytest.raises(ValueError, match="already"):
+        coded.add_joint_code(cfg6, 6)
+    kin = tasks.default_kinematics()
+    tr = tasks.sample_trajectories(3, 5, cfg, kin)
+    a = episode.one_shot(w, tr, cfg)
+    b = episode.one_shot(coded, tr, cfg6)
+    np.testing.assert_array_equal(a.y_after, b.y_after)          # function-preserving: zero weights
+    # the outer gradient reaches the new input rows (they can learn), and a non-zero code changes the result
+    batch = mt.batch_from(tr, cfg6)
+    model = mt.NaturalEprop(cfg6, coded)
+    total, _, _ = mt.outer_loss(model, mt.clock_tensor(cfg6), batch, kin)
+    total.backward()
+    assert float(model.W_in_lsg.grad[cfg.n_lsg_in:].abs().sum()) > 0
+    coded.W_in_lsg[cfg.n_lsg_in:] = np.random.default_rng(0).standard_normal((24, 20)).astype(np.float32)
+    assert not np.array_equal(episode.one_shot(coded, tr, cfg6).y_after, a.y_after)
+
+
+def test_train_snn_joint_code_from_init(tmp_path):
+    dest = tmp_path / "models" / "snn_l2l.npz"
+    assert train_cmd.run(_args(tmp_path / "a", iterations=2, export=dest)) == 0
+    coded = tmp_path / "models" / "coded.npz"
+    assert train_cmd.run(_args(tmp_path / "b", iterations=4, init=dest, joint_code=4, export=coded)) == 0
+    w, cfg = SNNWeights.load(coded)
+    assert cfg.n_joint_code == 4 and w.W_in_lsg.shape == (53 + 16, 20)
+    assert np.abs(w.W_in_lsg[53:]).max() > 0                       # the new rows were meta-trained
+    w0, _ = SNNWeights.load(dest)
+    assert not np.array_equal(w.W_in_lsg[:53], w0.W_in_lsg)
+    # a coded checkpoint continues with the same --joint-code; another size is refused, nothing written
+    assert train_cmd.run(_args(tmp_path / "c", iterations=2, init=coded, joint_code=4)) == 0
+    assert train_cmd.run(_args(tmp_path / "d", iterations=2, init=coded, joint_code=0)) == 2
+    assert not (tmp_path / "d" / "run" / "state.pt").exists()

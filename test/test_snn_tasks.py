@@ -102,6 +102,32 @@ def test_seeded_and_lsg_input():
     assert np.array_equal(x[0, :, :5], tasks.clock_input(CFG))
 
 
+def test_joint_code_is_a_smooth_place_code_of_omega_and_q():
+    # tuning curves: the curve centred on a value peaks there (1), its neighbours at exp(-1/2); a small change of
+    # the value changes the code a little (the binary code's low bits flip at every 2^-15 m)
+    c = np.linspace(-1.5, 1.5, 7)
+    code = tasks.tuning_curves(c, 7, 1.5)
+    np.testing.assert_allclose(np.diag(code), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(code[3, [2, 4]], np.exp(-0.5), rtol=1e-6)
+    assert np.abs(tasks.tuning_curves(0.30, 7, 1.5) - tasks.tuning_curves(0.31, 7, 1.5)).max() < 0.05
+    beyond = tasks.tuning_curves(1.8, 7, 1.5)   # past the range: the outermost curve, weaker
+    assert 0.5 < beyond[-1] < 1.0 and beyond[-1] > beyond[:-1].max()
+    with pytest.raises(ValueError):
+        tasks.tuning_curves(0.0, 1, 1.5)
+    # the LSG input: clock, binary xyz code, then omega of base and shoulder, then q of base and shoulder
+    cfg = CFG.replace(n_joint_code=5)
+    assert cfg.n_lsg_in == 53 + 20
+    tr = tasks.sample_trajectories(3, 11, CFG, KIN)
+    x = tr.lsg_input(cfg)
+    assert x.shape == (3, 249, 73)
+    np.testing.assert_array_equal(x[..., :53], tr.lsg_input(CFG))
+    for j, (v, vmax) in enumerate([(tr.omega[..., 0], 1.5), (tr.omega[..., 1], 1.5), (tr.q[..., 0], 1.6),
+                                   (tr.q[..., 1], 1.6)]):
+        np.testing.assert_allclose(x[..., 53 + 5 * j:58 + 5 * j], tasks.tuning_curves(v, 5, vmax), rtol=1e-6)
+    with pytest.raises(ValueError, match="omega and q"):
+        tasks.lsg_input(tr.xyz, cfg)
+
+
 def test_loss_numpy_and_torch_agree():
     torch = pytest.importorskip("torch")
     tr = tasks.sample_trajectories(4, 2, CFG, KIN)

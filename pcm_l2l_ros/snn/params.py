@@ -38,6 +38,11 @@ class SNNConfig:
     frac_alif: float = 0.3          # fraction of LSG neurons that are ALIF (the LAST ones)
     n_clock: int = 5
     n_coord_bits: int = 16          # bits per Cartesian coordinate in the LSG input
+    # joint-space target code in the LSG input (not in the paper; 0 = the paper's input): per joint, Gaussian
+    # tuning curves over the target's angular velocity omega* (rad/s) and angle q* (rad), see tasks.joint_code
+    n_joint_code: int = 0           # tuning curves per joint and per variable (4 * n_joint_code inputs)
+    joint_code_omega_max: float = 1.5   # centres span [-max, max] rad/s
+    joint_code_q_max: float = 1.6       # centres span [-max, max] rad
     n_out: int = 2                  # trainee readouts: omega of base and shoulder (rad/s)
     n_coords: int = 3               # Cartesian target coordinates x, y, z (m)
     T: int = 249                    # steps per trial
@@ -92,8 +97,13 @@ class SNNConfig:
 
     @property
     def n_lsg_in(self) -> int:
-        """LSG input size: clock + binary codes of the target coordinates (53 by default)."""
-        return self.n_clock + self.n_coords * self.n_coord_bits
+        """LSG input size: clock + binary codes of the target coordinates (53 by default) + the joint code."""
+        return self.n_clock + self.n_coords * self.n_coord_bits + self.n_joint_code_in
+
+    @property
+    def n_joint_code_in(self) -> int:
+        """Inputs of the joint-space target code: omega* and q* of each of the n_out joints."""
+        return 2 * self.n_out * self.n_joint_code
 
     @property
     def ref_gate(self) -> float:
@@ -244,6 +254,21 @@ class SNNWeights:
         arrays = self.to_dict() | {"W_in_lsg": W_in, "W_rec_lsg": W_rec, "W_out_lsg": W_out}
         meta = dict(self.meta) | {"widened_lsg": {"from": cfg.n_lsg, "to": n_lsg}}
         return SNNWeights.from_arrays(arrays, dtype=self.W_in_lsg.dtype, meta=meta)
+
+    def add_joint_code(self, cfg: SNNConfig, n_joint_code: int) -> SNNWeights:
+        """These weights with the LSG input extended by a joint-space target code of ``n_joint_code`` tuning
+        curves per joint and variable (:func:`pcm_l2l_ros.snn.tasks.joint_code`), computing exactly the same
+        learning signals: the new input rows of W_in_lsg are 0 until meta-training changes them."""
+        if cfg.n_joint_code:
+            raise ValueError(f"add_joint_code: the LSG already has a joint code ({cfg.n_joint_code} per joint)")
+        if n_joint_code < 1:
+            raise ValueError(f"add_joint_code: n_joint_code must be >= 1, got {n_joint_code}")
+        self.check(cfg)
+        new = cfg.replace(n_joint_code=n_joint_code)
+        W_in = np.zeros((new.n_lsg_in, cfg.n_lsg), dtype=self.W_in_lsg.dtype)
+        W_in[:cfg.n_lsg_in] = self.W_in_lsg   # the code is appended after the clock and the binary code
+        meta = dict(self.meta) | {"added_joint_code": n_joint_code}
+        return SNNWeights.from_arrays(self.to_dict() | {"W_in_lsg": W_in}, dtype=self.W_in_lsg.dtype, meta=meta)
 
     @classmethod
     def init_random(cls, cfg: SNNConfig, rng: np.random.Generator | int | None = None,

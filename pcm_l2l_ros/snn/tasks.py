@@ -96,12 +96,40 @@ def decode_coords(bits: np.ndarray, n_bits: int = 16) -> np.ndarray:
     return code / 2.0 ** (n_bits - 1) - 1.0
 
 
-def lsg_input(xyz: np.ndarray, cfg: SNNConfig = DEFAULT_CONFIG, dtype=np.float32) -> np.ndarray:
-    """LSG input (B, T, n_clock + 3*n_bits): the clock followed by the binary code of the target xyz."""
+def tuning_curves(v: np.ndarray, n: int, v_max: float, dtype=np.float32) -> np.ndarray:
+    """Gaussian tuning curves (a place code): v (...) -> (..., n), curve k = exp(-((v - c_k) / s)^2 / 2) with
+    centres c_k evenly spaced over [-v_max, v_max] and width s = their spacing (values in [0, 1]; a value a
+    little beyond the range still excites the outermost curve, less). Neighbouring values give neighbouring
+    codes, unlike the binary code, whose low bits flip at every quantum."""
+    if n < 2 or not v_max > 0:
+        raise ValueError(f"tuning_curves: need n >= 2 and v_max > 0, got {n}, {v_max}")
+    c = np.linspace(-v_max, v_max, n)
+    s = c[1] - c[0]
+    d = (np.asarray(v, dtype=np.float64)[..., None] - c) / s
+    return np.exp(-0.5 * d * d).astype(dtype)
+
+
+def joint_code(omega: np.ndarray, q: np.ndarray, cfg: SNNConfig = DEFAULT_CONFIG, dtype=np.float32) -> np.ndarray:
+    """The joint-space target code (B, T, 4 * n_joint_code): tuning curves of omega* of each joint (rad/s, over
+    ±joint_code_omega_max), then of q* of each joint (rad, over ±joint_code_q_max)."""
+    n = cfg.n_joint_code
+    parts = [tuning_curves(np.asarray(omega)[..., j], n, cfg.joint_code_omega_max, dtype) for j in range(cfg.n_out)]
+    parts += [tuning_curves(np.asarray(q)[..., j], n, cfg.joint_code_q_max, dtype) for j in range(cfg.n_out)]
+    return np.concatenate(parts, axis=-1)
+
+
+def lsg_input(xyz: np.ndarray, cfg: SNNConfig = DEFAULT_CONFIG, dtype=np.float32, *,
+              omega: np.ndarray | None = None, q: np.ndarray | None = None) -> np.ndarray:
+    """LSG input (B, T, n_lsg_in): the clock, the binary code of the target xyz and, when ``cfg.n_joint_code``
+    > 0, the joint code of the target's omega (rad/s) and q (rad) (:func:`joint_code`; both required then)."""
     xyz = np.asarray(xyz)
     clk = clock_input(cfg, dtype)
-    code = encode_coords(xyz, cfg.n_coord_bits, dtype)
-    return np.concatenate([np.broadcast_to(clk, (xyz.shape[0],) + clk.shape), code], axis=-1)
+    parts = [np.broadcast_to(clk, (xyz.shape[0],) + clk.shape), encode_coords(xyz, cfg.n_coord_bits, dtype)]
+    if cfg.n_joint_code:
+        if omega is None or q is None:
+            raise ValueError("lsg_input: this LSG reads the joint code of the target; pass omega and q")
+        parts.append(joint_code(omega, q, cfg, dtype))
+    return np.concatenate(parts, axis=-1)
 
 
 # ---------------------------------------------------------------------------------------------- trajectories
@@ -162,7 +190,7 @@ class TrajectoryBatch:
                                None if self.info is None else self.info[idx])
 
     def lsg_input(self, cfg: SNNConfig = DEFAULT_CONFIG, dtype=np.float32) -> np.ndarray:
-        return lsg_input(self.xyz, cfg, dtype)
+        return lsg_input(self.xyz, cfg, dtype, omega=self.omega, q=self.q)
 
 
 def sample_trajectories(n: int, rng: np.random.Generator | int | None, cfg: SNNConfig = DEFAULT_CONFIG,

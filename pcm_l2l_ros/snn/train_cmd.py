@@ -95,6 +95,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--widen-lsg", action="store_true",
                    help="with --init: if the checkpoint's LSG is smaller than --n-lsg, add neurons that leave its "
                         "learning signals unchanged (function-preserving) and meta-train the wider LSG")
+    p.add_argument("--joint-code", type=int, default=0,
+                   help="LSG input also codes the target's joint velocities and angles with this many Gaussian tuning "
+                        "curves per joint and variable (not in the paper; 0 = the paper's input). With --init from a "
+                        "checkpoint without it: added with zero weights (function-preserving)")
     p.add_argument("--chip-in-the-loop", action="store_true",
                    help="hardware-aware meta-training: simulated PCM chip weights + rounded update (straight-through)")
     p.add_argument("--chip-drift", type=float, default=3600.0, help="chip read time after programming, s")
@@ -109,12 +113,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _config(args):
     from pcm_l2l_ros.snn.params import SNNConfig  # noqa: PLC0415
 
-    return SNNConfig(n_trainee=args.n_trainee, n_lsg=args.n_lsg)
+    return SNNConfig(n_trainee=args.n_trainee, n_lsg=args.n_lsg, n_joint_code=getattr(args, "joint_code", 0))
 
 
 def _init_weights(args, cfg):
     """The ``--init`` checkpoint's weights for ``cfg``; with ``--widen-lsg`` a smaller LSG is widened to
-    ``cfg.n_lsg`` without changing what the network computes (``SNNWeights.widen_lsg``)."""
+    ``cfg.n_lsg`` without changing what the network computes (``SNNWeights.widen_lsg``), and with
+    ``--joint-code K`` a checkpoint without the joint code gets it with zero weights (``SNNWeights.add_joint_code``,
+    also function-preserving)."""
     from pcm_l2l_ros.snn.params import SNNWeights  # noqa: PLC0415
 
     w0, init_cfg = SNNWeights.load(args.init)
@@ -123,7 +129,12 @@ def _init_weights(args, cfg):
             raise ValueError("--widen-lsg changes only the LSG's size; the trainee and the ALIF fraction must match")
         log.info("widening the LSG of %s: %d -> %d neurons (function-preserving)", args.init, init_cfg.n_lsg,
                  cfg.n_lsg)
-        return w0.widen_lsg(init_cfg, cfg.n_lsg, rng=args.seed)
+        w0 = w0.widen_lsg(init_cfg, cfg.n_lsg, rng=args.seed)
+        init_cfg = init_cfg.replace(n_lsg=cfg.n_lsg)
+    if cfg.n_joint_code and not init_cfg.n_joint_code:
+        log.info("adding a joint code of %d tuning curves per joint to the LSG input of %s (zero weights)",
+                 cfg.n_joint_code, args.init)
+        w0 = w0.add_joint_code(init_cfg, cfg.n_joint_code)
     w0.check(cfg)
     return w0
 
