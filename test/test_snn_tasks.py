@@ -110,7 +110,7 @@ def test_joint_code_is_a_smooth_place_code_of_omega_and_q():
     np.testing.assert_allclose(np.diag(code), 1.0, rtol=1e-6)
     np.testing.assert_allclose(code[3, [2, 4]], np.exp(-0.5), rtol=1e-6)
     assert np.abs(tasks.tuning_curves(0.30, 7, 1.5) - tasks.tuning_curves(0.31, 7, 1.5)).max() < 0.05
-    beyond = tasks.tuning_curves(1.8, 7, 1.5)   # past the range: the outermost curve, weaker
+    beyond = tasks.tuning_curves(1.8, 7, 1.5)  # past the range: the outermost curve, weaker
     assert 0.5 < beyond[-1] < 1.0 and beyond[-1] > beyond[:-1].max()
     with pytest.raises(ValueError):
         tasks.tuning_curves(0.0, 1, 1.5)
@@ -121,9 +121,10 @@ def test_joint_code_is_a_smooth_place_code_of_omega_and_q():
     x = tr.lsg_input(cfg)
     assert x.shape == (3, 249, 73)
     np.testing.assert_array_equal(x[..., :53], tr.lsg_input(CFG))
-    for j, (v, vmax) in enumerate([(tr.omega[..., 0], 1.5), (tr.omega[..., 1], 1.5), (tr.q[..., 0], 1.6),
-                                   (tr.q[..., 1], 1.6)]):
-        np.testing.assert_allclose(x[..., 53 + 5 * j:58 + 5 * j], tasks.tuning_curves(v, 5, vmax), rtol=1e-6)
+    for j, (v, vmax) in enumerate(
+        [(tr.omega[..., 0], 1.5), (tr.omega[..., 1], 1.5), (tr.q[..., 0], 1.6), (tr.q[..., 1], 1.6)]
+    ):
+        np.testing.assert_allclose(x[..., 53 + 5 * j : 58 + 5 * j], tasks.tuning_curves(v, 5, vmax), rtol=1e-6)
     with pytest.raises(ValueError, match="omega and q"):
         tasks.lsg_input(tr.xyz, cfg)
 

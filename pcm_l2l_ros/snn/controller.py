@@ -109,8 +109,10 @@ class OneShotController:
     def describe(self) -> str:
         where = (f"PCM chip ({self.pcm_preset}, {self.chip.n_devices} devices, drift {self.drift_time_s:g} s)"
                  if self.chip is not None else "float software")
+        code = (f"; LSG input: clock, binary xyz code and joint code ({self.cfg.n_joint_code} curves per joint)"
+                if self.cfg.n_joint_code else "")
         return (f"trainee {self.cfg.n_trainee} LIF, LSG {self.cfg.n_lsg} ({self.cfg.frac_alif:.0%} ALIF), "
-                f"trainee plastic weights on {where}")
+                f"trainee plastic weights on {where}{code}")
 
     # ---------------------------------------------------------------------------------------------- targets
     def target_from_samples(self, joint_names, times_s, positions) -> tasks.TrajectoryBatch:
