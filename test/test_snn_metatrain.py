@@ -417,3 +417,9 @@ def test_train_snn_joint_code_from_init(tmp_path):
     assert train_cmd.run(_args(tmp_path / "c", iterations=2, init=coded, joint_code=4)) == 0
     assert train_cmd.run(_args(tmp_path / "d", iterations=2, init=coded, joint_code=0)) == 2
     assert not (tmp_path / "d" / "run" / "state.pt").exists()
+    # the gain is part of what the checkpoint computes: another one is refused
+    assert train_cmd.run(_args(tmp_path / "e", iterations=2, init=coded, joint_code=4, joint_code_gain=3.0)) == 2
+    gained = tmp_path / "models" / "gained.npz"
+    assert train_cmd.run(_args(tmp_path / "f", iterations=2, init=dest, joint_code=4, joint_code_gain=3.0,
+                               export=gained)) == 0
+    assert SNNWeights.load(gained)[1].joint_code_gain == 3.0

@@ -109,6 +109,7 @@ def test_joint_code_is_a_smooth_place_code_of_omega_and_q():
     code = tasks.tuning_curves(c, 7, 1.5)
     np.testing.assert_allclose(np.diag(code), 1.0, rtol=1e-6)
     np.testing.assert_allclose(code[3, [2, 4]], np.exp(-0.5), rtol=1e-6)
+    np.testing.assert_allclose(tasks.tuning_curves(c, 7, 1.5, gain=10.0), 10.0 * code, rtol=1e-6)
     assert np.abs(tasks.tuning_curves(0.30, 7, 1.5) - tasks.tuning_curves(0.31, 7, 1.5)).max() < 0.05
     beyond = tasks.tuning_curves(1.8, 7, 1.5)  # past the range: the outermost curve, weaker
     assert 0.5 < beyond[-1] < 1.0 and beyond[-1] > beyond[:-1].max()

@@ -43,6 +43,8 @@ class SNNConfig:
     n_joint_code: int = 0           # tuning curves per joint and per variable (4 * n_joint_code inputs)
     joint_code_omega_max: float = 1.5   # centres span [-max, max] rad/s
     joint_code_q_max: float = 1.6       # centres span [-max, max] rad
+    joint_code_gain: float = 1.0        # peak input of a tuning curve (the binary code's inputs are 0/1); under
+    #                                     Adam a gain g learns the code's weights as fast as a g-fold learning rate
     n_out: int = 2                  # trainee readouts: omega of base and shoulder (rad/s)
     n_coords: int = 3               # Cartesian target coordinates x, y, z (m)
     T: int = 249                    # steps per trial

@@ -96,25 +96,25 @@ def decode_coords(bits: np.ndarray, n_bits: int = 16) -> np.ndarray:
     return code / 2.0 ** (n_bits - 1) - 1.0
 
 
-def tuning_curves(v: np.ndarray, n: int, v_max: float, dtype=np.float32) -> np.ndarray:
+def tuning_curves(v: np.ndarray, n: int, v_max: float, dtype=np.float32, gain: float = 1.0) -> np.ndarray:
     """Gaussian tuning curves (a place code): v (...) -> (..., n), curve k = exp(-((v - c_k) / s)^2 / 2) with
-    centres c_k evenly spaced over [-v_max, v_max] and width s = their spacing (values in [0, 1]; a value a
-    little beyond the range still excites the outermost curve, less). Neighbouring values give neighbouring
-    codes, unlike the binary code, whose low bits flip at every quantum."""
+    centres c_k evenly spaced over [-v_max, v_max] and width s = their spacing, times ``gain`` (values in
+    [0, gain]; a value a little beyond the range still excites the outermost curve, less). Neighbouring values
+    give neighbouring codes, unlike the binary code, whose low bits flip at every quantum."""
     if n < 2 or not v_max > 0:
         raise ValueError(f"tuning_curves: need n >= 2 and v_max > 0, got {n}, {v_max}")
     c = np.linspace(-v_max, v_max, n)
     s = c[1] - c[0]
     d = (np.asarray(v, dtype=np.float64)[..., None] - c) / s
-    return np.exp(-0.5 * d * d).astype(dtype)
+    return (gain * np.exp(-0.5 * d * d)).astype(dtype)
 
 
 def joint_code(omega: np.ndarray, q: np.ndarray, cfg: SNNConfig = DEFAULT_CONFIG, dtype=np.float32) -> np.ndarray:
     """The joint-space target code (B, T, 4 * n_joint_code): tuning curves of omega* of each joint (rad/s, over
-    ±joint_code_omega_max), then of q* of each joint (rad, over ±joint_code_q_max)."""
-    n = cfg.n_joint_code
-    parts = [tuning_curves(np.asarray(omega)[..., j], n, cfg.joint_code_omega_max, dtype) for j in range(cfg.n_out)]
-    parts += [tuning_curves(np.asarray(q)[..., j], n, cfg.joint_code_q_max, dtype) for j in range(cfg.n_out)]
+    ±joint_code_omega_max), then of q* of each joint (rad, over ±joint_code_q_max), peak ``joint_code_gain``."""
+    n, g = cfg.n_joint_code, cfg.joint_code_gain
+    parts = [tuning_curves(np.asarray(omega)[..., j], n, cfg.joint_code_omega_max, dtype, g) for j in range(cfg.n_out)]
+    parts += [tuning_curves(np.asarray(q)[..., j], n, cfg.joint_code_q_max, dtype, g) for j in range(cfg.n_out)]
     return np.concatenate(parts, axis=-1)
 
 

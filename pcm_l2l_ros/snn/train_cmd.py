@@ -99,6 +99,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="LSG input also codes the target's joint velocities and angles with this many Gaussian tuning "
                         "curves per joint and variable (not in the paper; 0 = the paper's input). With --init from a "
                         "checkpoint without it: added with zero weights (function-preserving)")
+    p.add_argument("--joint-code-gain", type=float, default=1.0,
+                   help="peak input of the joint code's tuning curves (with Adam, a gain g learns their weights as "
+                        "fast as a g-fold learning rate would)")
     p.add_argument("--chip-in-the-loop", action="store_true",
                    help="hardware-aware meta-training: simulated PCM chip weights + rounded update (straight-through)")
     p.add_argument("--chip-drift", type=float, default=3600.0, help="chip read time after programming, s")
@@ -113,7 +116,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _config(args):
     from pcm_l2l_ros.snn.params import SNNConfig  # noqa: PLC0415
 
-    return SNNConfig(n_trainee=args.n_trainee, n_lsg=args.n_lsg, n_joint_code=getattr(args, "joint_code", 0))
+    return SNNConfig(n_trainee=args.n_trainee, n_lsg=args.n_lsg, n_joint_code=getattr(args, "joint_code", 0),
+                     joint_code_gain=getattr(args, "joint_code_gain", 1.0))
 
 
 def _init_weights(args, cfg):
@@ -131,6 +135,9 @@ def _init_weights(args, cfg):
                  cfg.n_lsg)
         w0 = w0.widen_lsg(init_cfg, cfg.n_lsg, rng=args.seed)
         init_cfg = init_cfg.replace(n_lsg=cfg.n_lsg)
+    if init_cfg.n_joint_code and init_cfg.joint_code_gain != cfg.joint_code_gain:
+        raise ValueError(f"the checkpoint's joint code has gain {init_cfg.joint_code_gain:g}; pass --joint-code-gain "
+                         f"{init_cfg.joint_code_gain:g} (another gain would change what it computes)")
     if cfg.n_joint_code and not init_cfg.n_joint_code:
         log.info("adding a joint code of %d tuning curves per joint to the LSG input of %s (zero weights)",
                  cfg.n_joint_code, args.init)
