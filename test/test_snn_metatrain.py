@@ -423,3 +423,7 @@ def test_train_snn_joint_code_from_init(tmp_path):
     assert train_cmd.run(_args(tmp_path / "f", iterations=2, init=dest, joint_code=4, joint_code_gain=3.0,
                                export=gained)) == 0
     assert SNNWeights.load(gained)[1].joint_code_gain == 3.0
+    # sizes and gains that make no code are refused before anything is written
+    for i, (k, g) in enumerate([(1, 1.0), (-2, 1.0), (4, 0.0), (4, float("nan"))]):
+        assert train_cmd.run(_args(tmp_path / f"bad{i}", iterations=2, joint_code=k, joint_code_gain=g)) == 2
+        assert not (tmp_path / f"bad{i}" / "run" / "state.pt").exists()

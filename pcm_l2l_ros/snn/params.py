@@ -263,8 +263,8 @@ class SNNWeights:
         learning signals: the new input rows of W_in_lsg are 0 until meta-training changes them."""
         if cfg.n_joint_code:
             raise ValueError(f"add_joint_code: the LSG already has a joint code ({cfg.n_joint_code} per joint)")
-        if n_joint_code < 1:
-            raise ValueError(f"add_joint_code: n_joint_code must be >= 1, got {n_joint_code}")
+        if n_joint_code < 2:
+            raise ValueError(f"add_joint_code: n_joint_code must be >= 2, got {n_joint_code}")
         self.check(cfg)
         new = cfg.replace(n_joint_code=n_joint_code)
         W_in = np.zeros((new.n_lsg_in, cfg.n_lsg), dtype=self.W_in_lsg.dtype)

@@ -324,6 +324,10 @@ def run(args) -> int:
     except ValueError as e:
         log.error("--families: %s", e)
         return 2
+    jc, gain = getattr(args, "joint_code", 0), getattr(args, "joint_code_gain", 1.0)
+    if jc < 0 or jc == 1 or not (math.isfinite(gain) and gain > 0):
+        log.error("--joint-code must be 0 (off) or >= 2 tuning curves, --joint-code-gain > 0; got %s, %s", jc, gain)
+        return 2
     bad_seed = _check_seed(args)
     if bad_seed:
         log.error("%s; choose another seed", bad_seed)
