@@ -378,7 +378,7 @@ def test_train_snn_widen_lsg_from_init(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------------- joint code
-def test_add_joint_code_keeps_the_one_shot_result_and_then_learns_from_it(tmp_path):
+def test_add_joint_code_keeps_the_one_shot_result_and_then_learns_from_it():
     cfg = SNNConfig(n_trainee=30, n_lsg=20)
     w = SNNWeights.init_random(cfg, 4)
     coded = w.add_joint_code(cfg, 6)

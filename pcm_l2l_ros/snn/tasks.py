@@ -110,7 +110,7 @@ def tuning_curves(v: np.ndarray, n: int, v_max: float, dtype=np.float32, gain: f
 
 
 def joint_code(omega: np.ndarray, q: np.ndarray, cfg: SNNConfig = DEFAULT_CONFIG, dtype=np.float32) -> np.ndarray:
-    """The joint-space target code (B, T, 4 * n_joint_code): tuning curves of omega* of each joint (rad/s, over
+    """The joint-space target code (B, T, cfg.n_joint_code_in): tuning curves of omega* of each joint (rad/s, over
     ±joint_code_omega_max), then of q* of each joint (rad, over ±joint_code_q_max), peak ``joint_code_gain``."""
     n, g = cfg.n_joint_code, cfg.joint_code_gain
     parts = [tuning_curves(np.asarray(omega)[..., j], n, cfg.joint_code_omega_max, dtype, g) for j in range(cfg.n_out)]
