@@ -23,25 +23,29 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 def main() -> int:
     rows = list(csv.DictReader((DOCS / "vision_budget.csv").open()))
     settings = sorted({r["setting"] for r in rows}, key=lambda s: (-int(s.split("w")[0]), s))
-    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 5.2))
+    recipes = list(dict.fromkeys(r["recipe"] for r in rows))  # one colour per recipe across the panels
+    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 5.6))
     for ax, setting in zip(axes, settings, strict=True):
         curves: dict[str, list[dict]] = defaultdict(list)
         for r in rows:
             if r["setting"] == setting:
                 curves[r["recipe"]].append(r)
-        for i, (recipe, pts) in enumerate(curves.items()):
+        for recipe, pts in curves.items():
             pts.sort(key=lambda r: float(r["train_hours_one_core"]))
             h = [float(r["train_hours_one_core"]) for r in pts]
-            color = f"C{i}"
+            color = f"C{recipes.index(recipe) % 10}"
             ax.plot(h, [float(r["software"]) for r in pts], "o--", color=color, label=f"{recipe}, software")
             ax.plot(h, [float(r["chip_1h"]) for r in pts], "s-", color=color, label=f"{recipe}, chip 1 h")
         ax.set_title(f"{setting} (evaluation split, 1,000 tasks)")
         ax.set_xlabel("training time, hours on one CPU core")
         ax.set_ylabel("query accuracy after 4 readout steps (%)")
         ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.2, 1, 1))
+    legend: dict[str, object] = {}  # every recipe once, whichever panel it appears in
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=2, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.27, 1, 1))
     fig.savefig(DOCS / "vision_budget.png", dpi=110)
     print(f"wrote {DOCS / 'vision_budget.png'}")
     return 0
