@@ -332,7 +332,7 @@ def test_train_snn_families_option(tmp_path):
     assert train_cmd.run(_args(tmp_path / "d", iterations=2, families="circle:1")) == 2
     assert train_cmd.run(_args(tmp_path / "e", iterations=2, seed=20261129)) == 2
     assert train_cmd.run(_args(tmp_path / "f", iterations=2, seed=20261129 - 2_000_003)) == 2
-    assert not (tmp_path / "d" / "run" / "state.pt").exists() and not (tmp_path / "e" / "run" / "state.pt").exists()
+    assert not any((tmp_path / d / "run").exists() for d in "def")  # not even an empty run directory
 
 
 # ----------------------------------------------------------------------------------------------- wider LSG
@@ -368,7 +368,7 @@ def test_train_snn_widen_lsg_from_init(tmp_path):
     assert train_cmd.run(_args(tmp_path / "a", iterations=2, export=dest)) == 0
     # a wider LSG needs --widen-lsg; without it the shapes are refused with a clear error, nothing is written
     assert train_cmd.run(_args(tmp_path / "b", iterations=2, init=dest, n_lsg=30)) == 2
-    assert not (tmp_path / "b" / "run" / "state.pt").exists()
+    assert not (tmp_path / "b" / "run").exists()
     wide = tmp_path / "models" / "wide.npz"
     assert train_cmd.run(_args(tmp_path / "c", iterations=2, init=dest, n_lsg=30, widen_lsg=True, export=wide)) == 0
     _, side = load_checkpoint(wide, kind="snn_l2l")
@@ -416,7 +416,7 @@ def test_train_snn_joint_code_from_init(tmp_path):
     # a coded checkpoint continues with the same --joint-code; another size is refused, nothing written
     assert train_cmd.run(_args(tmp_path / "c", iterations=2, init=coded, joint_code=4)) == 0
     assert train_cmd.run(_args(tmp_path / "d", iterations=2, init=coded, joint_code=0)) == 2
-    assert not (tmp_path / "d" / "run" / "state.pt").exists()
+    assert not (tmp_path / "d" / "run").exists()
     # the gain is part of what the checkpoint computes: another one is refused
     assert train_cmd.run(_args(tmp_path / "e", iterations=2, init=coded, joint_code=4, joint_code_gain=3.0)) == 2
     gained = tmp_path / "models" / "gained.npz"

@@ -312,8 +312,7 @@ def run(args) -> int:
     from pcm_l2l_ros.checkpoint import git_hash, torch_load  # noqa: PLC0415
 
     args.code_git_hash = git_hash()  # the code this process trains with (sidecars are written later)
-    run_dir: Path = args.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir: Path = args.run_dir   # created only once every option is accepted: a refusal leaves nothing behind
     state_path = run_dir / "state.pt"
     csv_path = run_dir / "metrics.csv"
 
@@ -375,6 +374,7 @@ def run(args) -> int:
         model = mt.NaturalEprop(cfg, w0, second_order=not args.first_order, chip=_chip(args, 0))
         opt = torch.optim.Adam(model.parameters(), lr=args.lr)
         it0, best = 0, math.inf
+        run_dir.mkdir(parents=True, exist_ok=True)
         with open(csv_path, "w", newline="") as f:
             csv.writer(f).writerow(CSV_FIELDS + _family_fields(mix))
     with open(csv_path, newline="") as f:  # a resumed run keeps its CSV's columns
