@@ -49,7 +49,7 @@ from pcm_l2l_ros.checkpoint import torch_load
 from pcm_l2l_ros.training import StopRequest, drop_rows_after, run_loop, save_state
 from pcm_l2l_ros.vision import model as M
 from pcm_l2l_ros.vision.sampler import TaskBatch, TaskSampler
-from pcm_l2l_ros.vision.shifts import mean_over_copies, shifted_set, tile_labels
+from pcm_l2l_ros.vision.shifts import mean_over_copies, random_shifts, shifted_set, tile_labels
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,7 @@ class TrainSettings:
     chip_drift_s: float = 3600.0  # with chip_in_the_loop: read time after programming, s
     chip_preset: str = "hermes_per_column"  # with chip_in_the_loop: the chip (pcm/presets.py), as deployed
     outer_temperature: float = 1.0  # query logits x this in the outer loss only (task_losses)
+    augment_px: int = 0  # every support and query image of a meta-training task moved by up to this many px
     rotations: bool = True
     seed: int = 0
     channels: int = 56
@@ -322,6 +323,9 @@ class MetaTrainer:
     def step(self) -> dict[str, Any]:
         shots = self.s.shots[int(self.rng.integers(len(self.s.shots)))] if len(self.s.shots) > 1 else self.s.shots[0]
         batch = self.samplers[shots].sample_batch(self.rng, self.s.meta_batch)
+        if self.s.augment_px:  # before the ranks' split: every rank sees the same augmented batch
+            batch = TaskBatch(random_shifts(batch.support_x, self.s.augment_px, self.rng), batch.support_y,
+                              random_shifts(batch.query_x, self.s.augment_px, self.rng), batch.query_y)
         lr = outer_lr_at(self.s, self.iteration)
         for g in self.opt.param_groups:  # the schedule, not a resumed optimiser state, sets the rate
             g["lr"] = lr

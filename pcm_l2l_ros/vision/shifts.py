@@ -62,6 +62,24 @@ def shifted_set(x: np.ndarray, shift_px: int) -> np.ndarray:
     return np.concatenate([translate(x, dy, dx) for dy, dx in offsets], axis=-3)
 
 
+def random_shifts(x: np.ndarray, max_px: int, rng: np.random.Generator) -> np.ndarray:
+    """Training-time augmentation: each image of x (..., H, W) moved by its own (dy, dx), drawn uniformly from
+    the offsets of :func:`shift_offsets` (max(|dy|, |dx|) <= max_px, zero-filled); ``max_px = 0`` returns x and
+    draws nothing from ``rng`` (a run without augmentation keeps its random stream)."""
+    offsets = shift_offsets(max_px)
+    if len(offsets) == 1:
+        return x
+    lead = x.shape[:-2]
+    flat = x.reshape(-1, *x.shape[-2:])
+    pick = rng.integers(len(offsets), size=flat.shape[0])
+    out = np.empty_like(flat)
+    for k, (dy, dx) in enumerate(offsets):
+        rows = np.flatnonzero(pick == k)
+        if rows.size:
+            out[rows] = translate(flat[rows], dy, dx)
+    return out.reshape(*lead, *x.shape[-2:])
+
+
 def tile_labels(y: np.ndarray, shift_px: int) -> np.ndarray:
     """Support labels (..., n) -> (..., copies * n), matching :func:`shifted_set`."""
     return np.concatenate([y] * n_copies(shift_px), axis=-1)

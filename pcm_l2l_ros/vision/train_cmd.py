@@ -72,6 +72,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--outer-temperature", type=float, default=1.0,
                    help="query logits x this in the outer loss only (inner loop and predictions unchanged; > 1 "
                         "weighs the queries the adapted readout gets wrong)")
+    p.add_argument("--augment-px", type=int, default=0,
+                   help="meta-training tasks augmented: every support and query image moved by a random (dy, dx), "
+                        "max(|dy|, |dx|) <= this many pixels, 0..2 (0 = off, the paper's tasks)")
     p.add_argument("--no-rotations", action="store_true", help="no 90-degree rotation classes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-dir", default="runs/cnn/default", help="state.pt + metrics.csv live here")
@@ -150,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from pcm_l2l_ros.vision.omniglot import load_split  # noqa: PLC0415
     from pcm_l2l_ros.vision.sampler import TaskSampler  # noqa: PLC0415
+    from pcm_l2l_ros.vision.shifts import check_shift_px  # noqa: PLC0415
 
     if not args.chip_drift >= 0:
         raise SystemExit(f"pcm-l2l train-cnn: --chip-drift must be >= 0 s, got {args.chip_drift}")
@@ -158,6 +162,10 @@ def run(args: argparse.Namespace) -> int:
 
         if args.chip_preset not in PRESET_NAMES:
             raise SystemExit(f"pcm-l2l train-cnn: --chip-preset must be one of {', '.join(PRESET_NAMES)}")
+    try:
+        check_shift_px(args.augment_px)
+    except ValueError as e:
+        raise SystemExit(f"pcm-l2l train-cnn: --augment-px: {e}") from None
     limit_compute_threads(args.threads)
     device = init_distributed(args.device)
     s = TrainSettings(ways=args.ways, shots=tuple(int(v) for v in str(args.shots).split(",")),
@@ -166,8 +174,8 @@ def run(args: argparse.Namespace) -> int:
                       first_order=args.first_order, weight_noise=args.weight_noise, mvm_noise=args.mvm_noise,
                       chip_in_the_loop=args.chip_in_the_loop, chip_drift_s=args.chip_drift,
                       chip_preset=args.chip_preset,
-                      outer_temperature=args.outer_temperature, rotations=not args.no_rotations,
-                      seed=args.seed, channels=args.channels, inner_steps=args.inner_steps,
+                      outer_temperature=args.outer_temperature, augment_px=args.augment_px,
+                      rotations=not args.no_rotations, seed=args.seed, channels=args.channels, inner_steps=args.inner_steps,
                       inner_lr=args.inner_lr, ckpt_every=args.ckpt_every, monitor_every=args.monitor_every)
     bg = load_split("background", split_source(args.data_dir, "background"))
     ev = load_split("evaluation", split_source(args.data_dir, "evaluation")) if args.monitor_every else None
@@ -195,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
                    first_order=s.first_order, weight_noise=s.weight_noise, mvm_noise=s.mvm_noise,
                    chip_in_the_loop=s.chip_in_the_loop,
                    **({"chip_drift_s": s.chip_drift_s, "chip_preset": s.chip_preset} if s.chip_in_the_loop else {}),
-                   outer_temperature=s.outer_temperature, rotations=s.rotations,
+                   outer_temperature=s.outer_temperature, augment_px=s.augment_px, rotations=s.rotations,
                    train_split="background", init_from=args.init_from, note=args.note)
         out = save_checkpoint(args.export, params, kind=M.KIND, seed=s.seed, metrics=metrics, config=cfg)
         log.info("exported %s (%s)", out, metrics)
