@@ -71,6 +71,9 @@ def arm(no_shm_leak, node_process, ros_node):
         return res.success or "no live /joint_states" not in res.message
 
     assert spin_until(ex, sees_arm, 30.0), ctrl.output()
+    # the probe started a recording: end it (learned, or refused when it is still too short) so that every test
+    # starts with none running, however fast /joint_states filled it
+    call(learn, LearnDemonstration.Request(window_s=0.0))
     return node, ex, call, start, learn, reset, traj, seen, ctrl
 
 
