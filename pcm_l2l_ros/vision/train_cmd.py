@@ -175,8 +175,9 @@ def run(args: argparse.Namespace) -> int:
                       chip_in_the_loop=args.chip_in_the_loop, chip_drift_s=args.chip_drift,
                       chip_preset=args.chip_preset,
                       outer_temperature=args.outer_temperature, augment_px=args.augment_px,
-                      rotations=not args.no_rotations, seed=args.seed, channels=args.channels, inner_steps=args.inner_steps,
-                      inner_lr=args.inner_lr, ckpt_every=args.ckpt_every, monitor_every=args.monitor_every)
+                      rotations=not args.no_rotations, seed=args.seed, channels=args.channels,
+                      inner_steps=args.inner_steps, inner_lr=args.inner_lr, ckpt_every=args.ckpt_every,
+                      monitor_every=args.monitor_every)
     bg = load_split("background", split_source(args.data_dir, "background"))
     ev = load_split("evaluation", split_source(args.data_dir, "evaluation")) if args.monitor_every else None
     trainer = MetaTrainer(s, args.run_dir, bg.images, None if ev is None else ev.images, resume=args.resume,
