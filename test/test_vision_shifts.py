@@ -54,7 +54,7 @@ def test_translate_moves_ink_without_wrapping_around():
 def test_random_shifts_move_each_image_by_its_own_offset_within_range():
     rng = np.random.default_rng(1)
     x = (rng.random((4, 10, 28, 28)) < 0.2).astype(np.float32)
-    x[..., :3, :] = 0.0   # ink-free borders: every shift is exact (nothing leaves the frame), so
+    x[..., :3, :] = 0.0  # ink-free borders: every shift is exact (nothing leaves the frame), so
     x[..., -3:, :] = 0.0  # each output image is one translate() of its input and we can tell which
     x[..., :, :3] = 0.0
     x[..., :, -3:] = 0.0
@@ -64,9 +64,9 @@ def test_random_shifts_move_each_image_by_its_own_offset_within_range():
     for i in range(4):
         for j in range(10):
             hits = [o for o in shift_offsets(2) if np.array_equal(y[i, j], translate(x[i, j], *o))]
-            assert len(hits) == 1, (i, j)   # one offset of radius <= 2, not a blend or a larger move
+            assert len(hits) == 1, (i, j)  # one offset of radius <= 2, not a blend or a larger move
             seen.append(hits[0])
-    assert len(set(seen)) > 10              # independent per image, not one offset for the batch
+    assert len(set(seen)) > 10  # independent per image, not one offset for the batch
     np.testing.assert_array_equal(y, random_shifts(x, 2, np.random.default_rng(7)))  # seeded
     r = np.random.default_rng(3)
     assert random_shifts(x, 0, r) is x and r.integers(1 << 30) == np.random.default_rng(3).integers(1 << 30)
@@ -80,16 +80,25 @@ def test_meta_training_with_augmented_tasks_is_seeded_and_differs_from_plain(tmp
     imgs = load_split("evaluation").images[:60]
 
     def run(name: str, augment_px: int) -> dict:
-        s = TrainSettings(ways=5, shots=(1,), queries=1, meta_batch=2, iterations=2, seed=5, ckpt_every=100,
-                          monitor_every=0, augment_px=augment_px)
+        s = TrainSettings(
+            ways=5,
+            shots=(1,),
+            queries=1,
+            meta_batch=2,
+            iterations=2,
+            seed=5,
+            ckpt_every=100,
+            monitor_every=0,
+            augment_px=augment_px,
+        )
         t = MetaTrainer(s, tmp_path / name, imgs)
         t.train(2, progress=False)
         return t.numpy_params()
 
     plain, aug, aug2 = run("a", 0), run("b", 2), run("c", 2)
-    assert any(not np.array_equal(plain[k], aug[k]) for k in plain)   # the images the step saw changed
+    assert any(not np.array_equal(plain[k], aug[k]) for k in plain)  # the images the step saw changed
     for k in aug:
-        np.testing.assert_array_equal(aug[k], aug2[k])                 # and the run stays reproducible
+        np.testing.assert_array_equal(aug[k], aug2[k])  # and the run stays reproducible
 
 
 def test_shifted_set_labels_and_query_mean_are_copy_major():
