@@ -101,6 +101,21 @@ def test_meta_training_with_augmented_tasks_is_seeded_and_differs_from_plain(tmp
         np.testing.assert_array_equal(aug[k], aug2[k])  # and the run stays reproducible
 
 
+def test_a_refused_meta_training_leaves_no_run_folder(tmp_path):
+    """Settings the trainer cannot run (a shift outside [0, 2] px, more ways than classes) are refused with a
+    clear error before the run folder exists, for notebook users of MetaTrainer as for `train-cnn`."""
+    from pcm_l2l_ros.vision.maml import MetaTrainer, TrainSettings
+
+    imgs = load_split("evaluation").images[:3]  # 3 characters
+    for name, settings, msg in (
+        ("shift", TrainSettings(ways=2, augment_px=3), "shift_px"),
+        ("ways", TrainSettings(ways=13), "ways"),  # 3 characters x 4 rotations = 12 classes
+    ):
+        with pytest.raises(ValueError, match=msg):
+            MetaTrainer(settings, tmp_path / name, imgs)
+        assert not (tmp_path / name).exists()
+
+
 def test_shifted_set_labels_and_query_mean_are_copy_major():
     rng = np.random.default_rng(0)
     x = (rng.random((3, 4, 28, 28)) < 0.2).astype(np.float32)  # 3 tasks of 4 images

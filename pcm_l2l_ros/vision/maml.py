@@ -49,7 +49,7 @@ from pcm_l2l_ros.checkpoint import torch_load
 from pcm_l2l_ros.training import StopRequest, drop_rows_after, run_loop, save_state
 from pcm_l2l_ros.vision import model as M
 from pcm_l2l_ros.vision.sampler import TaskBatch, TaskSampler
-from pcm_l2l_ros.vision.shifts import mean_over_copies, random_shifts, shifted_set, tile_labels
+from pcm_l2l_ros.vision.shifts import check_shift_px, mean_over_copies, random_shifts, shifted_set, tile_labels
 
 log = logging.getLogger(__name__)
 
@@ -241,14 +241,15 @@ class MetaTrainer:
         if settings.meta_batch % self.world:
             raise ValueError(f"meta-batch {settings.meta_batch} is not divisible by {self.world} ranks")
         read_only = read_only or self.rank != 0  # only rank 0 writes the run folder
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        check_shift_px(settings.augment_px)
         self.cfg = M.CNNConfig(ways=settings.ways, channels=settings.channels, inner_steps=settings.inner_steps,
                                inner_lr=settings.inner_lr, input_convention="ink1", padding="symmetric")
         self.samplers = {k: TaskSampler(train_images, settings.ways, k, settings.queries, settings.rotations)
                          for k in settings.shots}
         self.monitor = (TaskSampler(monitor_images, settings.ways, max(settings.shots), settings.queries)
                         if monitor_images is not None else None)
+        self.run_dir = Path(run_dir)  # made only once the settings are accepted: a refused run leaves nothing
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.iteration = 0
         self.wall_s = 0.0
         self.rng = np.random.default_rng(settings.seed)
