@@ -29,9 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pcm_l2l_ros.pcm import PCMArray  # noqa: E402
 from pcm_l2l_ros.vision import model as M  # noqa: E402
-from pcm_l2l_ros.vision.deploy import FewShotChip, chip_configs  # noqa: E402
+from pcm_l2l_ros.vision.deploy import FewShotChip, chip_configs, support_query_features  # noqa: E402
 from pcm_l2l_ros.vision.omniglot import load_split  # noqa: E402
 from pcm_l2l_ros.vision.sampler import TaskSampler  # noqa: E402
+from pcm_l2l_ros.vision.shifts import check_shift_px, tile_labels  # noqa: E402
 
 
 def float_readout_labels(chip: FewShotChip, hs: np.ndarray, ys: np.ndarray, hq: np.ndarray) -> np.ndarray:
@@ -55,7 +56,9 @@ def main() -> int:
     p.add_argument("--roundings", default="", help="comma list of update roundings, e.g. stochastic,accumulate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default="evaluation", choices=("evaluation", "background"))
+    p.add_argument("--shift-px", type=int, default=0, help="test-time shift augmentation of every variant (0..2)")
     args = p.parse_args()
+    check_shift_px(args.shift_px)
     torch.set_num_threads(1)
 
     params, cfg, _ = M.load_model(args.model)
@@ -83,12 +86,13 @@ def main() -> int:
     acc.update({f"all on chip, {r} rounding": [] for r in roundings})
     for t in range(args.tasks):
         task = sampler.sample(rng)
-        ys, yq = task.support_y, task.query_y
-        hs, hq = ideal_conv.features([task.support_x, task.query_x])
+        ys, yq = tile_labels(task.support_y, args.shift_px), task.query_y
+        (hs,), (hq,) = support_query_features(ideal_conv, task.support_x[None], task.query_x[None],
+                                              shift_px=args.shift_px)
         acc["software"].append(float(np.mean(float_readout_labels(ideal_conv, hs, ys, hq) == yq)))
         r = ideal_conv.adapt_features(hs, ys, hq, cfg.inner_steps, np.random.default_rng(t), False)
         acc["readout on chip"].append(float(np.mean(r.labels == yq)))
-        hs, hq = chip.features([task.support_x, task.query_x])
+        (hs,), (hq,) = support_query_features(chip, task.support_x[None], task.query_x[None], shift_px=args.shift_px)
         acc["conv on chip"].append(float(np.mean(float_readout_labels(chip, hs, ys, hq) == yq)))
         r = chip.adapt_features(hs, ys, hq, cfg.inner_steps, np.random.default_rng(t), False)
         acc["all on chip"].append(float(np.mean(r.labels == yq)))
@@ -103,7 +107,7 @@ def main() -> int:
             acc[f"all on chip, {name} rounding"].append(float(np.mean(r.labels == yq)))
             chip.readout = shared_readout
     print(f"{args.model} {args.ways}-way {args.shots}-shot, {args.tasks} tasks ({args.split}, seed {args.seed}), "
-          f"chip {args.preset} at {args.drift:g} s, readout w_max {chip.readout_w_max:.4g}")
+          f"shift_px {args.shift_px}, chip {args.preset} at {args.drift:g} s, readout w_max {chip.readout_w_max:.4g}")
     for k, v in acc.items():
         a = 100.0 * np.asarray(v)
         print(f"  {k:36s} {a.mean():6.2f} %  (± {a.std(ddof=1) / np.sqrt(len(a)):.2f} s.e.)")
