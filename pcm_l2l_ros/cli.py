@@ -1,7 +1,7 @@
 """The ``pcm-l2l`` command.
 
 Sub-commands (each lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``):
-demo, pretrain-cnn, train-cnn, eval-cnn, train-snn, eval-snn, bench, report; and the clients of a running
+demo, pretrain-cnn, train-cnn, eval-cnn, calibrate-cnn, train-snn, eval-snn, bench, report; and the clients of a running
 node graph (no ros2 CLI needed): classify, learn, execute, teach.
 """
 
@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain-cnn": ("pcm_l2l_ros.vision.pretrain_cmd", "pre-train the CNN backbone as a classifier (resumable)"),
     "train-cnn": ("pcm_l2l_ros.vision.train_cmd", "meta-train the Omniglot CNN with MAML (resumable)"),
     "eval-cnn": ("pcm_l2l_ros.vision.eval_cmd", "evaluate the CNN in software and on the simulated PCM chip"),
+    "calibrate-cnn": ("pcm_l2l_ros.vision.calibrate_cmd", "choose a CNN checkpoint's readout full scale on the chip"),
     "train-snn": ("pcm_l2l_ros.snn.train_cmd", "meta-train the trainee + LSG with natural e-prop (resumable)"),
     "eval-snn": ("pcm_l2l_ros.snn.eval_cmd", "evaluate one-shot trajectory learning, software and PCM"),
     "bench": ("pcm_l2l_ros.bench_cmd", "run the benchmarks in bench/ and print ratios against peers"),

@@ -1,0 +1,108 @@
+"""The readout's full scale on the chip, chosen so that the on-chip inner loop follows the software one.
+
+The readout core holds W (channels x ways) in weight units up to ``readout_w_max``; every reprogramming writes the
+delta-rule update rounded (stochastically) to the quantum ``readout_w_max / 16``. The full scale trades two
+errors: too large, and the small steps of a 5-shot task (the delta rule averages over the support set) are mostly
+rounded to zero or one quantum, a noisy update; too small, and the adapted weights clip. The first calibration
+(:func:`pcm_l2l_ros.vision.maml.calibrate_readout_wmax`, the 99.9 % quantile of |W| over software adaptation)
+only avoids clipping. :func:`calibrate_readout_wmax_on_chip` instead tries full scales ``factor x`` that quantile
+and keeps the one whose on-chip adaptation (programming noise, drift, read noise, stochastic rounding of the
+updates: the chip the node deploys) stays closest to the software adaptation, measured as the mean
+Kullback-Leibler divergence KL(p_software || p_chip) of the query predictions on meta-training tasks. It looks
+at meta-training (background) tasks only, never at the evaluation split; the conv layers are ideal here, so
+the criterion isolates the readout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from pcm_l2l_ros.vision import model as M
+from pcm_l2l_ros.vision.deploy import FewShotChip, chip_configs, support_query_features
+from pcm_l2l_ros.vision.maml import calibrate_readout_wmax
+from pcm_l2l_ros.vision.sampler import TaskSampler
+
+DEFAULT_FACTORS = (0.3, 0.4, 0.5, 0.6, 0.75, 1.0)
+
+
+@dataclass
+class ReadoutScaleCalibration:
+    """Result of :func:`calibrate_readout_wmax_on_chip` (weights in weight units)."""
+
+    w_max: float  # the chosen full scale
+    quantile_w_max: float  # the 99.9 % quantile of |W| (factor 1)
+    factors: list[float]
+    kl: dict[int, list[float]] = field(default_factory=dict)  # shots -> mean KL per factor (nats per query)
+    agreement: dict[int, list[float]] = field(default_factory=dict)  # shots -> chip/software label agreement
+    mean_kl: list[float] = field(default_factory=list)  # mean over the shot settings, per factor
+
+    def to_dict(self) -> dict:
+        return {"method": "chip_kl", "w_max": self.w_max, "quantile_w_max": self.quantile_w_max,
+                "factors": self.factors, "mean_kl": self.mean_kl,
+                "kl_by_shots": {str(k): v for k, v in self.kl.items()},
+                "agreement_by_shots": {str(k): v for k, v in self.agreement.items()}}
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    """Mean over rows of KL(p || q), nats."""
+    p = np.clip(p, 1e-12, 1.0)
+    q = np.clip(q, 1e-12, 1.0)
+    return float(np.mean(np.sum(p * (np.log(p) - np.log(q)), axis=-1)))
+
+
+def calibrate_readout_wmax_on_chip(params: dict[str, np.ndarray], cfg: M.CNNConfig, images: np.ndarray,
+                                   shots: Sequence[int], n_tasks: int, rng: np.random.Generator, *,
+                                   queries: int = 5, factors: Sequence[float] = DEFAULT_FACTORS,
+                                   preset: str = "hermes_per_column", drift_s: float = 3600.0,
+                                   n_instances: int = 3) -> ReadoutScaleCalibration:
+    """Choose the readout full scale (see the module doc).
+
+    images: meta-training (background) characters, (n_chars, drawings, 28, 28). shots: the task sizes the model
+    serves (each weighs equally). n_tasks: tasks per shot setting. n_instances programmed readouts per factor,
+    cycled over the tasks (a programmed chip is a sample). Raises ValueError on an empty or non-positive grid.
+    """
+    factors = [float(f) for f in factors]
+    if not factors or any(not np.isfinite(f) or f <= 0 for f in factors):
+        raise ValueError(f"factors must be positive and finite, got {factors}")
+    if n_tasks < 1 or n_instances < 1 or not shots:
+        raise ValueError("n_tasks, n_instances and shots must be positive / non-empty")
+    ways = int(params["readout"].shape[1])
+    base = calibrate_readout_wmax(params, cfg, TaskSampler(images, ways, max(shots), queries), 64,
+                                  np.random.default_rng(int(rng.integers(1 << 31))))
+    ideal = FewShotChip(params, cfg, chip_configs("ideal"), rng=0)
+    readouts = []
+    for f in factors:
+        rcfg = chip_configs(preset).replace(w_max=base * f, scale="per_core")
+        chips = []
+        for _ in range(n_instances):
+            c = FewShotChip(params, cfg, chip_configs("ideal"), rng=int(rng.integers(1 << 31)), readout_pcm_cfg=rcfg)
+            c.drift(drift_s)
+            chips.append(c)
+        readouts.append(chips)
+    res = ReadoutScaleCalibration(w_max=base, quantile_w_max=base, factors=factors)
+    w0 = torch.as_tensor(ideal.w_init, dtype=torch.float64)[None]
+    for k in shots:
+        sampler = TaskSampler(images, ways, int(k), queries)
+        kl = np.zeros(len(factors))
+        agree = np.zeros(len(factors))
+        for t in range(n_tasks):
+            task = sampler.sample(rng)
+            (hs,), (hq,) = support_query_features(ideal, task.support_x[None], task.query_x[None])
+            ws = M.adapt_readout(torch.as_tensor(hs, dtype=torch.float64)[None], torch.as_tensor(task.support_y)[None],
+                                 w0, cfg.inner_steps, cfg.inner_lr)
+            p_sw = torch.softmax(torch.as_tensor(hq, dtype=torch.float64) @ ws[-1][0], -1).numpy()
+            seed = int(rng.integers(1 << 31))
+            for j, chips in enumerate(readouts):
+                r = chips[t % n_instances].adapt_features(hs, task.support_y, hq, cfg.inner_steps,
+                                                          np.random.default_rng(seed), track_steps=False)
+                kl[j] += _kl(p_sw, r.probs)
+                agree[j] += float(np.mean(r.labels == p_sw.argmax(1)))
+        res.kl[int(k)] = (kl / n_tasks).round(6).tolist()
+        res.agreement[int(k)] = (agree / n_tasks).round(6).tolist()
+    res.mean_kl = np.mean([res.kl[int(k)] for k in shots], axis=0).round(6).tolist()
+    res.w_max = round(base * factors[int(np.argmin(res.mean_kl))], 5)
+    return res
