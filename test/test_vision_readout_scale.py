@@ -24,22 +24,23 @@ def background():
     return load_split("background")
 
 
-def test_the_chosen_scale_follows_software_better_than_the_quantile(background):
+def test_the_scale_is_chosen_by_chip_accuracy_and_a_smaller_one_follows_software_closer(background):
     """With the quantile as full scale, 5-shot steps are mostly rounded to 0 or 1 quantum: the chip's adaptation
-    strays from the software one (measured KL 0.031 at x 1 against 0.004 at x 0.6, 200 tasks). The choice is
-    the grid's argmin, in weight units of the quantile's scale, and factor 1 alone gives back the quantile."""
+    strays from the software one (measured KL 0.033 at x 1 against 0.004 at x 0.6, 400 tasks). The choice is
+    the factor of highest chip accuracy (ties: lower KL), in weight units of the quantile's scale, and factor 1
+    alone gives back the quantile."""
     params, cfg, _ = M.load_model(M.shipped_model_path(5))
     r = calibrate_readout_wmax_on_chip(
         params, cfg, background.images, (1, 5), 24, np.random.default_rng(3), factors=(0.5, 0.6, 1.0)
     )
-    assert set(r.kl) == {1, 5} and all(len(v) == 3 for v in r.kl.values())
+    assert set(r.kl) == set(r.accuracy) == set(r.loss) == {1, 5} and all(len(v) == 3 for v in r.kl.values())
     assert all(k >= 0 for v in r.kl.values() for k in v)
     np.testing.assert_allclose(r.mean_kl, np.mean([r.kl[1], r.kl[5]], axis=0), atol=2e-6)
-    j = int(np.argmin(r.mean_kl))
-    assert r.w_max == pytest.approx(r.quantile_w_max * r.factors[j], abs=1e-5)
-    assert r.factors[j] < 1.0 and r.mean_kl[j] < 0.5 * r.mean_kl[2]
-    assert r.kl[5][j] < r.kl[5][2]  # the 5-shot tasks gain most
-    assert min(r.agreement[5]) > 0.95  # labels still mostly agree: the divergence is in the confidences
+    np.testing.assert_allclose(r.mean_accuracy, np.mean([r.accuracy[1], r.accuracy[5]], axis=0), atol=2e-6)
+    best = max(range(3), key=lambda j: (r.mean_accuracy[j], -r.mean_kl[j]))
+    assert r.w_max == pytest.approx(r.quantile_w_max * r.factors[best], abs=1e-5)
+    assert r.kl[5][1] < 0.5 * r.kl[5][2]  # x 0.6 follows the software inner loop closer than x 1 at 5 shots
+    assert min(r.accuracy[5]) > 0.98 and min(r.agreement[5]) > 0.98  # real tasks, a working chip
 
     only_q = calibrate_readout_wmax_on_chip(
         params, cfg, background.images, (5,), 2, np.random.default_rng(3), factors=(1.0,)

@@ -4,9 +4,10 @@ Writes a copy of ``--model`` whose sidecar has a new ``readout_w_max`` (the read
 units; the update quantum is a sixteenth of it), chosen by
 :func:`pcm_l2l_ros.vision.readout_scale.calibrate_readout_wmax_on_chip` on meta-training (background) tasks: the
 full scale at which the on-chip inner loop (programming noise, drift, read noise, stochastic rounding of the
-updates) follows the software one most closely. The arrays are copied bit for bit; the sidecar keeps the source's
-command, lineage and metrics and adds ``readout_calibration`` (the grid and the divergence per factor) and
-``calibrated_from`` (the source's path, sha256 and git hash).
+updates) classifies the queries best, ties to the one that follows the software inner loop most closely. The
+arrays are copied bit for bit; the sidecar keeps the source's command, lineage and metrics and adds
+``readout_calibration`` (the grid; accuracy, loss, divergence and agreement per factor) and ``calibrated_from``
+(the source's path, sha256 and git hash).
 
 Example: ``pcm-l2l calibrate-cnn --model runs/cnn/x.npz --out runs/cnn/x_cal.npz --shots 1,5 --tasks 200``.
 """
@@ -76,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     cal = calibrate_readout_wmax_on_chip(params, cfg, bg.images, shots, args.tasks, np.random.default_rng(args.seed),
                                          factors=factors, preset=args.pcm_preset, drift_s=args.drift)
     for j, f in enumerate(cal.factors):
-        log.info("readout w_max %.5f (x %.2f): KL %s", cal.quantile_w_max * f, f,
+        log.info("readout w_max %.5f (x %.2f): chip accuracy %s; KL to software %s", cal.quantile_w_max * f, f,
+                 ", ".join(f"{k}-shot {100 * cal.accuracy[k][j]:.2f} %" for k in shots),
                  ", ".join(f"{k}-shot {cal.kl[k][j]:.5f}" for k in shots))
     config = dict(meta.get("config", {}))
     previous = config.get("readout_w_max")

@@ -1,16 +1,17 @@
-"""The readout's full scale on the chip, chosen so that the on-chip inner loop follows the software one.
+"""The readout's full scale on the chip, chosen by the on-chip accuracy of the inner loop on meta-training tasks.
 
 The readout core holds W (channels x ways) in weight units up to ``readout_w_max``; every reprogramming writes the
 delta-rule update rounded (stochastically) to the quantum ``readout_w_max / 16``. The full scale trades two
 errors: too large, and the small steps of a 5-shot task (the delta rule averages over the support set) are mostly
 rounded to zero or one quantum, a noisy update; too small, and the adapted weights clip. The first calibration
 (:func:`pcm_l2l_ros.vision.maml.calibrate_readout_wmax`, the 99.9 % quantile of |W| over software adaptation)
-only avoids clipping. :func:`calibrate_readout_wmax_on_chip` instead tries full scales ``factor x`` that quantile
-and keeps the one whose on-chip adaptation (programming noise, drift, read noise, stochastic rounding of the
-updates: the chip the node deploys) stays closest to the software adaptation, measured as the mean
-Kullback-Leibler divergence KL(p_software || p_chip) of the query predictions on meta-training tasks. It looks
-at meta-training (background) tasks only, never at the evaluation split; the conv layers are ideal here, so
-the criterion isolates the readout.
+only avoids clipping. :func:`calibrate_readout_wmax_on_chip` tries full scales ``factor x`` that quantile on the
+chip the node deploys (programming noise, drift, read noise, stochastic rounding of the updates; the conv layers
+ideal, so that the readout alone is measured) and keeps the one with the highest query accuracy after the inner
+loop, averaged over the shot settings, on meta-training (background) tasks only, never the evaluation split;
+ties go to the smaller Kullback-Leibler divergence KL(p_software || p_chip) of the query predictions (how closely
+the chip follows the software inner loop). The divergence alone is not the criterion: for the 20-way model it is
+lowest at 0.4 x the quantile, where the chip's accuracy is 1.7 points below that at 1 x (background tasks).
 """
 
 from __future__ import annotations
@@ -38,13 +39,18 @@ class ReadoutScaleCalibration:
     factors: list[float]
     kl: dict[int, list[float]] = field(default_factory=dict)  # shots -> mean KL per factor (nats per query)
     agreement: dict[int, list[float]] = field(default_factory=dict)  # shots -> chip/software label agreement
+    loss: dict[int, list[float]] = field(default_factory=dict)  # shots -> chip query cross-entropy (true labels)
+    accuracy: dict[int, list[float]] = field(default_factory=dict)  # shots -> chip query accuracy
     mean_kl: list[float] = field(default_factory=list)  # mean over the shot settings, per factor
+    mean_accuracy: list[float] = field(default_factory=list)  # mean over the shot settings, per factor (criterion)
 
     def to_dict(self) -> dict:
-        return {"method": "chip_kl", "w_max": self.w_max, "quantile_w_max": self.quantile_w_max,
-                "factors": self.factors, "mean_kl": self.mean_kl,
+        return {"method": "chip_accuracy", "w_max": self.w_max, "quantile_w_max": self.quantile_w_max,
+                "factors": self.factors, "mean_accuracy": self.mean_accuracy, "mean_kl": self.mean_kl,
                 "kl_by_shots": {str(k): v for k, v in self.kl.items()},
-                "agreement_by_shots": {str(k): v for k, v in self.agreement.items()}}
+                "agreement_by_shots": {str(k): v for k, v in self.agreement.items()},
+                "loss_by_shots": {str(k): v for k, v in self.loss.items()},
+                "accuracy_by_shots": {str(k): v for k, v in self.accuracy.items()}}
 
 
 def _kl(p: np.ndarray, q: np.ndarray) -> float:
@@ -89,6 +95,8 @@ def calibrate_readout_wmax_on_chip(params: dict[str, np.ndarray], cfg: M.CNNConf
         sampler = TaskSampler(images, ways, int(k), queries)
         kl = np.zeros(len(factors))
         agree = np.zeros(len(factors))
+        loss = np.zeros(len(factors))
+        acc = np.zeros(len(factors))
         for t in range(n_tasks):
             task = sampler.sample(rng)
             (hs,), (hq,) = support_query_features(ideal, task.support_x[None], task.query_x[None])
@@ -101,8 +109,15 @@ def calibrate_readout_wmax_on_chip(params: dict[str, np.ndarray], cfg: M.CNNConf
                                                           np.random.default_rng(seed), track_steps=False)
                 kl[j] += _kl(p_sw, r.probs)
                 agree[j] += float(np.mean(r.labels == p_sw.argmax(1)))
+                p_true = r.probs[np.arange(len(task.query_y)), task.query_y]
+                loss[j] -= float(np.mean(np.log(np.clip(p_true, 1e-12, 1.0))))
+                acc[j] += float(np.mean(r.labels == task.query_y))
         res.kl[int(k)] = (kl / n_tasks).round(6).tolist()
         res.agreement[int(k)] = (agree / n_tasks).round(6).tolist()
+        res.loss[int(k)] = (loss / n_tasks).round(6).tolist()
+        res.accuracy[int(k)] = (acc / n_tasks).round(6).tolist()
     res.mean_kl = np.mean([res.kl[int(k)] for k in shots], axis=0).round(6).tolist()
-    res.w_max = round(base * factors[int(np.argmin(res.mean_kl))], 5)
+    res.mean_accuracy = np.mean([res.accuracy[int(k)] for k in shots], axis=0).round(6).tolist()
+    best = np.lexsort((res.mean_kl, -np.asarray(res.mean_accuracy)))[0]  # accuracy first, then the divergence
+    res.w_max = round(base * factors[int(best)], 5)
     return res
