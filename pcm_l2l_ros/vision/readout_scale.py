@@ -11,7 +11,7 @@ ideal, so that the readout alone is measured) and keeps the one with the highest
 loop, averaged over the shot settings, on meta-training (background) tasks only, never the evaluation split;
 ties go to the smaller Kullback-Leibler divergence KL(p_software || p_chip) of the query predictions (how closely
 the chip follows the software inner loop). The divergence alone is not the criterion: for the 20-way model it is
-lowest at 0.4 x the quantile, where the chip's accuracy is 1.7 points below that at 1 x (background tasks).
+lowest at 0.4 x the quantile, where the chip's 1-shot accuracy is 1.1 points below that at 1 x (background tasks).
 """
 
 from __future__ import annotations
