@@ -118,6 +118,6 @@ def calibrate_readout_wmax_on_chip(params: dict[str, np.ndarray], cfg: M.CNNConf
         res.accuracy[int(k)] = (acc / n_tasks).round(6).tolist()
     res.mean_kl = np.mean([res.kl[int(k)] for k in shots], axis=0).round(6).tolist()
     res.mean_accuracy = np.mean([res.accuracy[int(k)] for k in shots], axis=0).round(6).tolist()
-    best = np.lexsort((res.mean_kl, -np.asarray(res.mean_accuracy)))[0]  # accuracy first, then the divergence
+    best = np.lexsort((np.asarray(res.mean_kl), -np.asarray(res.mean_accuracy)))[0]  # accuracy, then KL
     res.w_max = round(base * factors[int(best)], 5)
     return res
