@@ -82,7 +82,14 @@ def test_calibrate_cnn_writes_the_same_weights_with_the_new_scale_and_its_lineag
     assert m1["metrics"] == m0["metrics"] and json.loads(out.with_suffix(".json").read_text())["kind"] == "cnn_maml"
 
     bad_out = tmp_path / "bad.npz"
-    for extra in (["--out", str(src)], ["--factors", "0"], ["--shots", "0"], ["--tasks", "0"], ["--shots", "x"]):
+    for extra in (
+        ["--out", str(src)],
+        ["--factors", "0"],
+        ["--shots", "0"],
+        ["--tasks", "0"],
+        ["--shots", "x"],
+        ["--pcm-preset", "nope"],
+    ):
         argv = ["--model", str(src), "--out", str(bad_out), *extra]  # a later --out wins
         with pytest.raises(ValueError):
             calibrate_cmd.run(_args(argv))

@@ -27,8 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="the calibrated copy (.npz; its sidecar beside it)")
     p.add_argument("--shots", default="1,5", help="task sizes the model serves, comma list (each weighs equally)")
     p.add_argument("--tasks", type=int, default=200, help="background tasks per shot setting (1..5000)")
-    p.add_argument("--factors", default="0.3,0.4,0.45,0.5,0.55,0.6,0.7,0.8,1.0",
-                   help="full scales tried, as multiples of the 99.9 %% quantile of |W| over software adaptation")
+    p.add_argument("--factors", default=None,
+                   help="full scales tried, as multiples of the 99.9 %% quantile of |W| over software adaptation, "
+                        "comma list (default: readout_scale.DEFAULT_FACTORS, 0.3 to 1)")
     p.add_argument("--drift", type=float, default=3600.0, help="chip read time after programming, s")
     p.add_argument("--pcm-preset", default="hermes_per_column", help="named chip of pcm.presets")
     p.add_argument("--seed", type=int, default=0)
@@ -36,16 +37,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="folder with images_background.(npz|zip)")
 
 
-def _parse(args: argparse.Namespace) -> tuple[list[int], list[float]]:
-    """Validated shots and factors (before anything is loaded or allocated)."""
+def _parse(args: argparse.Namespace) -> tuple[list[int], list[float] | None]:
+    """Validated shots and factors (None: the library's grid), before anything is loaded or allocated."""
     try:
         shots = [int(s) for s in str(args.shots).split(",") if s.strip()]
-        factors = [float(f) for f in str(args.factors).split(",") if f.strip()]
+        factors = None if args.factors is None else [float(f) for f in str(args.factors).split(",") if f.strip()]
     except ValueError:
         raise ValueError("--shots must be integers and --factors numbers, comma separated") from None
     if not shots or any(not 1 <= k <= 10 for k in shots):
         raise ValueError(f"--shots must be in 1..10, got {args.shots!r}")
-    if not factors or len(factors) > 32 or any(not 0.05 <= f <= 4.0 for f in factors):
+    if factors is not None and (not factors or len(factors) > 32 or any(not 0.05 <= f <= 4.0 for f in factors)):
         raise ValueError(f"--factors: 1 to 32 values in [0.05, 4], got {args.factors!r}")
     if not 1 <= args.tasks <= 5000:
         raise ValueError(f"--tasks must be in 1..5000, got {args.tasks}")
@@ -64,18 +65,17 @@ def run(args: argparse.Namespace) -> int:
     from pcm_l2l_ros.pcm import presets  # noqa: PLC0415
     from pcm_l2l_ros.vision import model as M  # noqa: PLC0415
     from pcm_l2l_ros.vision.omniglot import load_split  # noqa: PLC0415
-    from pcm_l2l_ros.vision.readout_scale import calibrate_readout_wmax_on_chip  # noqa: PLC0415
+    from pcm_l2l_ros.vision.readout_scale import DEFAULT_FACTORS, calibrate_readout_wmax_on_chip  # noqa: PLC0415
     from pcm_l2l_ros.vision.train_cmd import split_source  # noqa: PLC0415
 
     shots, factors = _parse(args)
-    if args.pcm_preset not in presets.PRESET_NAMES:
-        raise ValueError(f"--pcm-preset must be one of {list(presets.PRESET_NAMES)}, got {args.pcm_preset!r}")
+    presets.resolve(args.pcm_preset)  # an unknown chip name fails now, before the data are loaded
     torch.set_num_threads(max(1, int(args.threads)))
     src = Path(args.model).with_suffix(".npz")
     params, cfg, meta = M.load_model(src)
     bg = load_split("background", split_source(args.data_dir, "background"))
     cal = calibrate_readout_wmax_on_chip(params, cfg, bg.images, shots, args.tasks, np.random.default_rng(args.seed),
-                                         factors=factors, preset=args.pcm_preset, drift_s=args.drift)
+                                         factors=factors or DEFAULT_FACTORS, preset=args.pcm_preset, drift_s=args.drift)
     for j, f in enumerate(cal.factors):
         log.info("readout w_max %.5f (x %.2f): chip accuracy %s; KL to software %s", cal.quantile_w_max * f, f,
                  ", ".join(f"{k}-shot {100 * cal.accuracy[k][j]:.2f} %" for k in shots),

@@ -27,7 +27,7 @@ from pcm_l2l_ros.vision.deploy import FewShotChip, chip_configs, support_query_f
 from pcm_l2l_ros.vision.maml import calibrate_readout_wmax
 from pcm_l2l_ros.vision.sampler import TaskSampler
 
-DEFAULT_FACTORS = (0.3, 0.4, 0.5, 0.6, 0.75, 1.0)
+DEFAULT_FACTORS = (0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8, 1.0)  # multiples of the 99.9 % quantile
 
 
 @dataclass
