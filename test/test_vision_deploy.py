@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pcm_l2l_ros.vision import model as M
-from pcm_l2l_ros.vision.deploy import FewShotChip, chip_configs, conv_matrix, im2col
+from pcm_l2l_ros.vision.deploy import FewShotChip, chip_configs, conv_matrix, im2col, software_readout_probs
 from pcm_l2l_ros.vision.omniglot import load_split
 from pcm_l2l_ros.vision.sampler import TaskSampler
 
@@ -151,6 +151,47 @@ def test_sparse_writes_touch_only_readout_and_shared_state_is_kept(evaluation, h
         assert np.array_equal(a.write_counts, conv_counts[k])
     assert np.array_equal(chip.readout.write_counts, ro_counts)  # the shared readout is untouched (fork)
     np.testing.assert_array_equal(chip.readout.weights(), ro_w)
+
+
+def test_adapt_features_on_another_programmed_readout(evaluation, released):
+    """``readout=``: the inner loop runs on a fork of the given array (here another chip's readout, programmed
+    with its own noise at a smaller full scale), exactly as on that chip itself; neither shared readout is
+    written; a readout of another shape is refused."""
+    params, cfg = released
+    a = FewShotChip(params, cfg, chip_configs("hermes_per_column"), 3)
+    b = FewShotChip(params, cfg, chip_configs("hermes_per_column"), 4, readout_w_max=0.5 * a.readout_w_max)
+    for c in (a, b):
+        c.drift(3600.0)
+    t = TaskSampler(evaluation.images, 5, 1, 5).sample(np.random.default_rng(2))
+    hs, hq = b.features(t.support_x[None])[0], b.features(t.query_x[None])[0]
+    counts = [a.readout.write_counts.copy(), b.readout.write_counts.copy()]
+    on_b = b.adapt_features(hs, t.support_y, hq, 4, np.random.default_rng(9), False)
+    via_a = a.adapt_features(hs, t.support_y, hq, 4, np.random.default_rng(9), False, readout=b.readout)
+    own_a = a.adapt_features(hs, t.support_y, hq, 4, np.random.default_rng(9), False)
+    np.testing.assert_array_equal(via_a.probs, on_b.probs)
+    np.testing.assert_array_equal(via_a.readout_pulses, on_b.readout_pulses)
+    assert not np.array_equal(own_a.probs, on_b.probs)  # the argument is used
+    assert np.array_equal(a.readout.write_counts, counts[0]) and np.array_equal(b.readout.write_counts, counts[1])
+    five = FewShotChip(*M.restrict_ways(params, cfg, 3), chip_configs("ideal"), 0)
+    with pytest.raises(ValueError, match="shape"):
+        a.adapt_features(hs, t.support_y, hq, 4, np.random.default_rng(9), readout=five.readout)
+
+
+def test_software_readout_probs_is_the_meta_training_inner_loop(evaluation, released):
+    """The float64 reference equals the inner loop of meta-training (model.adapt_readout) on the same features,
+    and is a distribution over the ways."""
+    params, cfg = released
+    chip = FewShotChip(params, cfg, chip_configs("ideal"), 0)
+    t = TaskSampler(evaluation.images, 5, 5, 5).sample(np.random.default_rng(6))
+    hs, hq = chip.features(t.support_x[None])[0], chip.features(t.query_x[None])[0]
+    p = software_readout_probs(chip, hs, t.support_y, hq)
+    ws = M.adapt_readout(torch.as_tensor(hs, dtype=torch.float32)[None], torch.as_tensor(t.support_y)[None],
+                         torch.as_tensor(params["readout"])[None], cfg.inner_steps, cfg.inner_lr)
+    ref = torch.softmax(torch.as_tensor(hq) @ ws[-1][0], -1).numpy()
+    assert p.shape == (len(t.query_y), 5)
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(p, ref, atol=1e-4)
+    assert np.mean(p.argmax(1) == t.query_y) >= 0.8
 
 
 def test_device_count_matches_paper_mapping(released):

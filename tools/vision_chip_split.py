@@ -29,19 +29,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pcm_l2l_ros.pcm import PCMArray  # noqa: E402
 from pcm_l2l_ros.vision import model as M  # noqa: E402
-from pcm_l2l_ros.vision.deploy import FewShotChip, chip_configs, support_query_features  # noqa: E402
+from pcm_l2l_ros.vision.deploy import (  # noqa: E402
+    FewShotChip,
+    chip_configs,
+    software_readout_probs,
+    support_query_features,
+)
 from pcm_l2l_ros.vision.omniglot import load_split  # noqa: E402
 from pcm_l2l_ros.vision.sampler import TaskSampler  # noqa: E402
 from pcm_l2l_ros.vision.shifts import check_shift_px, tile_labels  # noqa: E402
-
-
-def float_readout_labels(chip: FewShotChip, hs: np.ndarray, ys: np.ndarray, hq: np.ndarray) -> np.ndarray:
-    """Query labels after the delta rule in float on the features ``hs`` / ``hq`` (the software inner loop)."""
-    cfg = chip.cfg
-    w0 = torch.as_tensor(chip.w_init, dtype=torch.float64)[None]
-    ws = M.adapt_readout(torch.as_tensor(hs, dtype=torch.float64)[None], torch.as_tensor(ys)[None], w0,
-                         cfg.inner_steps, cfg.inner_lr)
-    return (torch.as_tensor(hq, dtype=torch.float64) @ ws[-1][0]).argmax(1).numpy()
 
 
 def main() -> int:
@@ -77,7 +73,6 @@ def main() -> int:
     for arrays in (*readouts.values(), *by_rounding.values()):
         for a in arrays:
             a.drift(args.drift)
-    shared_readout = chip.readout
 
     sampler = TaskSampler(load_split(args.split).images, args.ways, args.shots, 5)
     rng = np.random.default_rng(args.seed)
@@ -89,23 +84,21 @@ def main() -> int:
         ys, yq = tile_labels(task.support_y, args.shift_px), task.query_y
         (hs,), (hq,) = support_query_features(ideal_conv, task.support_x[None], task.query_x[None],
                                               shift_px=args.shift_px)
-        acc["software"].append(float(np.mean(float_readout_labels(ideal_conv, hs, ys, hq) == yq)))
+        acc["software"].append(float(np.mean(software_readout_probs(ideal_conv, hs, ys, hq).argmax(1) == yq)))
         r = ideal_conv.adapt_features(hs, ys, hq, cfg.inner_steps, np.random.default_rng(t), False)
         acc["readout on chip"].append(float(np.mean(r.labels == yq)))
         (hs,), (hq,) = support_query_features(chip, task.support_x[None], task.query_x[None], shift_px=args.shift_px)
-        acc["conv on chip"].append(float(np.mean(float_readout_labels(chip, hs, ys, hq) == yq)))
+        acc["conv on chip"].append(float(np.mean(software_readout_probs(chip, hs, ys, hq).argmax(1) == yq)))
         r = chip.adapt_features(hs, ys, hq, cfg.inner_steps, np.random.default_rng(t), False)
         acc["all on chip"].append(float(np.mean(r.labels == yq)))
         for f in factors:
-            chip.readout = readouts[f][t % 3]
-            r = chip.adapt_features(hs, ys, hq, cfg.inner_steps, np.random.default_rng(t), False)
+            r = chip.adapt_features(hs, ys, hq, cfg.inner_steps, np.random.default_rng(t), False,
+                                    readout=readouts[f][t % 3])
             acc[f"all on chip, readout w_max x {f:g}"].append(float(np.mean(r.labels == yq)))
-            chip.readout = shared_readout
         for name in roundings:
-            chip.readout = by_rounding[name][t % 3]
-            r = chip.adapt_features(hs, ys, hq, cfg.inner_steps, np.random.default_rng(t), False)
+            r = chip.adapt_features(hs, ys, hq, cfg.inner_steps, np.random.default_rng(t), False,
+                                    readout=by_rounding[name][t % 3])
             acc[f"all on chip, {name} rounding"].append(float(np.mean(r.labels == yq)))
-            chip.readout = shared_readout
     print(f"{args.model} {args.ways}-way {args.shots}-shot, {args.tasks} tasks ({args.split}, seed {args.seed}), "
           f"shift_px {args.shift_px}, chip {args.preset} at {args.drift:g} s, readout w_max {chip.readout_w_max:.4g}")
     for k, v in acc.items():

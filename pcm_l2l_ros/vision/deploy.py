@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from pcm_l2l_ros.arrays import work_array
 from pcm_l2l_ros.vision import model as M
@@ -315,12 +316,16 @@ class FewShotChip:
         return res
 
     def adapt_features(self, hs: np.ndarray, ys: np.ndarray, hq: np.ndarray, steps: int,
-                       rng: np.random.Generator, track_steps: bool = True) -> AdaptResult:
+                       rng: np.random.Generator, track_steps: bool = True, readout: Any = None) -> AdaptResult:
         """The on-chip inner loop on given features (hs (ns, C), hq (nq, C)); see adapt_and_classify.
         ``track_steps=False`` skips classifying the queries after every step (step_labels then holds the
-        final labels only)."""
+        final labels only). ``readout``: another programmed readout PCMArray of this chip's shape to adapt (a
+        fork of it; e.g. one programmed at another full scale), default the chip's own."""
         t1 = time.perf_counter()
-        arr = self.readout.fork(rng)
+        readout = self.readout if readout is None else readout
+        if readout.shape != self.readout.shape:
+            raise ValueError(f"readout of shape {readout.shape}, this chip's is {self.readout.shape}")
+        arr = readout.fork(rng)
         onehot = np.eye(self.ways, dtype=np.float32)[ys]
         t_cls = 0.0
         tc = time.perf_counter()
@@ -342,7 +347,7 @@ class FewShotChip:
         t_cls += time.perf_counter() - tc
         if not track_steps:
             step_labels.append(probs.argmax(1))
-        pulses = arr.write_counts - self.readout.write_counts  # fork vs shared
+        pulses = arr.write_counts - readout.write_counts  # fork vs shared
         distinct = int(np.count_nonzero(pulses))
         t2 = time.perf_counter()
         return AdaptResult(labels=probs.argmax(1), probs=probs, step_labels=np.stack(step_labels),
@@ -379,6 +384,18 @@ def support_query_features(chip: FewShotChip, support_x: np.ndarray, query_x: np
     h = chip.features([shifted_set(x, shift_px) for x in support_x] + [shifted_set(x, shift_px) for x in query_x],
                       bn_source=_bn_source(bn_stats, g))
     return h[:g], [mean_over_copies(hq, shift_px) for hq in h[g:]]
+
+
+def software_readout_probs(chip: FewShotChip, hs: np.ndarray, ys: np.ndarray, hq: np.ndarray) -> np.ndarray:
+    """The software inner loop on given features: the delta rule in float64 from the chip's initial readout
+    ``w_init`` (``cfg.inner_steps`` steps at ``cfg.inner_lr``, as meta-training), then the query class
+    probabilities (nq, ways). hs (ns, C), ys (ns,) ints, hq (nq, C). The reference the chip's readout is
+    compared with (conv layers on the chip or ideal, whichever produced the features)."""
+    cfg = chip.cfg
+    w0 = torch.as_tensor(chip.w_init, dtype=torch.float64)[None]
+    ws = M.adapt_readout(torch.as_tensor(hs, dtype=torch.float64)[None], torch.as_tensor(np.asarray(ys))[None], w0,
+                         cfg.inner_steps, cfg.inner_lr)
+    return torch.softmax(torch.as_tensor(hq, dtype=torch.float64) @ ws[-1][0], -1).numpy()
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

@@ -20,10 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from pcm_l2l_ros.vision import model as M
-from pcm_l2l_ros.vision.deploy import FewShotChip, chip_configs, support_query_features
+from pcm_l2l_ros.vision.deploy import FewShotChip, chip_configs, software_readout_probs, support_query_features
 from pcm_l2l_ros.vision.maml import calibrate_readout_wmax
 from pcm_l2l_ros.vision.sampler import TaskSampler
 
@@ -80,17 +79,17 @@ def calibrate_readout_wmax_on_chip(params: dict[str, np.ndarray], cfg: M.CNNConf
     base = calibrate_readout_wmax(params, cfg, TaskSampler(images, ways, max(shots), queries), 64,
                                   np.random.default_rng(int(rng.integers(1 << 31))))
     ideal = FewShotChip(params, cfg, chip_configs("ideal"), rng=0)
-    readouts = []
+    readouts = []  # per factor, n_instances programmed readouts at 1 h (the conv layers stay ideal)
     for f in factors:
         rcfg = chip_configs(preset).replace(w_max=base * f, scale="per_core")
-        chips = []
+        arrays = []
         for _ in range(n_instances):
+            # programmed as a whole chip, so that its noise stream (and the shipped sidecars) stay reproducible
             c = FewShotChip(params, cfg, chip_configs("ideal"), rng=int(rng.integers(1 << 31)), readout_pcm_cfg=rcfg)
             c.drift(drift_s)
-            chips.append(c)
-        readouts.append(chips)
+            arrays.append(c.readout)
+        readouts.append(arrays)
     res = ReadoutScaleCalibration(w_max=base, quantile_w_max=base, factors=factors)
-    w0 = torch.as_tensor(ideal.w_init, dtype=torch.float64)[None]
     for k in shots:
         sampler = TaskSampler(images, ways, int(k), queries)
         kl = np.zeros(len(factors))
@@ -100,13 +99,11 @@ def calibrate_readout_wmax_on_chip(params: dict[str, np.ndarray], cfg: M.CNNConf
         for t in range(n_tasks):
             task = sampler.sample(rng)
             (hs,), (hq,) = support_query_features(ideal, task.support_x[None], task.query_x[None])
-            ws = M.adapt_readout(torch.as_tensor(hs, dtype=torch.float64)[None], torch.as_tensor(task.support_y)[None],
-                                 w0, cfg.inner_steps, cfg.inner_lr)
-            p_sw = torch.softmax(torch.as_tensor(hq, dtype=torch.float64) @ ws[-1][0], -1).numpy()
+            p_sw = software_readout_probs(ideal, hs, task.support_y, hq)
             seed = int(rng.integers(1 << 31))
-            for j, chips in enumerate(readouts):
-                r = chips[t % n_instances].adapt_features(hs, task.support_y, hq, cfg.inner_steps,
-                                                          np.random.default_rng(seed), track_steps=False)
+            for j, arrays in enumerate(readouts):
+                r = ideal.adapt_features(hs, task.support_y, hq, cfg.inner_steps, np.random.default_rng(seed),
+                                         track_steps=False, readout=arrays[t % n_instances])
                 kl[j] += _kl(p_sw, r.probs)
                 agree[j] += float(np.mean(r.labels == p_sw.argmax(1)))
                 p_true = r.probs[np.arange(len(task.query_y)), task.query_y]
