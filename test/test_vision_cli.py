@@ -123,6 +123,34 @@ def test_export_fewer_ways_from_a_larger_model(tmp_path):
     assert cfg5.readout_w_max > 0 and cfg5.readout_w_max != cfg20.readout_w_max
 
 
+def test_export_with_the_on_chip_readout_calibration(tmp_path):
+    """--export-calibration chip: the readout full scale is chosen on the chip at export (the arrays are those of
+    the quantile export), a grid multiple of the quantile, the one with the best on-chip accuracy recorded in the
+    sidecar; the task count is validated before anything is loaded."""
+    from pcm_l2l_ros.vision.readout_scale import DEFAULT_FACTORS
+
+    data = str(shared_dir() / "data" / "omniglot")
+    common = ["--ways", "5", "--shots", "1", "--queries", "1", "--meta-batch", "1", "--monitor-every", "0",
+              "--run-dir", str(tmp_path / "run"), "--data-dir", data, "--no-progress", "--seed", "4", "--iterations", "2"]
+    assert train_cmd.run(_parse(train_cmd, [*common, "--export", str(tmp_path / "q.npz")])) == 0
+    assert train_cmd.run(_parse(train_cmd, [*common, "--resume", "--export-only", "--export", str(tmp_path / "c.npz"),
+                                            "--export-calibration", "chip", "--export-calibration-tasks", "4"])) == 0
+    pq, cq, mq = M.load_model(tmp_path / "q.npz")
+    pc, cc, mc = M.load_model(tmp_path / "c.npz")
+    assert all(np.array_equal(pq[k], pc[k]) for k in pq)
+    rec = mc["config"]["readout_calibration"]
+    assert "readout_calibration" not in mq["config"]
+    assert rec["method"] == "chip_accuracy" and rec["tasks_per_shots"] == 4 and rec["shots"] == [1]
+    assert rec["factors"] == list(DEFAULT_FACTORS) and len(rec["mean_accuracy"]) == len(DEFAULT_FACTORS)
+    best = max(range(len(rec["factors"])), key=lambda j: (rec["mean_accuracy"][j], -rec["mean_kl"][j]))
+    assert cc.readout_w_max == pytest.approx(rec["quantile_w_max"] * rec["factors"][best], rel=1e-3)
+    with pytest.raises(SystemExit, match="export-calibration-tasks"):
+        train_cmd.run(_parse(train_cmd, [*common, "--run-dir", str(tmp_path / "never"), "--export",
+                                         str(tmp_path / "x.npz"), "--export-calibration", "chip",
+                                         "--export-calibration-tasks", "0"]))
+    assert not (tmp_path / "never").exists()
+
+
 def test_pcm_seed_chooses_the_programmed_chip(tmp_path):
     """``eval-cnn --pcm-seed S`` programs another chip instance (its programming noise and drift) for the same tasks;
     the default is ``--seed + 17`` (the numbers published before the option existed)."""

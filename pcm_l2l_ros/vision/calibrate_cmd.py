@@ -65,7 +65,11 @@ def run(args: argparse.Namespace) -> int:
     from pcm_l2l_ros.pcm import presets  # noqa: PLC0415
     from pcm_l2l_ros.vision import model as M  # noqa: PLC0415
     from pcm_l2l_ros.vision.omniglot import load_split  # noqa: PLC0415
-    from pcm_l2l_ros.vision.readout_scale import DEFAULT_FACTORS, calibrate_readout_wmax_on_chip  # noqa: PLC0415
+    from pcm_l2l_ros.vision.readout_scale import (  # noqa: PLC0415
+        DEFAULT_FACTORS,
+        calibrate_readout_wmax_on_chip,
+        sidecar_record,
+    )
     from pcm_l2l_ros.vision.train_cmd import split_source  # noqa: PLC0415
 
     shots, factors = _parse(args)
@@ -83,9 +87,8 @@ def run(args: argparse.Namespace) -> int:
     config = dict(meta.get("config", {}))
     previous = config.get("readout_w_max")
     config["readout_w_max"] = cal.w_max
-    config["readout_calibration"] = {**cal.to_dict(), "shots": shots, "tasks_per_shots": args.tasks,
-                                     "split": "background", "drift_s": args.drift, "preset": args.pcm_preset,
-                                     "seed": args.seed, "previous_w_max": previous}
+    config["readout_calibration"] = sidecar_record(cal, shots=shots, tasks=args.tasks, drift_s=args.drift,
+                                                   preset=args.pcm_preset, seed=args.seed, previous_w_max=previous)
     config["calibrated_from"] = {"path": str(args.model), "sha256": sha256_file(src),
                                  "command": meta.get("command"), "git_hash": meta.get("git_hash")}
     out = save_checkpoint(args.out, params, kind=M.KIND, seed=meta.get("seed"), metrics=meta.get("metrics"),

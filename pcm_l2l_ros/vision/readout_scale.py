@@ -52,6 +52,15 @@ class ReadoutScaleCalibration:
                 "accuracy_by_shots": {str(k): v for k, v in self.accuracy.items()}}
 
 
+def sidecar_record(cal: ReadoutScaleCalibration, *, shots: Sequence[int], tasks: int, drift_s: float, preset: str,
+                   seed: int, previous_w_max: float | None) -> dict:
+    """The sidecar's ``config.readout_calibration``: the grid with the accuracy, loss, divergence and agreement
+    per factor, and how the calibration was run (the same record from ``calibrate-cnn`` and ``train-cnn
+    --export-calibration chip``)."""
+    return {**cal.to_dict(), "shots": [int(k) for k in shots], "tasks_per_shots": int(tasks), "split": "background",
+            "drift_s": float(drift_s), "preset": preset, "seed": int(seed), "previous_w_max": previous_w_max}
+
+
 def _kl(p: np.ndarray, q: np.ndarray) -> float:
     """Mean over rows of KL(p || q), nats."""
     p = np.clip(p, 1e-12, 1.0)

@@ -90,6 +90,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export-ways", type=int, default=None,
                    help="export the model for N <= --ways classes (its first N readout columns, readout full "
                         "scale calibrated on N-way tasks); default --ways")
+    p.add_argument("--export-calibration", choices=("quantile", "chip"), default="quantile",
+                   help="with --export: the readout's full scale: 'quantile' (the 99.9 %% quantile of |W| over "
+                        "software adaptation on 64 background tasks) or 'chip' (as pcm-l2l calibrate-cnn: the "
+                        "multiple of that quantile at which the on-chip inner loop classifies background tasks "
+                        "best; the chip is --chip-preset at 1 h)")
+    p.add_argument("--export-calibration-tasks", type=int, default=200,
+                   help="with --export-calibration chip: background tasks per shot setting of --shots (1..5000)")
     p.add_argument("--note", default=None,
                    help="with --export: free text for the sidecar's config.note, e.g. where a run was forked "
                         "or which options changed across resumes (the sidecar's command is the export's)")
@@ -152,12 +159,16 @@ def run(args: argparse.Namespace) -> int:
         parse_lr_steps,
     )
     from pcm_l2l_ros.vision.omniglot import load_split  # noqa: PLC0415
+    from pcm_l2l_ros.vision.readout_scale import calibrate_readout_wmax_on_chip, sidecar_record  # noqa: PLC0415
     from pcm_l2l_ros.vision.sampler import TaskSampler  # noqa: PLC0415
     from pcm_l2l_ros.vision.shifts import check_shift_px  # noqa: PLC0415
 
     if not args.chip_drift >= 0:
         raise SystemExit(f"pcm-l2l train-cnn: --chip-drift must be >= 0 s, got {args.chip_drift}")
-    if args.chip_in_the_loop:
+    if args.export_calibration == "chip" and not 1 <= args.export_calibration_tasks <= 5000:
+        raise SystemExit("pcm-l2l train-cnn: --export-calibration-tasks must be in 1..5000, "
+                         f"got {args.export_calibration_tasks}")
+    if args.chip_in_the_loop or (args.export and args.export_calibration == "chip"):
         from pcm_l2l_ros.pcm.presets import PRESET_NAMES  # noqa: PLC0415
 
         if args.chip_preset not in PRESET_NAMES:
@@ -195,10 +206,20 @@ def run(args: argparse.Namespace) -> int:
         metrics = trainer.recent_metrics()
         ways = args.export_ways or s.ways  # a model serves fewer ways with its first N readout columns
         params, mcfg = M.restrict_ways(trainer.numpy_params(), trainer.cfg, ways)
-        cal = TaskSampler(bg.images, ways, max(s.shots), s.queries)
-        mcfg.readout_w_max = round(calibrate_readout_wmax(params, mcfg, cal, 64,
-                                                          np.random.default_rng(s.seed + 1000)), 5)
+        on_chip = None
+        if args.export_calibration == "chip":
+            rec = calibrate_readout_wmax_on_chip(params, mcfg, bg.images, s.shots, args.export_calibration_tasks,
+                                                 np.random.default_rng(s.seed + 1000), preset=args.chip_preset)
+            mcfg.readout_w_max = rec.w_max
+            on_chip = sidecar_record(rec, shots=s.shots, tasks=args.export_calibration_tasks, drift_s=3600.0,
+                                     preset=args.chip_preset, seed=s.seed + 1000, previous_w_max=None)
+        else:
+            cal = TaskSampler(bg.images, ways, max(s.shots), s.queries)
+            mcfg.readout_w_max = round(calibrate_readout_wmax(params, mcfg, cal, 64,
+                                                              np.random.default_rng(s.seed + 1000)), 5)
         cfg = mcfg.to_dict()
+        if on_chip is not None:
+            cfg["readout_calibration"] = on_chip
         cfg.update(trained_ways=s.ways, train_shots=list(s.shots), queries=s.queries, meta_batch=s.meta_batch,
                    outer_lr=s.outer_lr, outer_lr_steps=[list(v) for v in s.outer_lr_steps],
                    first_order=s.first_order, weight_noise=s.weight_noise, mvm_noise=s.mvm_noise,
