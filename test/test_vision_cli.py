@@ -131,7 +131,8 @@ def test_export_with_the_on_chip_readout_calibration(tmp_path):
 
     data = str(shared_dir() / "data" / "omniglot")
     common = ["--ways", "5", "--shots", "1", "--queries", "1", "--meta-batch", "1", "--monitor-every", "0",
-              "--run-dir", str(tmp_path / "run"), "--data-dir", data, "--no-progress", "--seed", "4", "--iterations", "2"]
+              "--run-dir", str(tmp_path / "run"), "--data-dir", data, "--no-progress", "--seed", "4",
+              "--iterations", "2"]
     assert train_cmd.run(_parse(train_cmd, [*common, "--export", str(tmp_path / "q.npz")])) == 0
     assert train_cmd.run(_parse(train_cmd, [*common, "--resume", "--export-only", "--export", str(tmp_path / "c.npz"),
                                             "--export-calibration", "chip", "--export-calibration-tasks", "4"])) == 0
